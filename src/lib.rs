@@ -1,0 +1,9 @@
+//! powchain: a proof-of-work blockchain toolkit: blocks, chain rules and a midstate miner.
+
+pub mod block;
+pub mod chain;
+pub mod pow;
+
+pub use block::{Block, BlockData, BlockHash, genesis};
+pub use chain::{BlockError, Blockchain, ChainError, ChainParams, Retarget};
+pub use pow::{MineControl, Template, mine};
