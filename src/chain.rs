@@ -519,15 +519,21 @@ impl Blockchain {
         let now = chrono::Utc::now().timestamp();
         for (block, c) in blocks.into_iter().zip(checked) {
             if let Err(e) = self.push_checked(block, c, now) {
-                self.truncate(fork);
-                for b in removed {
-                    let t = parse_timestamp(&b.timestamp).unwrap_or(0);
-                    self.append_unchecked(b, t);
-                }
+                self.rewind(fork, removed);
                 return Err(e.into());
             }
         }
         Ok(removed)
+    }
+
+    /// Undoes a replacement: drops the blocks above `fork` and puts back `restore`, blocks
+    /// that were validated on this very prefix before.
+    pub(crate) fn rewind(&mut self, fork: u64, restore: Vec<Block>) {
+        self.truncate(fork);
+        for b in restore {
+            let t = parse_timestamp(&b.timestamp).unwrap_or(0);
+            self.append_unchecked(b, t);
+        }
     }
 
     /// Adopts `blocks` (a whole chain, genesis first) if it is valid and has more work;

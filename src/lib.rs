@@ -7,3 +7,12 @@ pub mod pow;
 pub use block::{Block, BlockData, BlockHash, genesis};
 pub use chain::{BlockError, Blockchain, ChainError, ChainParams, Retarget};
 pub use pow::{MineControl, Template, mine};
+pub mod client;
+pub mod frame;
+pub mod home;
+pub mod message;
+pub mod node;
+pub mod registry;
+pub mod store;
+
+pub use client::NodeClient;

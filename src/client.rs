@@ -1,0 +1,325 @@
+//! `NodeClient`: one typed async call per request, each under a timeout, over one connection.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio_util::codec::Framed;
+
+use crate::block::{Block, BlockHash};
+use crate::frame::{FrameCodec, FrameError};
+use crate::message::{BlockOutcome, Hello, Request, Response, Status};
+
+/// Default time allowed for connecting and for one ordinary request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time allowed for a `mine` request (mining may take long at high difficulty).
+pub const DEFAULT_MINE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// File holding a node's admin cookie, inside its data directory.
+pub const COOKIE_FILE: &str = ".cookie";
+
+/// Why a call to a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answers at the address.
+    #[error("node {addr} is unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    /// The node did not answer in time.
+    #[error("node {addr} did not answer within {secs:.1} s")]
+    Timeout { addr: String, secs: f64 },
+    /// The connection broke or sent a bad frame.
+    #[error("connection to node {addr} failed: {source}")]
+    Frame { addr: String, source: FrameError },
+    /// The node closed the connection without replying.
+    #[error("node {addr} closed the connection")]
+    Closed { addr: String },
+    /// The node replied with an error.
+    #[error("node {addr} refused: {message} ({code})")]
+    Node {
+        addr: String,
+        code: String,
+        message: String,
+    },
+    /// The node replied with something else than the request calls for.
+    #[error("node {addr} sent an unexpected reply: {reply}")]
+    Unexpected { addr: String, reply: String },
+}
+
+impl ClientError {
+    /// Returns the node's error code when the node itself refused.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Node { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the admin cookie a node wrote into its data directory.
+pub fn read_cookie(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join(COOKIE_FILE))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// A client of one node. Calls are sent one at a time over a kept-open connection, which is
+/// re-opened after any failure.
+#[derive(Debug)]
+pub struct NodeClient {
+    addr: String,
+    timeout: Duration,
+    mine_timeout: Duration,
+    cookie: Option<String>,
+    max_frame: usize,
+    conn: Mutex<Option<Framed<TcpStream, FrameCodec>>>,
+}
+
+impl NodeClient {
+    /// Returns a client of the node at `addr` (`host:port`); nothing is connected yet.
+    pub fn new(addr: impl Into<String>) -> Self {
+        NodeClient {
+            addr: addr.into(),
+            timeout: DEFAULT_TIMEOUT,
+            mine_timeout: DEFAULT_MINE_TIMEOUT,
+            cookie: None,
+            max_frame: crate::frame::DEFAULT_MAX_FRAME,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// Sets the admin cookie sent with `shutdown`, `add_peer` and `remove_peer`.
+    pub fn with_cookie(mut self, cookie: Option<String>) -> Self {
+        self.cookie = cookie;
+        self
+    }
+
+    /// Sets the timeout of ordinary requests.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the timeout of `mine` requests.
+    pub fn with_mine_timeout(mut self, timeout: Duration) -> Self {
+        self.mine_timeout = timeout;
+        self
+    }
+
+    /// Returns the node's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one raw payload and returns the raw reply (for the legacy text commands).
+    pub async fn raw(&self, payload: &[u8]) -> Result<String, ClientError> {
+        let reply = self.exchange(payload, self.timeout).await?;
+        Ok(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    /// Sends `request` and returns the node's reply, errors included as `Response::Error`.
+    pub async fn call(&self, request: &Request) -> Result<Response, ClientError> {
+        let timeout = match request {
+            Request::Mine { .. } => self.mine_timeout,
+            _ => self.timeout,
+        };
+        let payload = serde_json::to_vec(request).map_err(|e| self.unexpected(e))?;
+        let reply = self.exchange(&payload, timeout).await?;
+        serde_json::from_slice(&reply).map_err(|_| ClientError::Unexpected {
+            addr: self.addr.clone(),
+            reply: String::from_utf8_lossy(&reply[..reply.len().min(200)]).into_owned(),
+        })
+    }
+
+    async fn exchange(
+        &self,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, ClientError> {
+        let mut guard = self.conn.lock().await;
+        let result = tokio::time::timeout(timeout, async {
+            if guard.is_none() {
+                let stream =
+                    TcpStream::connect(&self.addr)
+                        .await
+                        .map_err(|e| ClientError::Unreachable {
+                            addr: self.addr.clone(),
+                            reason: e.to_string(),
+                        })?;
+                let _ = stream.set_nodelay(true);
+                *guard = Some(Framed::new(stream, FrameCodec::new(self.max_frame)));
+            }
+            let conn = guard.as_mut().ok_or_else(|| ClientError::Closed {
+                addr: self.addr.clone(),
+            })?;
+            conn.send(payload)
+                .await
+                .map_err(|source| ClientError::Frame {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+            match conn.next().await {
+                Some(Ok(reply)) => Ok(reply),
+                Some(Err(source)) => Err(ClientError::Frame {
+                    addr: self.addr.clone(),
+                    source,
+                }),
+                None => Err(ClientError::Closed {
+                    addr: self.addr.clone(),
+                }),
+            }
+        })
+        .await;
+        let result = result.unwrap_or_else(|_| {
+            Err(ClientError::Timeout {
+                addr: self.addr.clone(),
+                secs: timeout.as_secs_f64(),
+            })
+        });
+        if result.is_err() {
+            // The stream may hold half a reply: never reuse it.
+            *guard = None;
+        }
+        result
+    }
+
+    fn unexpected(&self, reply: impl std::fmt::Display) -> ClientError {
+        ClientError::Unexpected {
+            addr: self.addr.clone(),
+            reply: reply.to_string(),
+        }
+    }
+
+    async fn expect(&self, request: Request) -> Result<Response, ClientError> {
+        match self.call(&request).await? {
+            Response::Error { code, message } => Err(ClientError::Node {
+                addr: self.addr.clone(),
+                code,
+                message,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Performs the handshake.
+    pub async fn hello(&self, hello: Hello) -> Result<Hello, ClientError> {
+        match self.expect(Request::Hello(hello)).await? {
+            Response::Hello(h) => Ok(h),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Returns the node's status.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        match self.expect(Request::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Returns the node's whole chain.
+    pub async fn get_chain(&self) -> Result<Vec<Block>, ClientError> {
+        match self.expect(Request::GetChain).await? {
+            Response::Chain { blocks } => Ok(blocks),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Returns up to `limit` blocks after the newest locator hash the node knows.
+    pub async fn get_blocks(
+        &self,
+        locator: Vec<BlockHash>,
+        limit: usize,
+    ) -> Result<Vec<Block>, ClientError> {
+        match self
+            .expect(Request::GetBlocks {
+                locator,
+                limit: Some(limit),
+            })
+            .await?
+        {
+            Response::Blocks { blocks } => Ok(blocks),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Offers a block; returns the outcome and the node's reason.
+    pub async fn new_block(
+        &self,
+        block: Block,
+    ) -> Result<(BlockOutcome, Option<String>), ClientError> {
+        match self.expect(Request::NewBlock { block }).await? {
+            Response::BlockResult { result, reason } => Ok((result, reason)),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Mines a block with `data`; returns it once the node has stored it.
+    pub async fn mine(&self, data: Value) -> Result<Block, ClientError> {
+        match self.expect(Request::Mine { data }).await? {
+            Response::Mined { block } => Ok(block),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Returns the node's peers.
+    pub async fn get_peers(&self) -> Result<Vec<String>, ClientError> {
+        match self.expect(Request::GetPeers).await? {
+            Response::Peers { peers } => Ok(peers),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Adds a peer (sends the cookie).
+    pub async fn add_peer(&self, addr: &str) -> Result<(), ClientError> {
+        let request = Request::AddPeer {
+            addr: addr.to_owned(),
+            cookie: self.cookie.clone(),
+        };
+        self.expect(request).await.map(drop)
+    }
+
+    /// Removes a peer (sends the cookie).
+    pub async fn remove_peer(&self, addr: &str) -> Result<(), ClientError> {
+        let request = Request::RemovePeer {
+            addr: addr.to_owned(),
+            cookie: self.cookie.clone(),
+        };
+        self.expect(request).await.map(drop)
+    }
+
+    /// Syncs the node with all its peers now; returns (height, tip, replaced).
+    pub async fn sync(&self) -> Result<(u64, BlockHash, bool), ClientError> {
+        match self.expect(Request::Sync).await? {
+            Response::Synced {
+                height,
+                tip,
+                replaced,
+            } => Ok((height, tip, replaced)),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Has the node re-check its stored chain; returns the error if it is invalid.
+    pub async fn validate(&self) -> Result<Option<String>, ClientError> {
+        match self.expect(Request::Validate).await? {
+            Response::Validation { valid: true, .. } => Ok(None),
+            Response::Validation { error, .. } => Ok(Some(error.unwrap_or_default())),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Asks the node to shut down (sends the cookie).
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        match self
+            .expect(Request::Shutdown {
+                cookie: self.cookie.clone(),
+            })
+            .await?
+        {
+            Response::Exiting => Ok(()),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+}

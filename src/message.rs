@@ -1,0 +1,410 @@
+//! The protocol's messages: typed JSON requests and replies, and the original's text commands.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::block::{Block, BlockHash};
+
+/// Protocol version sent in `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The legacy reply to a chain push that was adopted.
+pub const LEGACY_ACCEPTED: &str = "BLOCKCHAIN ACCEPTED";
+/// The legacy reply to a chain push that was refused.
+pub const LEGACY_REJECTED: &str = "BLOCKCHAIN REJECTED";
+/// The legacy reply to text that is not JSON.
+pub const LEGACY_INVALID_JSON: &str = "INVALID JSON";
+/// The legacy reply to `SHUTDOWN`.
+pub const LEGACY_EXITING: &str = "EXITING";
+
+/// What a node says of itself in a handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version.
+    pub version: u32,
+    /// Genesis hash: the network's identity.
+    pub genesis: BlockHash,
+    /// Address the node listens on, `host:port`.
+    pub listen: String,
+    /// Height of its tip.
+    pub height: u64,
+    /// Hash of its tip.
+    pub tip: BlockHash,
+    /// Total work of its chain, decimal.
+    pub work: String,
+}
+
+/// A request, tagged by `"type"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Handshake between peers.
+    Hello(Hello),
+    /// The node's state.
+    Status,
+    /// The whole chain.
+    GetChain,
+    /// Blocks after the newest locator hash the node knows.
+    GetBlocks {
+        /// Hashes newest first, thinning out, genesis last.
+        locator: Vec<BlockHash>,
+        /// At most this many blocks.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// A block offered by a peer or a user.
+    NewBlock {
+        /// The block.
+        block: Block,
+    },
+    /// Mine a block with this data.
+    Mine {
+        /// Any JSON value.
+        data: Value,
+    },
+    /// The node's peers.
+    GetPeers,
+    /// Add a peer (admin).
+    AddPeer {
+        /// `host:port`.
+        addr: String,
+        /// The node's cookie.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cookie: Option<String>,
+    },
+    /// Remove a peer (admin).
+    RemovePeer {
+        /// `host:port`.
+        addr: String,
+        /// The node's cookie.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cookie: Option<String>,
+    },
+    /// Sync with every peer now.
+    Sync,
+    /// Re-check the whole stored chain.
+    Validate,
+    /// Stop the node (admin).
+    Shutdown {
+        /// The node's cookie.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cookie: Option<String>,
+    },
+}
+
+impl Request {
+    /// Returns the request's `type` tag, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Hello(_) => "hello",
+            Request::Status => "status",
+            Request::GetChain => "get_chain",
+            Request::GetBlocks { .. } => "get_blocks",
+            Request::NewBlock { .. } => "new_block",
+            Request::Mine { .. } => "mine",
+            Request::GetPeers => "get_peers",
+            Request::AddPeer { .. } => "add_peer",
+            Request::RemovePeer { .. } => "remove_peer",
+            Request::Sync => "sync",
+            Request::Validate => "validate",
+            Request::Shutdown { .. } => "shutdown",
+        }
+    }
+}
+
+/// What became of an offered block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockOutcome {
+    /// It extended the tip and was stored.
+    Appended,
+    /// It was not above our height (or already known).
+    Ignored,
+    /// It did not link, and syncing with its sender changed our chain.
+    Synced,
+    /// It broke a rule, or did not link and syncing did not help.
+    Rejected,
+}
+
+/// The node's state, as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Address the node listens on.
+    pub listen: String,
+    /// Height of the tip.
+    pub height: u64,
+    /// Hash of the tip.
+    pub tip: BlockHash,
+    /// Total work, decimal.
+    pub work: String,
+    /// Difficulty of the next block.
+    pub difficulty: u32,
+    /// Connected peers.
+    pub peers: Vec<String>,
+    /// Whether a mining run is in progress.
+    pub mining: bool,
+    /// Attempts per second of the current or last mining run.
+    pub hash_rate: f64,
+    /// Genesis hash of the node's network.
+    #[serde(default)]
+    pub genesis: Option<BlockHash>,
+}
+
+/// A reply, tagged by `"type"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// Handshake reply.
+    Hello(Hello),
+    /// The node's state.
+    Status(Status),
+    /// The whole chain.
+    Chain {
+        /// Blocks, genesis first.
+        blocks: Vec<Block>,
+    },
+    /// Blocks answering `get_blocks`.
+    Blocks {
+        /// Blocks in order; empty when up to date.
+        blocks: Vec<Block>,
+    },
+    /// What became of an offered block.
+    BlockResult {
+        /// The outcome.
+        result: BlockOutcome,
+        /// Why, when rejected or ignored.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A block mined and stored.
+    Mined {
+        /// The block.
+        block: Block,
+    },
+    /// The node's peers.
+    Peers {
+        /// `host:port` each.
+        peers: Vec<String>,
+    },
+    /// Done.
+    Ok,
+    /// The outcome of a sync.
+    Synced {
+        /// Height after the sync.
+        height: u64,
+        /// Tip after the sync.
+        tip: BlockHash,
+        /// Whether our chain changed.
+        replaced: bool,
+    },
+    /// The outcome of a validation.
+    Validation {
+        /// Whether the stored chain is valid.
+        valid: bool,
+        /// What is wrong, if not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The node is shutting down.
+    Exiting,
+    /// The request failed; the connection stays usable.
+    Error {
+        /// Machine-readable code.
+        code: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+}
+
+impl Response {
+    /// Builds an error reply.
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        Response::Error {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One of the original's plain-text commands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Legacy {
+    /// `GET CHAIN`: reply with the chain as a bare JSON array.
+    GetChain,
+    /// `SHUTDOWN`: reply `EXITING` and stop.
+    Shutdown,
+    /// A bare JSON array of blocks: adopt it if valid and with more work.
+    PushChain(Vec<Block>),
+}
+
+/// A decoded payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A JSON request.
+    Request(Box<Request>),
+    /// A legacy text command.
+    Legacy(Legacy),
+    /// Not JSON and no known command: reply `INVALID JSON`.
+    InvalidJson,
+    /// JSON that is not a valid request: reply with this error.
+    BadRequest(Response),
+}
+
+/// Parses one frame's payload.
+pub fn parse_incoming(payload: &[u8]) -> Incoming {
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return Incoming::InvalidJson;
+    };
+    let command = text.trim();
+    if command.eq_ignore_ascii_case("GET CHAIN") {
+        return Incoming::Legacy(Legacy::GetChain);
+    }
+    if command == "SHUTDOWN" {
+        return Incoming::Legacy(Legacy::Shutdown);
+    }
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => return Incoming::InvalidJson,
+    };
+    match value {
+        Value::Array(_) => match serde_json::from_value::<Vec<Block>>(value) {
+            Ok(blocks) => Incoming::Legacy(Legacy::PushChain(blocks)),
+            Err(e) => Incoming::BadRequest(Response::error(
+                "bad_request",
+                format!("not a chain of blocks: {e}"),
+            )),
+        },
+        Value::Object(ref map) => {
+            let Some(kind) = map.get("type").and_then(Value::as_str).map(str::to_owned) else {
+                return Incoming::BadRequest(Response::error(
+                    "bad_request",
+                    "a request is a JSON object with a \"type\" field",
+                ));
+            };
+            match serde_json::from_value::<Request>(value) {
+                Ok(r) => Incoming::Request(Box::new(r)),
+                Err(e) if e.to_string().starts_with("unknown variant") => Incoming::BadRequest(
+                    Response::error("unknown_type", format!("unknown request type {kind:?}")),
+                ),
+                Err(e) => Incoming::BadRequest(Response::error(
+                    "bad_request",
+                    format!("bad {kind:?} request: {e}"),
+                )),
+            }
+        }
+        _ => Incoming::BadRequest(Response::error(
+            "bad_request",
+            "a request is a JSON object with a \"type\" field",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Every request of the design's table parses from its documented JSON.
+    #[test]
+    fn requests_parse_from_documented_json() {
+        let g = crate::genesis(16, None).hash.to_hex();
+        let cases = [
+            json!({"type":"hello","version":1,"genesis":g,"listen":"127.0.0.1:5001","height":0,"tip":g,"work":"65536"}),
+            json!({"type":"status"}),
+            json!({"type":"get_chain"}),
+            json!({"type":"get_blocks","locator":[g],"limit":10}),
+            json!({"type":"new_block","block":crate::genesis(16, None)}),
+            json!({"type":"mine","data":{"a":1}}),
+            json!({"type":"get_peers"}),
+            json!({"type":"add_peer","addr":"127.0.0.1:5002","cookie":"c"}),
+            json!({"type":"remove_peer","addr":"127.0.0.1:5002"}),
+            json!({"type":"sync"}),
+            json!({"type":"validate"}),
+            json!({"type":"shutdown"}),
+        ];
+        for case in cases {
+            let text = case.to_string();
+            match parse_incoming(text.as_bytes()) {
+                Incoming::Request(r) => assert_eq!(case["type"], r.kind()),
+                other => panic!("{text} parsed as {other:?}"),
+            }
+        }
+    }
+
+    /// The original's text commands and replies are recognised exactly.
+    #[test]
+    fn legacy_commands_are_recognised() {
+        assert_eq!(
+            parse_incoming(b"GET CHAIN"),
+            Incoming::Legacy(Legacy::GetChain)
+        );
+        assert_eq!(
+            parse_incoming(b"get chain\n"),
+            Incoming::Legacy(Legacy::GetChain)
+        );
+        assert_eq!(
+            parse_incoming(b"SHUTDOWN"),
+            Incoming::Legacy(Legacy::Shutdown)
+        );
+        assert_eq!(parse_incoming(b"hello there"), Incoming::InvalidJson);
+        assert_eq!(parse_incoming(&[0xff, 0xfe]), Incoming::InvalidJson);
+        let chain = serde_json::to_string(&vec![crate::genesis(16, None)]).unwrap();
+        assert!(
+            matches!(parse_incoming(chain.as_bytes()), Incoming::Legacy(Legacy::PushChain(b)) if b.len() == 1)
+        );
+    }
+
+    /// JSON that is not a request gets an error naming the problem.
+    #[test]
+    fn bad_requests_get_clear_errors() {
+        let code = |p: &str| match parse_incoming(p.as_bytes()) {
+            Incoming::BadRequest(Response::Error { code, .. }) => code,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(code(r#"{"type":"fly"}"#), "unknown_type");
+        assert_eq!(code(r#"{"nope":1}"#), "bad_request");
+        assert_eq!(code(r#"{"type":"mine"}"#), "bad_request");
+        assert_eq!(code("42"), "bad_request");
+        assert_eq!(code(r#"[{"index":"x"}]"#), "bad_request");
+    }
+
+    /// Replies serialize with the design's tags and field names.
+    #[test]
+    fn replies_use_documented_tags() {
+        let r = Response::BlockResult {
+            result: BlockOutcome::Appended,
+            reason: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"type":"block_result","result":"appended"})
+        );
+        assert_eq!(
+            serde_json::to_value(Response::Ok).unwrap(),
+            json!({"type":"ok"})
+        );
+        assert_eq!(
+            serde_json::to_value(Response::Exiting).unwrap(),
+            json!({"type":"exiting"})
+        );
+        let e = Response::error("unknown_peer", "no such peer");
+        assert_eq!(
+            serde_json::to_value(e).unwrap(),
+            json!({"type":"error","code":"unknown_peer","message":"no such peer"})
+        );
+    }
+
+    proptest! {
+        /// Random payloads never panic the parser.
+        #[test]
+        fn parser_survives_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_incoming(&data);
+        }
+
+        /// Random JSON-ish text never panics the parser.
+        #[test]
+        fn parser_survives_random_json(s in r#"[\[\]{}":,a-z0-9 ]{0,80}"#) {
+            let _ = parse_incoming(s.as_bytes());
+        }
+    }
+}

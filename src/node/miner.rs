@@ -1,0 +1,160 @@
+//! Mining jobs: one run at a time on all mining threads, restarted when the tip moves.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Node;
+use crate::block::{Block, BlockData};
+use crate::pow::{self, MineControl};
+
+/// Mining state shared with `status`.
+#[derive(Debug, Default)]
+pub struct MiningStats {
+    active: AtomicUsize,
+    rate_bits: AtomicU64,
+    runs: Mutex<Vec<Arc<MineControl>>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl MiningStats {
+    /// Tells whether a run is in progress.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed) > 0
+    }
+
+    /// Returns the attempts per second of the current or last run.
+    pub fn hash_rate(&self) -> f64 {
+        f64::from_bits(self.rate_bits.load(Ordering::Relaxed))
+    }
+
+    fn set_rate(&self, rate: f64) {
+        self.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Cancels every run in progress.
+    pub fn cancel_all(&self) {
+        for c in self.runs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            c.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Why a `mine` request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MineError {
+    /// The node is stopping.
+    #[error("the node is shutting down; the block was not mined")]
+    ShuttingDown,
+    /// The data would make a block over the size cap.
+    #[error("data of {size} bytes makes a block over the {max} byte cap")]
+    TooLarge { size: usize, max: usize },
+    /// The block could not be stored.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl MineError {
+    /// Returns the protocol error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MineError::ShuttingDown => "shutting_down",
+            MineError::TooLarge { .. } => "too_large",
+            MineError::Failed(_) => "internal",
+        }
+    }
+}
+
+/// A run lasting longer than this logs its progress.
+const PROGRESS_AFTER: Duration = Duration::from_secs(2);
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+impl Node {
+    /// Mines a block with `data` on the current tip; returns it once stored. A new tip
+    /// cancels the attempt and restarts it on the new tip with the same data.
+    pub async fn mine(self: &Arc<Self>, data: Value) -> Result<Block, MineError> {
+        let data = BlockData::new(&data);
+        let max = self.config.params.max_block_size;
+        // The block adds its fixed fields (under 400 bytes) to the data.
+        if data.as_str().len() + 400 >= max {
+            return Err(MineError::TooLarge {
+                size: data.as_str().len(),
+                max,
+            });
+        }
+        let _turn = self.mining.turn.lock().await;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(MineError::ShuttingDown);
+            }
+            let template = self.chain().template(data.clone());
+            let Some(block) = self.run_miner(template).await else {
+                continue;
+            };
+            match self.commit_mined(&block).await {
+                Ok(true) => return Ok(block),
+                Ok(false) => continue,
+                Err(e) => return Err(MineError::Failed(e)),
+            }
+        }
+    }
+
+    /// Runs the miner off the runtime until it finds a block, the tip moves or the node stops.
+    async fn run_miner(self: &Arc<Self>, template: pow::Template) -> Option<Block> {
+        let control = Arc::new(MineControl::default());
+        self.mining
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(control.clone());
+        self.mining.active.fetch_add(1, Ordering::Relaxed);
+        let mut tip = self.tip.subscribe();
+        tip.mark_unchanged();
+        let threads = self.config.threads;
+        let (c2, t2) = (control.clone(), template.clone());
+        let mut handle = tokio::task::spawn_blocking(move || pow::mine(&t2, threads, &c2));
+        let start = Instant::now();
+        let mut last_log = start;
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        let result = loop {
+            tokio::select! {
+                r = &mut handle => break r.ok().flatten(),
+                changed = tip.changed() => {
+                    if changed.is_ok() {
+                        tracing::info!(height = template.index, "new tip: restarting mining on it");
+                    }
+                    control.cancel.store(true, Ordering::Relaxed);
+                }
+                _ = self.shutdown.cancelled() => control.cancel.store(true, Ordering::Relaxed),
+                _ = ticker.tick() => {
+                    let attempts = control.attempts.load(Ordering::Relaxed);
+                    let elapsed = start.elapsed();
+                    self.mining.set_rate(attempts as f64 / elapsed.as_secs_f64().max(1e-3));
+                    if elapsed >= PROGRESS_AFTER && last_log.elapsed() >= PROGRESS_EVERY {
+                        last_log = Instant::now();
+                        tracing::info!(
+                            height = template.index,
+                            difficulty = template.difficulty,
+                            attempts,
+                            hash_rate = format!("{:.2} MH/s", self.mining.hash_rate() / 1e6),
+                            elapsed = format!("{:.1} s", elapsed.as_secs_f64()),
+                            "mining"
+                        );
+                    }
+                }
+            }
+        };
+        let attempts = control.attempts.load(Ordering::Relaxed);
+        self.mining
+            .set_rate(attempts as f64 / start.elapsed().as_secs_f64().max(1e-3));
+        self.mining.active.fetch_sub(1, Ordering::Relaxed);
+        self.mining
+            .runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| !Arc::ptr_eq(c, &control));
+        result
+    }
+}

@@ -1,0 +1,245 @@
+//! The node: shared state, the accept loop and graceful shutdown.
+//!
+//! `run(listener, config, shutdown)` serves until `shutdown` is cancelled (by the caller, or by
+//! a `shutdown` request), then stops accepting, cancels mining, lets in-flight replies finish,
+//! leaves the registry and closes the store.
+
+mod chainops;
+mod connection;
+mod handler;
+mod miner;
+mod peers;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::block::BlockHash;
+use crate::chain::{Blockchain, ChainParams};
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+
+pub use miner::MiningStats;
+pub use peers::PeerSet;
+
+/// Everything a node is told at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The network's rules.
+    pub params: ChainParams,
+    /// Where the chain and the cookie live.
+    pub data_dir: PathBuf,
+    /// The shared registry of running nodes (`$POWCHAIN_HOME/nodes.json`), if any.
+    pub registry: Option<PathBuf>,
+    /// Peers to connect to at start.
+    pub peers: Vec<String>,
+    /// Mining threads.
+    pub threads: usize,
+    /// Cap on a frame's payload.
+    pub max_frame: usize,
+    /// Cap on open connections.
+    pub max_connections: usize,
+    /// Connections idle this long are closed.
+    pub idle_timeout: Duration,
+    /// Refuse the bare `SHUTDOWN` even from loopback.
+    pub strict_admin: bool,
+}
+
+impl Config {
+    /// Returns a config with defaults for everything but the data directory.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Config {
+            params: ChainParams::default(),
+            data_dir,
+            registry: None,
+            peers: Vec::new(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_frame: crate::frame::DEFAULT_MAX_FRAME,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(120),
+            strict_admin: false,
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store could not be opened or is of another network.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The data directory or cookie could not be written.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The state every task of a node shares.
+pub struct Node {
+    config: Config,
+    listen: SocketAddr,
+    chain: Mutex<Blockchain>,
+    store: Store,
+    /// Serializes changes to the chain, so that check, commit and apply are one step.
+    writer: tokio::sync::Mutex<()>,
+    tip: watch::Sender<BlockHash>,
+    peers: PeerSet,
+    mining: MiningStats,
+    cookie: String,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    registry: Option<Registry>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Opens the store and writes the cookie; the node does not serve yet.
+    pub fn open(
+        config: Config,
+        listen: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Node>, NodeError> {
+        let (store, chain) = Store::open(&config.data_dir, &config.params)?;
+        let cookie = write_cookie(&config.data_dir)?;
+        let (tip, _) = watch::channel(chain.tip().hash);
+        let registry = config.registry.clone().map(Registry::new);
+        tracing::info!(
+            height = chain.height(),
+            tip = %chain.tip().hash.short(),
+            genesis = %chain.genesis().hash.short(),
+            data_dir = %config.data_dir.display(),
+            "chain loaded and validated"
+        );
+        Ok(Arc::new(Node {
+            chain: Mutex::new(chain),
+            store,
+            writer: tokio::sync::Mutex::new(()),
+            tip,
+            peers: PeerSet::default(),
+            mining: MiningStats::default(),
+            cookie,
+            shutdown,
+            tasks: TaskTracker::new(),
+            registry,
+            listen,
+            config,
+        }))
+    }
+
+    /// Locks the in-memory chain; never held across an `.await`.
+    fn chain(&self) -> MutexGuard<'_, Blockchain> {
+        self.chain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns the address the node listens on, as peers should dial it.
+    pub fn listen_addr(&self) -> String {
+        self.listen.to_string()
+    }
+
+    /// Returns the node's genesis hash.
+    pub fn genesis_hash(&self) -> BlockHash {
+        self.chain().genesis().hash
+    }
+}
+
+fn write_cookie(dir: &std::path::Path) -> Result<String, NodeError> {
+    use rand::Rng;
+    let err = |source| NodeError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let bytes: [u8; 32] = rand::rng().random();
+    let cookie = hex::encode(bytes);
+    let path = dir.join(crate::client::COOKIE_FILE);
+    let tmp = dir.join(".cookie.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(err)?;
+    std::io::Write::write_all(&mut file, cookie.as_bytes()).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(cookie)
+}
+
+/// Serves `listener` until `shutdown` is cancelled; returns once everything is closed.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), NodeError> {
+    let listen = listener.local_addr().map_err(|source| NodeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let node = Node::open(config, listen, shutdown.clone())?;
+    serve(node, listener).await;
+    Ok(())
+}
+
+/// Runs an opened node on `listener` until its shutdown token is cancelled.
+pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    let permits = Arc::new(Semaphore::new(node.config.max_connections));
+    if let Some(registry) = &node.registry
+        && let Err(e) = registry.add(node.listen.port(), &node.listen.ip().to_string())
+    {
+        tracing::warn!("could not register in {}: {e}", registry.path().display());
+    }
+    peers::start(&node);
+    loop {
+        // Taking the permit before accept caps open connections without refusing in a loop.
+        let permit = tokio::select! {
+            _ = node.shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let accepted = tokio::select! {
+            _ = node.shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let node2 = node.clone();
+                node.tasks.spawn(async move {
+                    connection::serve(node2, stream, peer).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::info!("shutting down: no longer accepting connections");
+    drop(listener);
+    node.mining.cancel_all();
+    node.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), node.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within 5 s; closing them");
+    }
+    if let Some(registry) = &node.registry
+        && let Err(e) = registry.remove(node.listen.port())
+    {
+        tracing::warn!("could not leave the registry: {e}");
+    }
+    tracing::info!("store closed, bye");
+}

@@ -1,0 +1,229 @@
+//! The on-disk chain: blocks in an embedded redb database, one transaction per change.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::block::{Block, BlockHash};
+use crate::chain::{Blockchain, ChainError, ChainParams};
+
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "chain.redb";
+
+/// Why the store cannot be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database belongs to another network.
+    #[error(
+        "the store at {path} holds the chain of another network (genesis {stored}); this node's \
+         genesis is {expected}: use another --data-dir or the stored network's settings"
+    )]
+    WrongNetwork {
+        path: PathBuf,
+        stored: String,
+        expected: BlockHash,
+    },
+    /// A stored block does not parse.
+    #[error("stored block {height} in {path} does not parse: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        height: u64,
+        reason: String,
+    },
+    /// The stored chain breaks a rule.
+    #[error("the chain stored at {path} is invalid: {source}")]
+    Invalid { path: PathBuf, source: ChainError },
+    /// redb or the file system failed.
+    #[error("store at {path}: {reason}")]
+    Db { path: PathBuf, reason: String },
+}
+
+/// The chain database of one node.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and loads and fully re-validates its chain.
+    pub fn open(dir: &Path, params: &ChainParams) -> Result<(Store, Blockchain), StoreError> {
+        let path = dir.join(DB_FILE);
+        let db_err = |e: &dyn std::fmt::Display| StoreError::Db {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| db_err(&e))?;
+        let db = Database::create(&path).map_err(|e| db_err(&e))?;
+        let store = Store {
+            db,
+            path: path.clone(),
+        };
+        let genesis = params.genesis();
+        let stored_genesis = store.meta("genesis")?;
+        match stored_genesis {
+            Some(g) if g != genesis.hash.to_hex() => {
+                return Err(StoreError::WrongNetwork {
+                    path,
+                    stored: g,
+                    expected: genesis.hash,
+                });
+            }
+            Some(_) => {}
+            None => {
+                let tx = store.db.begin_write().map_err(|e| db_err(&e))?;
+                {
+                    let mut meta = tx.open_table(META).map_err(|e| db_err(&e))?;
+                    meta.insert("genesis", genesis.hash.to_hex().as_str())
+                        .map_err(|e| db_err(&e))?;
+                    let mut blocks = tx.open_table(BLOCKS).map_err(|e| db_err(&e))?;
+                    let json = serde_json::to_vec(&genesis).map_err(|e| db_err(&e))?;
+                    blocks.insert(0, json.as_slice()).map_err(|e| db_err(&e))?;
+                }
+                tx.commit().map_err(|e| db_err(&e))?;
+            }
+        }
+        let blocks = store.load()?;
+        let chain = Blockchain::from_blocks(params.clone(), blocks).map_err(|source| {
+            StoreError::Invalid {
+                path: store.path.clone(),
+                source,
+            }
+        })?;
+        Ok((store, chain))
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Db {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = match tx.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        Ok(table
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value().to_owned()))
+    }
+
+    /// Reads every stored block, genesis first.
+    pub fn load(&self) -> Result<Vec<Block>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(table.len().map_err(|e| self.err(e))? as usize);
+        for row in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let block: Block =
+                serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    height: k.value(),
+                    reason: e.to_string(),
+                })?;
+            out.push(block);
+        }
+        Ok(out)
+    }
+
+    /// Durably appends `block`; returns once it is committed.
+    pub fn append(&self, block: &Block) -> Result<(), StoreError> {
+        self.replace_from(block.index.saturating_sub(1), std::slice::from_ref(block))
+    }
+
+    /// Replaces every block above `fork` with `blocks`, in one transaction.
+    pub fn replace_from(&self, fork: u64, blocks: &[Block]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
+            table
+                .retain_in(fork + 1.., |_, _| false)
+                .map_err(|e| self.err(e))?;
+            for b in blocks {
+                let json = serde_json::to_vec(b).map_err(|e| self.err(e))?;
+                table
+                    .insert(b.index, json.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Returns the database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::BlockData;
+    use crate::chain::mine_next;
+
+    /// Blocks appended survive a reopen and the reopened chain is the same.
+    #[test]
+    fn store_round_trips_a_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChainParams::with_difficulty(4);
+        let (store, mut chain) = Store::open(dir.path(), &params).unwrap();
+        for i in 0..5 {
+            let b = mine_next(&chain, BlockData::new(&serde_json::json!(i)), 1);
+            store.append(&b).unwrap();
+            chain.push(b).unwrap();
+        }
+        drop(store);
+        let (_, again) = Store::open(dir.path(), &params).unwrap();
+        assert_eq!(again.to_vec(), chain.to_vec());
+    }
+
+    /// A reorg replaces the tail in one transaction.
+    #[test]
+    fn replace_from_drops_the_old_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChainParams::with_difficulty(0);
+        let (store, mut chain) = Store::open(dir.path(), &params).unwrap();
+        for i in 0..5 {
+            let b = mine_next(&chain, BlockData::new(&serde_json::json!(i)), 1);
+            store.append(&b).unwrap();
+            chain.push(b).unwrap();
+        }
+        let mut fork =
+            Blockchain::from_blocks(params.clone(), chain.to_vec()[..3].to_vec()).unwrap();
+        for i in 0..4 {
+            fork.push(mine_next(
+                &fork,
+                BlockData::new(&serde_json::json!(["f", i])),
+                1,
+            ))
+            .unwrap();
+        }
+        store.replace_from(2, &fork.blocks_from(3)).unwrap();
+        assert_eq!(store.load().unwrap(), fork.to_vec());
+    }
+
+    /// A store of another network is refused with both genesis hashes named.
+    #[test]
+    fn other_network_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), &ChainParams::with_difficulty(4)).unwrap());
+        let err = Store::open(dir.path(), &ChainParams::with_difficulty(5)).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::WrongNetwork { .. }));
+        assert!(
+            msg.contains(&ChainParams::with_difficulty(4).genesis().hash.to_hex()),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&ChainParams::with_difficulty(5).genesis().hash.to_hex()),
+            "{msg}"
+        );
+    }
+}
