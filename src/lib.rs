@@ -9,6 +9,7 @@ pub use chain::{BlockError, Blockchain, ChainError, ChainParams, Retarget};
 pub use pow::{MineControl, Template, mine};
 pub mod client;
 pub mod frame;
+pub mod harness;
 pub mod home;
 pub mod message;
 pub mod node;

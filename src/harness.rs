@@ -1,0 +1,386 @@
+//! A harness for integration tests against real nodes: starts node processes on free ports
+//! in a temporary home, waits until they listen and are peered, hands out clients, waits
+//! for agreement under a deadline, stops, kills and restarts nodes, and cleans up on drop.
+//!
+//! ```no_run
+//! # async fn demo(node_binary: &str) -> Result<(), powchain::harness::Error> {
+//! use std::time::Duration;
+//! use powchain::harness::{Options, TestNetwork};
+//!
+//! // In an integration test, node_binary is env!("CARGO_BIN_EXE_node").
+//! let mut net = TestNetwork::start(node_binary, Options::new(3)).await?;
+//! net.wait_peered(Duration::from_secs(20)).await?;
+//! let block = net.client(0).mine(serde_json::json!({"hello": "world"})).await?;
+//! let tip = net.wait_agree(Duration::from_secs(20)).await?;
+//! assert_eq!(tip, block.hash);
+//! net.restart(1).await?;                       // same port, same data directory
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::block::BlockHash;
+use crate::client::{NodeClient, read_cookie};
+
+/// How the nodes of a test network find each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Through the shared registry of the temporary home (no flags), as `node 5001` users do.
+    Registry,
+    /// Each node gets `--peer` of the one before it, and no registry.
+    Line,
+    /// No links at all (add them with `add_peer`).
+    Isolated,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Network difficulty (low by default so tests mine fast).
+    pub difficulty: u32,
+    /// How the nodes find each other.
+    pub topology: Topology,
+    /// Mining threads per node.
+    pub threads: usize,
+    /// Extra flags for every node.
+    pub args: Vec<String>,
+}
+
+impl Options {
+    /// `n` nodes at difficulty 8, found through the registry, one mining thread each.
+    pub fn new(n: usize) -> Self {
+        Options {
+            nodes: n,
+            difficulty: 8,
+            topology: Topology::Registry,
+            threads: 1,
+            args: Vec::new(),
+        }
+    }
+
+    /// Sets the topology.
+    pub fn topology(mut self, t: Topology) -> Self {
+        self.topology = t;
+        self
+    }
+
+    /// Sets the difficulty.
+    pub fn difficulty(mut self, d: u32) -> Self {
+        self.difficulty = d;
+        self
+    }
+
+    /// Adds flags for every node.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// One node process.
+#[derive(Debug)]
+pub struct TestNode {
+    /// Address it listens on.
+    pub addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its log file (stderr).
+    pub log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    /// Returns the port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Returns the process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Tells whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// Boxed error of the harness.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A network of real node processes in a temporary home.
+#[derive(Debug)]
+pub struct TestNetwork {
+    home: tempfile::TempDir,
+    bin: PathBuf,
+    options: Options,
+    nodes: Vec<TestNode>,
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+impl TestNetwork {
+    /// Starts `options.nodes` nodes of the binary `bin` and waits until each listens.
+    pub async fn start(bin: impl AsRef<Path>, options: Options) -> Result<Self, Error> {
+        let home = tempfile::Builder::new()
+            .prefix("powchain-test-")
+            .tempdir()?;
+        let mut net = TestNetwork {
+            home,
+            bin: bin.as_ref().to_path_buf(),
+            options: options.clone(),
+            nodes: Vec::new(),
+        };
+        for _ in 0..options.nodes {
+            net.add_node(&[]).await?;
+        }
+        Ok(net)
+    }
+
+    /// Starts one more node with `extra` flags; returns its index.
+    pub async fn add_node(&mut self, extra: &[&str]) -> Result<usize, Error> {
+        let i = self.nodes.len();
+        let data_dir = self.home.path().join(format!("node{i}"));
+        let mut args = vec![
+            "--difficulty".to_owned(),
+            self.options.difficulty.to_string(),
+            "--threads".to_owned(),
+            self.options.threads.to_string(),
+        ];
+        match self.options.topology {
+            Topology::Registry => {}
+            Topology::Line => {
+                args.push("--no-registry".into());
+                if let Some(prev) = self.nodes.last() {
+                    args.push("--peer".into());
+                    args.push(prev.addr.clone());
+                }
+            }
+            Topology::Isolated => args.push("--no-registry".into()),
+        }
+        args.extend(self.options.args.iter().cloned());
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let log = self.home.path().join(format!("node{i}.log"));
+        let mut node = TestNode {
+            addr: String::new(),
+            data_dir,
+            log,
+            args,
+            child: None,
+        };
+        self.launch(&mut node, 0).await?;
+        self.nodes.push(node);
+        Ok(i)
+    }
+
+    async fn launch(&self, node: &mut TestNode, port: u16) -> Result<(), Error> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let mut child = Command::new(&self.bin)
+            .arg(port.to_string())
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(&node.args)
+            .env("POWCHAIN_HOME", self.home.path())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("node stdout not captured")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .map_err(|_| {
+                format!(
+                    "node did not print its address within 60 s; see {}",
+                    node.log.display()
+                )
+            })??
+            .ok_or_else(|| {
+                let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+                format!("node exited before listening: {log}")
+            })?;
+        node.addr = line
+            .strip_prefix("listening on ")
+            .ok_or(format!("unexpected first line {line:?}"))?
+            .to_owned();
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Returns the temporary home (`POWCHAIN_HOME` of every node).
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// Returns the number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Tells whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Returns node `i`.
+    pub fn node(&self, i: usize) -> &TestNode {
+        &self.nodes[i]
+    }
+
+    /// Returns node `i`'s address.
+    pub fn addr(&self, i: usize) -> String {
+        self.nodes[i].addr.clone()
+    }
+
+    /// Returns a client of node `i`, holding its cookie.
+    pub fn client(&self, i: usize) -> NodeClient {
+        let n = &self.nodes[i];
+        NodeClient::new(n.addr.clone())
+            .with_cookie(read_cookie(&n.data_dir))
+            .with_mine_timeout(Duration::from_secs(120))
+    }
+
+    /// Returns the indices of running nodes.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect()
+    }
+
+    /// Waits until every running node is connected to at least `min(running - 1, 1)` peers
+    /// and, with the registry topology, to all the others.
+    pub async fn wait_peered(&self, timeout: Duration) -> Result<(), Error> {
+        let running = self.running();
+        let want = match self.options.topology {
+            Topology::Registry => running.len().saturating_sub(1),
+            Topology::Line => usize::from(running.len() > 1),
+            Topology::Isolated => 0,
+        };
+        wait_for(timeout, "nodes to be peered", || async {
+            for &i in &running {
+                let status = self.client(i).status().await.ok()?;
+                if status.peers.len() < want {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
+    }
+
+    /// Waits until every running node has the same tip; returns it.
+    pub async fn wait_agree(&self, timeout: Duration) -> Result<BlockHash, Error> {
+        let running = self.running();
+        wait_for(timeout, "all nodes to agree on the tip", || async {
+            let mut tip = None;
+            for &i in &running {
+                let s = self.client(i).status().await.ok()?;
+                match tip {
+                    None => tip = Some(s.tip),
+                    Some(t) if t != s.tip => return None,
+                    Some(_) => {}
+                }
+            }
+            tip
+        })
+        .await
+    }
+
+    fn signal(&mut self, i: usize, sig: i32) -> Result<Child, Error> {
+        let child = self.nodes[i]
+            .child
+            .take()
+            .ok_or(format!("node {i} is not running"))?;
+        let pid = child.id().ok_or(format!("node {i} already exited"))?;
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+        if rc != 0 {
+            return Err(format!(
+                "kill({pid}, {sig}) failed: {}",
+                std::io::Error::last_os_error()
+            )
+            .into());
+        }
+        Ok(child)
+    }
+
+    /// Stops node `i` with SIGTERM and waits for it to exit; returns its exit code.
+    pub async fn stop(&mut self, i: usize) -> Result<Option<i32>, Error> {
+        let mut child = self.signal(i, libc::SIGTERM)?;
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .map_err(|_| format!("node {i} did not exit within 30 s of SIGTERM"))??;
+        Ok(status.code())
+    }
+
+    /// Kills node `i` with SIGKILL (a crash) and reaps it.
+    pub async fn kill(&mut self, i: usize) -> Result<(), Error> {
+        let mut child = self.signal(i, libc::SIGKILL)?;
+        child.wait().await?;
+        Ok(())
+    }
+
+    /// Starts node `i` again on the same port and data directory.
+    pub async fn restart(&mut self, i: usize) -> Result<(), Error> {
+        if self.nodes[i].is_running() {
+            self.stop(i).await?;
+        }
+        let port = self.nodes[i].port();
+        let mut node = std::mem::replace(
+            &mut self.nodes[i],
+            TestNode {
+                addr: String::new(),
+                data_dir: PathBuf::new(),
+                log: PathBuf::new(),
+                args: Vec::new(),
+                child: None,
+            },
+        );
+        let result = self.launch(&mut node, port).await;
+        self.nodes[i] = node;
+        result
+    }
+
+    /// Returns node `i`'s log so far (for failure messages).
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+}

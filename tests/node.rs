@@ -1,0 +1,311 @@
+//! One node through its real binary: the legacy commands byte for byte, every JSON request,
+//! persistence across restarts and crashes, and hostile connections.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use powchain::harness::{Options, Topology, wait_for};
+use powchain::message::{BlockOutcome, Request, Response};
+use powchain::{Block, Blockchain, ChainParams, NodeClient};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn isolated(n: usize) -> Options {
+    Options::new(n).topology(Topology::Isolated)
+}
+
+/// `GET CHAIN`, bad text, a pushed chain and `SHUTDOWN` get the original's exact replies.
+#[tokio::test]
+async fn legacy_commands_round_trip_exact_bytes() {
+    let mut net = network(isolated(2)).await;
+    let addr = net.addr(0);
+    let genesis = ChainParams::with_difficulty(8).genesis();
+    let chain_json = serde_json::to_string(&vec![genesis.clone()]).unwrap();
+    let mut want = format!("{:<10}", chain_json.len()).into_bytes();
+    want.extend_from_slice(chain_json.as_bytes());
+    assert_eq!(exchange(&addr, b"GET CHAIN").await, want);
+    assert_eq!(exchange(&addr, b"get chain").await, want);
+    assert_eq!(exchange(&addr, b"hello?").await, b"12        INVALID JSON");
+
+    // A longer valid chain, mined on another node, is accepted; the same again is not.
+    for i in 0..2 {
+        net.client(1).mine(json!({ "i": i })).await.unwrap();
+    }
+    let longer = serde_json::to_vec(&net.client(1).get_chain().await.unwrap()).unwrap();
+    assert_eq!(
+        exchange(&addr, &longer).await,
+        b"19        BLOCKCHAIN ACCEPTED"
+    );
+    assert_eq!(
+        exchange(&addr, &longer).await,
+        b"19        BLOCKCHAIN REJECTED"
+    );
+    let mut forged: Vec<Block> = serde_json::from_slice(&longer).unwrap();
+    forged.push(forged[2].clone());
+    assert_eq!(
+        exchange(&addr, &serde_json::to_vec(&forged).unwrap()).await,
+        b"19        BLOCKCHAIN REJECTED"
+    );
+    assert_eq!(net.client(0).status().await.unwrap().height, 2);
+
+    assert_eq!(exchange(&addr, b"SHUTDOWN").await, b"7         EXITING");
+    let code = tokio::time::timeout(DEADLINE, async { net.stop(0).await })
+        .await
+        .unwrap();
+    // The node may already have exited on its own; either way it is gone and exited cleanly.
+    assert!(matches!(code, Ok(Some(0)) | Err(_)), "{code:?}");
+    assert!(TcpStream::connect(&addr).await.is_err());
+}
+
+/// Every JSON request of the protocol gets its documented reply.
+#[tokio::test]
+async fn every_json_request_gets_its_reply() {
+    let net = network(isolated(2)).await;
+    let c = net.client(0);
+    let status = c.status().await.unwrap();
+    assert_eq!(
+        (status.height, status.difficulty, status.mining),
+        (0, 8, false)
+    );
+    assert_eq!(status.listen, net.addr(0));
+
+    // A hello announcing the node's own address is answered but not taken as a peer.
+    let ours = powchain::message::Hello {
+        version: 1,
+        genesis: status.tip,
+        listen: status.listen.clone(),
+        height: 0,
+        tip: status.tip,
+        work: "256".into(),
+    };
+    let hello = c.hello(ours).await.unwrap();
+    assert_eq!(
+        (hello.genesis, hello.height, hello.work.as_str()),
+        (status.tip, 0, "256")
+    );
+
+    let block = c
+        .mine(json!({"from": "a", "to": "b", "amount": 5}))
+        .await
+        .unwrap();
+    assert_eq!(block.index, 1);
+    assert!(c.status().await.unwrap().hash_rate > 0.0);
+    let chain = c.get_chain().await.unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[1], block);
+    let loc = Blockchain::new(ChainParams::with_difficulty(8)).locator();
+    assert_eq!(
+        c.get_blocks(loc.clone(), 10).await.unwrap(),
+        vec![block.clone()]
+    );
+    assert_eq!(c.get_blocks(vec![block.hash], 10).await.unwrap(), vec![]);
+
+    // new_block: the same block is ignored; node 1 appends it and then ignores a replay.
+    assert_eq!(
+        c.new_block(block.clone()).await.unwrap().0,
+        BlockOutcome::Ignored
+    );
+    let c1 = net.client(1);
+    assert_eq!(
+        c1.new_block(block.clone()).await.unwrap().0,
+        BlockOutcome::Appended
+    );
+    assert_eq!(
+        c1.new_block(block.clone()).await.unwrap().0,
+        BlockOutcome::Ignored
+    );
+    let mut bad = c.mine(json!("next")).await.unwrap();
+    bad.nonce += 1;
+    let (outcome, reason) = c1.new_block(bad).await.unwrap();
+    assert_eq!(outcome, BlockOutcome::Rejected);
+    assert!(reason.unwrap().contains("hash"));
+
+    // Peers: admin needs the cookie; unknown peers are reported.
+    assert_eq!(c.get_peers().await.unwrap(), Vec::<String>::new());
+    let anon = NodeClient::new(net.addr(0));
+    assert_eq!(
+        anon.add_peer(&net.addr(1)).await.unwrap_err().code(),
+        Some("unauthorized")
+    );
+    assert_eq!(
+        anon.shutdown().await.unwrap_err().code(),
+        Some("unauthorized")
+    );
+    c.add_peer(&net.addr(1)).await.unwrap();
+    assert_eq!(c.get_peers().await.unwrap(), vec![net.addr(1)]);
+    assert_eq!(
+        c.remove_peer("127.0.0.1:1").await.unwrap_err().code(),
+        Some("unknown_peer")
+    );
+    wait_for(DEADLINE, "node 1 to catch up", || async {
+        (c1.status().await.ok()?.height == 2).then_some(())
+    })
+    .await
+    .unwrap();
+    let (height, tip, replaced) = c.sync().await.unwrap();
+    assert_eq!((height, replaced), (2, false));
+    assert_eq!(tip, c1.status().await.unwrap().tip);
+    c.remove_peer(&net.addr(1)).await.unwrap();
+    assert_eq!(c.validate().await.unwrap(), None);
+
+    // Errors keep the connection usable.
+    let reply = c
+        .call(&Request::Mine {
+            data: json!("x".repeat(2 << 20)),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, Response::Error { ref code, .. } if code == "too_large"),
+        "{reply:?}"
+    );
+    assert!(
+        c.raw(br#"{"type":"teleport"}"#)
+            .await
+            .unwrap()
+            .contains("unknown_type")
+    );
+    assert_eq!(c.status().await.unwrap().height, 2);
+    c.shutdown().await.unwrap();
+}
+
+/// Three mined blocks survive SIGTERM and a restart on the same data directory.
+#[tokio::test]
+async fn chain_survives_sigterm_and_restart() {
+    let mut net = network(isolated(1)).await;
+    for i in 0..3 {
+        net.client(0).mine(json!(i)).await.unwrap();
+    }
+    let before = net.client(0).get_chain().await.unwrap();
+    assert_eq!(net.stop(0).await.unwrap(), Some(0));
+    net.restart(0).await.unwrap();
+    assert_eq!(net.client(0).get_chain().await.unwrap(), before);
+    assert_eq!(net.client(0).validate().await.unwrap(), None);
+}
+
+/// A node killed with SIGKILL while a client mines in a loop restarts with a valid chain
+/// holding every block whose `mined` reply arrived.
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_block() {
+    let mut net = network(isolated(1)).await;
+    let client = Arc::new(net.client(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let miner = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match client.mine(json!({ "i": i })).await {
+                    Ok(b) => acked.push(b),
+                    Err(_) => break,
+                }
+                i += 1;
+            }
+            acked
+        })
+    };
+    wait_for(DEADLINE, "a few acknowledged blocks", || async {
+        (client.status().await.ok()?.height >= 5).then_some(())
+    })
+    .await
+    .unwrap();
+    net.kill(0).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let acked = miner.await.unwrap();
+    assert!(acked.len() >= 4, "only {} blocks acknowledged", acked.len());
+    net.restart(0).await.unwrap();
+    let chain = net.client(0).get_chain().await.unwrap();
+    Blockchain::from_blocks(ChainParams::with_difficulty(8), chain.clone())
+        .expect("valid after crash");
+    for b in &acked {
+        assert_eq!(
+            chain.get(b.index as usize),
+            Some(b),
+            "acknowledged block {} lost",
+            b.index
+        );
+    }
+}
+
+/// Garbage headers, an oversized header, a client stalled mid-frame and 500 simultaneous
+/// connections leave the node serving other clients.
+#[tokio::test]
+async fn hostile_connections_leave_the_node_serving() {
+    let net = network(isolated(1).args(["--max-frame", "1000000"])).await;
+    let addr = net.addr(0);
+    let healthy = net.client(0);
+
+    let mut garbage = TcpStream::connect(&addr).await.unwrap();
+    garbage.write_all(b"GARBAGE!!!and more").await.unwrap();
+    let (_, body) = read_frame(&mut garbage).await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("bad frame header"));
+    assert_eq!(
+        garbage.read(&mut [0u8; 16]).await.unwrap(),
+        0,
+        "connection closed after a bad header"
+    );
+
+    let mut huge = TcpStream::connect(&addr).await.unwrap();
+    huge.write_all(b"9999999999").await.unwrap();
+    let (_, body) = read_frame(&mut huge).await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("over the 1000000 byte cap"));
+
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled.write_all(b"500       {\"type\":").await.unwrap();
+
+    let mut crowd = Vec::new();
+    for _ in 0..500 {
+        crowd.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    assert_eq!(healthy.status().await.unwrap().height, 0);
+    // Every crowd connection is served too.
+    for s in crowd.iter_mut().step_by(50) {
+        s.write_all(&frame(b"{\"type\":\"status\"}")).await.unwrap();
+        let (_, body) = read_frame(s).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("\"type\":\"status\""));
+    }
+    healthy.mine(json!("still mining")).await.unwrap();
+    assert_eq!(healthy.status().await.unwrap().height, 1);
+    drop(stalled);
+}
+
+/// Idle connections are closed after the idle timeout.
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let net = network(isolated(1).args(["--idle-timeout", "1"])).await;
+    let mut s = TcpStream::connect(net.addr(0)).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut [0u8; 8]))
+        .await
+        .expect("closed in time");
+    assert_eq!(n.unwrap(), 0);
+}
+
+/// A store of another network stops the node with a message naming both genesis hashes.
+#[tokio::test]
+async fn store_of_another_network_is_refused() {
+    let mut net = network(isolated(1)).await;
+    net.stop(0).await.unwrap();
+    let out = tokio::process::Command::new(NODE)
+        .args(["0", "--no-registry", "--difficulty", "9", "--data-dir"])
+        .arg(&net.node(0).data_dir)
+        .env("POWCHAIN_HOME", net.home())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&ChainParams::with_difficulty(8).genesis().hash.to_hex()),
+        "{err}"
+    );
+    assert!(
+        err.contains(&ChainParams::with_difficulty(9).genesis().hash.to_hex()),
+        "{err}"
+    );
+}
