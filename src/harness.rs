@@ -52,6 +52,8 @@ pub struct Options {
     pub threads: usize,
     /// Extra flags for every node.
     pub args: Vec<String>,
+    /// `RUST_LOG` of the nodes (default: the test's own, else `info`).
+    pub log_filter: Option<String>,
 }
 
 impl Options {
@@ -63,6 +65,7 @@ impl Options {
             topology: Topology::Registry,
             threads: 1,
             args: Vec::new(),
+            log_filter: None,
         }
     }
 
@@ -75,6 +78,12 @@ impl Options {
     /// Sets the difficulty.
     pub fn difficulty(mut self, d: u32) -> Self {
         self.difficulty = d;
+        self
+    }
+
+    /// Sets the nodes' `RUST_LOG`.
+    pub fn log_filter(mut self, filter: &str) -> Self {
+        self.log_filter = Some(filter.to_owned());
         self
     }
 
@@ -214,10 +223,7 @@ impl TestNetwork {
             .arg(&node.data_dir)
             .args(&node.args)
             .env("POWCHAIN_HOME", self.home.path())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", self.log_filter())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -243,6 +249,14 @@ impl TestNetwork {
             .to_owned();
         node.child = Some(child);
         Ok(())
+    }
+
+    fn log_filter(&self) -> String {
+        self.options
+            .log_filter
+            .clone()
+            .or_else(|| std::env::var("RUST_LOG").ok())
+            .unwrap_or_else(|| "info".into())
     }
 
     /// Returns the temporary home (`POWCHAIN_HOME` of every node).

@@ -68,6 +68,11 @@ async fn answer(node: &Arc<Node>, payload: &[u8], peer: &mut Peer) -> (Vec<u8>, 
     match message::parse_incoming(payload) {
         Incoming::Request(request) => {
             let kind = request.kind();
+            tracing::debug!(
+                request = kind,
+                peer = peer.node.as_deref().unwrap_or("client"),
+                "request"
+            );
             let reply = node.handle(*request, peer).await;
             if let Response::Error { code, message } = &reply {
                 tracing::debug!(request = kind, code, "refused: {message}");

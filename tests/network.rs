@@ -1,0 +1,192 @@
+//! Several real nodes: finding each other, gossip, convergence on the most work, partitions,
+//! catch-up through locators, and refusal of another network.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use powchain::harness::{Options, TestNetwork, Topology, wait_for};
+use powchain::registry::Registry;
+use serde_json::json;
+
+/// Three nodes started with only a port and a shared home find each other and converge after
+/// blocks are mined on each.
+#[tokio::test]
+async fn registry_nodes_find_each_other_and_converge() {
+    let net = network(Options::new(3)).await;
+    net.wait_peered(DEADLINE).await.unwrap();
+    assert_eq!(Registry::in_home(net.home()).entries().unwrap().len(), 3);
+    for i in 0..3 {
+        let block = net.client(i).mine(json!({ "miner": i })).await.unwrap();
+        wait_for(DEADLINE, "the block to reach every node", || async {
+            for j in 0..3 {
+                if net.client(j).status().await.ok()?.tip != block.hash {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
+        .unwrap();
+    }
+    let chain = net.client(2).get_chain().await.unwrap();
+    assert_eq!(chain.len(), 4);
+    for j in 0..3 {
+        assert_eq!(net.client(j).validate().await.unwrap(), None);
+    }
+}
+
+/// Nodes in separate homes joined only with `--peer` learn of each other and agree.
+#[tokio::test]
+async fn separate_homes_join_with_peer_flag() {
+    let first = network(Options::new(1).topology(Topology::Isolated)).await;
+    let mut second = network(Options::new(0).topology(Topology::Isolated)).await;
+    let a = first.addr(0);
+    second.add_node(&["--peer", &a]).await.unwrap();
+    let b = second.addr(0);
+    second.add_node(&["--peer", &b]).await.unwrap();
+    // Node 2 knew only node 1, and learns of node 0 through it.
+    wait_for(DEADLINE, "peer sharing", || async {
+        let peers = second.client(1).get_peers().await.ok()?;
+        peers.contains(&a).then_some(())
+    })
+    .await
+    .unwrap();
+    let block = first
+        .client(0)
+        .mine(json!("from the first home"))
+        .await
+        .unwrap();
+    wait_for(DEADLINE, "the block to cross homes", || async {
+        (second.client(1).status().await.ok()?.tip == block.hash).then_some(())
+    })
+    .await
+    .unwrap();
+    let peers = first.client(0).get_peers().await.unwrap();
+    assert!(peers.contains(&b), "{peers:?}");
+    assert!(!peers.contains(&a), "a node never lists itself");
+}
+
+/// Two groups mining apart converge, once joined, on the branch with more work, and the
+/// losing branch's data is mined again into the final chain.
+#[tokio::test]
+async fn partition_heals_to_most_work_without_losing_data() {
+    let net = network(Options::new(4).topology(Topology::Isolated)).await;
+    net.client(0).add_peer(&net.addr(1)).await.unwrap();
+    net.client(2).add_peer(&net.addr(3)).await.unwrap();
+    for i in 0..2 {
+        net.client(0)
+            .mine(json!({ "side": "a", "i": i }))
+            .await
+            .unwrap();
+    }
+    let mut b_tip = None;
+    for i in 0..4 {
+        b_tip = Some(
+            net.client(3)
+                .mine(json!({ "side": "b", "i": i }))
+                .await
+                .unwrap()
+                .hash,
+        );
+    }
+    wait_for(DEADLINE, "each side to agree within itself", || async {
+        let (s0, s1) = (
+            net.client(0).status().await.ok()?,
+            net.client(1).status().await.ok()?,
+        );
+        let (s2, s3) = (
+            net.client(2).status().await.ok()?,
+            net.client(3).status().await.ok()?,
+        );
+        (s0.tip == s1.tip && s2.tip == s3.tip && s0.height == 2 && s3.height == 4).then_some(())
+    })
+    .await
+    .unwrap();
+    net.client(1).add_peer(&net.addr(2)).await.unwrap();
+    let want: Vec<String> = (0..2)
+        .map(|i| json!({ "side": "a", "i": i }).to_string())
+        .chain((0..4).map(|i| json!({ "side": "b", "i": i }).to_string()))
+        .collect();
+    wait_for(
+        Duration::from_secs(60),
+        "every node to hold all data on one chain",
+        || async {
+            let tip = net.wait_agree(Duration::from_millis(10)).await.ok()?;
+            let chain = net.client(0).get_chain().await.ok()?;
+            let data: Vec<String> = chain.iter().map(|b| b.data.as_str().to_owned()).collect();
+            (chain.last()?.hash == tip && want.iter().all(|w| data.contains(w))).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let chain = net.client(2).get_chain().await.unwrap();
+    assert_eq!(Some(chain[4].hash), b_tip, "the branch with more work won");
+    assert!(chain.len() >= 7);
+}
+
+/// A node restarted after missing 200 blocks catches up through `get_blocks`, not `get_chain`.
+#[tokio::test]
+async fn restarted_node_catches_up_through_locators() {
+    let mut net = network(
+        Options::new(2)
+            .topology(Topology::Line)
+            .log_filter("powchain=debug"),
+    )
+    .await;
+    net.wait_peered(DEADLINE).await.unwrap();
+    net.client(0).mine(json!("shared")).await.unwrap();
+    net.wait_agree(DEADLINE).await.unwrap();
+    net.stop(1).await.unwrap();
+    for i in 0..200 {
+        net.client(0).mine(json!(i)).await.unwrap();
+    }
+    net.restart(1).await.unwrap();
+    let tip = net.client(0).status().await.unwrap().tip;
+    wait_for(DEADLINE, "the restarted node to catch up", || async {
+        (net.client(1).status().await.ok()?.tip == tip).then_some(())
+    })
+    .await
+    .unwrap();
+    let log = net.log(0);
+    assert!(
+        log.contains("request=\"get_blocks\"") || log.contains("request=get_blocks"),
+        "no get_blocks served"
+    );
+    assert!(
+        !log.contains("get_chain"),
+        "catch-up fetched the whole chain"
+    );
+}
+
+/// A node of another network (other genesis) is refused, with both hashes in the log.
+#[tokio::test]
+async fn node_of_another_network_is_refused() {
+    let net = network(Options::new(1).topology(Topology::Isolated)).await;
+    let mut other = TestNetwork::start(
+        NODE,
+        Options::new(0).topology(Topology::Isolated).difficulty(9),
+    )
+    .await
+    .unwrap();
+    let a = net.addr(0);
+    other.add_node(&["--peer", &a]).await.unwrap();
+    let ours = powchain::ChainParams::with_difficulty(8)
+        .genesis()
+        .hash
+        .to_hex();
+    let theirs = powchain::ChainParams::with_difficulty(9)
+        .genesis()
+        .hash
+        .to_hex();
+    wait_for(DEADLINE, "the refusal to be logged", || async {
+        let log = net.log(0);
+        (log.contains(&ours) && log.contains(&theirs)).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(other.log(0).contains("another network") || other.log(0).contains("wrong_network"));
+    assert!(net.client(0).get_peers().await.unwrap().is_empty());
+    assert!(other.client(0).status().await.unwrap().peers.is_empty());
+}
