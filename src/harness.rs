@@ -99,7 +99,7 @@ impl Options {
 pub struct TestNode {
     /// Address it listens on.
     pub addr: String,
-    /// Its data directory.
+    /// Its data directory (`$POWCHAIN_HOME/nodes/<port>`).
     pub data_dir: PathBuf,
     /// Its log file (stderr).
     pub log: PathBuf,
@@ -179,7 +179,9 @@ impl TestNetwork {
     /// Starts one more node with `extra` flags; returns its index.
     pub async fn add_node(&mut self, extra: &[&str]) -> Result<usize, Error> {
         let i = self.nodes.len();
-        let data_dir = self.home.path().join(format!("node{i}"));
+        // The default data directory ($POWCHAIN_HOME/nodes/<port>), as users get it; known
+        // once the node has bound its port.
+        let data_dir = PathBuf::new();
         let mut args = vec![
             "--difficulty".to_owned(),
             self.options.difficulty.to_string(),
@@ -219,8 +221,6 @@ impl TestNetwork {
             .open(&node.log)?;
         let mut child = Command::new(&self.bin)
             .arg(port.to_string())
-            .arg("--data-dir")
-            .arg(&node.data_dir)
             .args(&node.args)
             .env("POWCHAIN_HOME", self.home.path())
             .env("RUST_LOG", self.log_filter())
@@ -247,6 +247,7 @@ impl TestNetwork {
             .strip_prefix("listening on ")
             .ok_or(format!("unexpected first line {line:?}"))?
             .to_owned();
+        node.data_dir = self.home.path().join("nodes").join(node.port().to_string());
         node.child = Some(child);
         Ok(())
     }

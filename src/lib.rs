@@ -7,12 +7,14 @@ pub mod pow;
 pub use block::{Block, BlockData, BlockHash, genesis};
 pub use chain::{BlockError, Blockchain, ChainError, ChainParams, Retarget};
 pub use pow::{MineControl, Template, mine};
+pub mod cli;
 pub mod client;
 pub mod frame;
 pub mod harness;
 pub mod home;
 pub mod message;
 pub mod node;
+pub mod probe;
 pub mod registry;
 pub mod store;
 

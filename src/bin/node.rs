@@ -60,14 +60,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    powchain::cli::init_logging();
     let listener = match TcpListener::bind((args.host, args.port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -123,28 +116,10 @@ async fn main() -> std::process::ExitCode {
         }
     };
     println!("listening on {addr}");
-    tokio::spawn(signals(shutdown));
+    tokio::spawn(async move {
+        powchain::cli::shutdown_signal().await;
+        shutdown.cancel();
+    });
     node::serve(node, listener).await;
     std::process::ExitCode::SUCCESS
-}
-
-/// Cancels `shutdown` on SIGINT or SIGTERM.
-async fn signals(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    shutdown.cancel();
 }

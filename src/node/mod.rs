@@ -26,7 +26,7 @@ use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 
 pub use miner::MiningStats;
-pub use peers::PeerSet;
+pub use peers::{PeerSet, normalize_addr};
 
 /// Everything a node is told at start.
 #[derive(Debug, Clone)]

@@ -1,0 +1,83 @@
+//! `probe`: the HTTP API and dashboard over local nodes. Parses flags, sets up logging,
+//! optionally spawns nodes, binds, announces, serves.
+
+use std::net::IpAddr;
+
+use clap::Parser;
+use powchain::probe::{self, ProbeState, spawn};
+use tokio::net::TcpListener;
+
+/// HTTP API and live dashboard over powchain nodes.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// HTTP port.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Address to serve HTTP on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// The only host nodes are reached on; a path names a port, never a host.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_host: IpAddr,
+    /// Start N local nodes (ports 5001..) and stop them on exit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    spawn: usize,
+    /// Difficulty of spawned nodes.
+    #[arg(long, default_value_t = 16)]
+    difficulty: u32,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    powchain::cli::init_logging();
+    let listener = match TcpListener::bind((args.bind, args.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}:{}: {e}", args.bind, args.port);
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let Ok(addr) = listener.local_addr() else {
+        return std::process::ExitCode::FAILURE;
+    };
+    let nodes = if args.spawn > 0 {
+        let node_args = vec!["--difficulty".to_owned(), args.difficulty.to_string()];
+        match spawn::spawn_nodes(args.spawn, &node_args).await {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("error: could not start nodes: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    println!("listening on http://{addr}");
+    if let Some(first) = nodes.first() {
+        let port = first.addr.rsplit(':').next().unwrap_or("5001");
+        for n in &nodes {
+            println!("node on {}", n.addr);
+        }
+        println!("dashboard: http://{addr}/");
+        println!("try:");
+        println!(
+            "  curl -X POST http://{addr}/mine_block/{port} -H 'Content-Type: application/json' \\\n    -d '[{{\"transaction\":{{\"from\":\"alice\",\"to\":\"bob\",\"amount\":5}}}}]'"
+        );
+        println!("  curl http://{addr}/get_chain/{port}");
+        println!("  curl http://{addr}/validate/{port}");
+    }
+    let state = ProbeState::new(args.node_host, powchain::home::home());
+    let served = axum::serve(listener, probe::app(state))
+        .with_graceful_shutdown(powchain::cli::shutdown_signal())
+        .await;
+    spawn::stop_nodes(nodes).await;
+    match served {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

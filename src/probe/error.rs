@@ -1,0 +1,87 @@
+//! `ProbeError`: every failure of a route as a status code and a JSON `{"message"}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::client::ClientError;
+
+/// Why a probe request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The request itself is wrong (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request body is over the cap (413).
+    #[error("request body over the {0} byte cap")]
+    TooLarge(usize),
+    /// No such route or peer (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The method is not served on this route (405).
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// The node refused a block (422).
+    #[error("{0}")]
+    Rejected(String),
+    /// The node cannot be reached or broke the exchange (502).
+    #[error("node on port {port} is unreachable: is it running? ({detail})")]
+    Unreachable { port: u16, detail: String },
+    /// The node did not answer in time (504).
+    #[error("node on port {port} did not answer in time")]
+    Timeout { port: u16 },
+    /// The node answered with an error the probe cannot map more precisely (502).
+    #[error("node on port {port} failed: {message}")]
+    Node { port: u16, message: String },
+}
+
+impl ProbeError {
+    /// Maps a client failure talking to the node on `port`.
+    pub fn from_client(port: u16, e: ClientError) -> Self {
+        match e {
+            ClientError::Timeout { .. } => ProbeError::Timeout { port },
+            ClientError::Node { code, message, .. } => match code.as_str() {
+                "unknown_peer" => ProbeError::NotFound(message),
+                "bad_peer" | "too_large" | "bad_request" => ProbeError::BadRequest(message),
+                "unauthorized" => ProbeError::Node {
+                    port,
+                    message: format!(
+                        "{message}; the probe reads it from $POWCHAIN_HOME/nodes/{port}/.cookie"
+                    ),
+                },
+                _ => ProbeError::Node { port, message },
+            },
+            ClientError::Unreachable { reason, .. } => ProbeError::Unreachable {
+                port,
+                detail: reason,
+            },
+            other => ProbeError::Unreachable {
+                port,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ProbeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProbeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProbeError::NotFound(_) => StatusCode::NOT_FOUND,
+            ProbeError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProbeError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ProbeError::Unreachable { .. } | ProbeError::Node { .. } => StatusCode::BAD_GATEWAY,
+            ProbeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+impl IntoResponse for ProbeError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!("{status}: {self}");
+        }
+        (status, Json(json!({ "message": self.to_string() }))).into_response()
+    }
+}

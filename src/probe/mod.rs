@@ -1,0 +1,122 @@
+//! The probe: an HTTP API that forwards each request to a node over its socket, and a
+//! live dashboard.
+
+mod error;
+mod routes;
+pub mod spawn;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+
+pub use error::ProbeError;
+pub use routes::app;
+
+use crate::client::{NodeClient, read_cookie};
+
+/// Largest request body the probe reads.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct ProbeState {
+    /// The only host nodes are reached on.
+    pub node_host: IpAddr,
+    /// The powchain home: registry and default node data directories.
+    pub home: PathBuf,
+    /// Timeout of ordinary node calls.
+    pub timeout: Duration,
+    /// Timeout of mining calls.
+    pub mine_timeout: Duration,
+    pool: Mutex<HashMap<u16, Vec<NodeClient>>>,
+}
+
+impl ProbeState {
+    /// Returns the state of a probe reaching nodes on `node_host`, with `home` as powchain home.
+    pub fn new(node_host: IpAddr, home: PathBuf) -> Arc<Self> {
+        Self::with_timeouts(
+            node_host,
+            home,
+            Duration::from_secs(10),
+            Duration::from_secs(600),
+        )
+    }
+
+    /// As [`ProbeState::new`], with the timeouts of ordinary and mining calls.
+    pub fn with_timeouts(
+        node_host: IpAddr,
+        home: PathBuf,
+        timeout: Duration,
+        mine_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(ProbeState {
+            node_host,
+            home,
+            timeout,
+            mine_timeout,
+            pool: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn addr(&self, port: u16) -> String {
+        std::net::SocketAddr::new(self.node_host, port).to_string()
+    }
+
+    /// Takes a pooled client of the node on `port` (a new one if none is idle).
+    fn take(&self, port: u16) -> NodeClient {
+        let idle = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&port)
+            .and_then(Vec::pop);
+        idle.unwrap_or_else(|| {
+            NodeClient::new(self.addr(port))
+                .with_timeout(self.timeout)
+                .with_mine_timeout(self.mine_timeout)
+        })
+    }
+
+    fn give_back(&self, port: u16, client: NodeClient) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = pool.entry(port).or_default();
+        if idle.len() < 64 {
+            idle.push(client);
+        }
+    }
+
+    /// Runs `f` with a pooled client of the node on `port`; the client returns to the pool
+    /// only after a success.
+    pub async fn with_node<T, F, Fut>(&self, port: u16, f: F) -> Result<T, ProbeError>
+    where
+        F: FnOnce(Arc<NodeClient>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::client::ClientError>>,
+    {
+        let client = Arc::new(self.take(port));
+        let result = f(client.clone()).await;
+        match (result, Arc::try_unwrap(client)) {
+            (Ok(v), Ok(c)) => {
+                self.give_back(port, c);
+                Ok(v)
+            }
+            (Ok(v), Err(_)) => Ok(v),
+            (Err(e), _) => Err(ProbeError::from_client(port, e)),
+        }
+    }
+
+    /// Returns a fresh client of the node on `port` carrying its cookie (for admin calls).
+    pub fn admin_client(&self, port: u16) -> NodeClient {
+        NodeClient::new(self.addr(port))
+            .with_timeout(self.timeout)
+            .with_cookie(read_cookie(&self.home.join("nodes").join(port.to_string())))
+    }
+}
+
+/// Builds the router for `state` (an alias kept for symmetry with `node::run`).
+pub fn router(state: Arc<ProbeState>) -> Router {
+    app(state)
+}

@@ -1,0 +1,321 @@
+//! The probe's routes: the original's four, the second original's per-port routes, status,
+//! the registry's nodes, and the dashboard.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{MAX_BODY, ProbeError, ProbeState};
+use crate::block::Block;
+use crate::message::BlockOutcome;
+use crate::registry::Registry;
+
+type Shared = State<Arc<ProbeState>>;
+type Reply = Result<Response, ProbeError>;
+
+/// The dashboard page, embedded in the binary.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Builds the probe's router over `state`.
+pub fn app(state: Arc<ProbeState>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/nodes", get(nodes))
+        .route("/mine_block/{port}", post(mine_block))
+        .route("/get_chain/{port}", get(get_chain))
+        .route("/validate/{port}", get(validate))
+        .route("/shutdown/{port}", get(shutdown))
+        .route(
+            "/peers/{port}",
+            get(get_peers).post(add_peer).delete(remove_peer),
+        )
+        .route("/append/{port}", post(append))
+        .route("/block/{port}", get(last_block).post(post_block))
+        .route("/blocks/{port}", get(blocks))
+        .route("/sync/{port}", post(sync))
+        .route("/status/{port}", get(status))
+        .fallback(|| async {
+            ProbeError::NotFound("no such route; see GET / for the dashboard".into())
+        })
+        .method_not_allowed_fallback(|| async { ProbeError::MethodNotAllowed })
+        .with_state(state)
+}
+
+fn port_of(raw: &str) -> Result<u16, ProbeError> {
+    raw.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| {
+        ProbeError::BadRequest(format!("port {raw:?} is not a number from 1 to 65535"))
+    })
+}
+
+async fn read_body(body: Body) -> Result<Vec<u8>, ProbeError> {
+    to_bytes(body, MAX_BODY)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| ProbeError::TooLarge(MAX_BODY))
+}
+
+async fn read_text(body: Body) -> Result<String, ProbeError> {
+    let bytes = read_body(body).await?;
+    String::from_utf8(bytes).map_err(|_| ProbeError::BadRequest("body is not UTF-8 text".into()))
+}
+
+fn ok(status: StatusCode, body: Value) -> Reply {
+    Ok((status, Json(body)).into_response())
+}
+
+async fn dashboard() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        Html(DASHBOARD),
+    )
+        .into_response()
+}
+
+/// Checks a mine request: a non-empty list of `{"transaction":{"from","to","amount"}}`.
+pub fn check_transactions(body: &Value) -> Result<(), String> {
+    let items = body
+        .as_array()
+        .ok_or("body must be a JSON list of {\"transaction\": {...}} items")?;
+    if items.is_empty() {
+        return Err("the list of transactions is empty".into());
+    }
+    for (i, item) in items.iter().enumerate() {
+        let tx = item
+            .get("transaction")
+            .and_then(Value::as_object)
+            .ok_or(format!(
+                "item {i} is not {{\"transaction\": {{\"from\", \"to\", \"amount\"}}}}"
+            ))?;
+        for field in ["from", "to"] {
+            match tx.get(field).and_then(Value::as_str) {
+                Some(s) if !s.trim().is_empty() => {}
+                _ => return Err(format!("item {i}: \"{field}\" must be a non-empty string")),
+            }
+        }
+        match tx.get("amount").and_then(Value::as_f64) {
+            Some(a) if a > 0.0 && a.is_finite() => {}
+            _ => return Err(format!("item {i}: \"amount\" must be a positive number")),
+        }
+    }
+    Ok(())
+}
+
+fn mined_reply(block: &Block) -> Reply {
+    ok(
+        StatusCode::CREATED,
+        json!({
+            "message": "block inserted into blockchain",
+            "index": block.index,
+            "hash": block.hash,
+            "prev_hash": block.prev_hash,
+            "nonce": block.nonce,
+            "timestamp": block.timestamp,
+            "block": block,
+        }),
+    )
+}
+
+async fn mine_block(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply {
+    let port = port_of(&port)?;
+    let bytes = read_body(body).await?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ProbeError::BadRequest(format!("body is not JSON: {e}")))?;
+    check_transactions(&value).map_err(ProbeError::BadRequest)?;
+    let block = s
+        .with_node(port, |c| async move { c.mine(value).await })
+        .await?;
+    mined_reply(&block)
+}
+
+async fn append(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply {
+    let port = port_of(&port)?;
+    let text = read_text(body).await?;
+    if text.is_empty() {
+        return Err(ProbeError::BadRequest(
+            "body is empty: send the text to store in the block".into(),
+        ));
+    }
+    let block = s
+        .with_node(port, |c| async move { c.mine(Value::String(text)).await })
+        .await?;
+    Ok((StatusCode::CREATED, Json(block)).into_response())
+}
+
+async fn get_chain(State(s): Shared, Path(port): Path<String>) -> Reply {
+    let port = port_of(&port)?;
+    let chain = s
+        .with_node(port, |c| async move { c.get_chain().await })
+        .await?;
+    ok(
+        StatusCode::OK,
+        json!({ "length": chain.len(), "chain": chain }),
+    )
+}
+
+/// `GET /blocks/{port}`: the whole chain, or with `?last=N` only its newest N blocks.
+async fn blocks(
+    State(s): Shared,
+    Path(port): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Reply {
+    let port = port_of(&port)?;
+    let last = match q.get("last") {
+        None => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| ProbeError::BadRequest(format!("last={n:?} is not a count")))?,
+        ),
+    };
+    let mut chain = s
+        .with_node(port, |c| async move { c.get_chain().await })
+        .await?;
+    if let Some(n) = last {
+        chain.drain(..chain.len().saturating_sub(n));
+    }
+    Ok(Json(chain).into_response())
+}
+
+async fn last_block(State(s): Shared, Path(port): Path<String>) -> Reply {
+    let port = port_of(&port)?;
+    let chain = s
+        .with_node(port, |c| async move { c.get_chain().await })
+        .await?;
+    let tip = chain.into_iter().next_back().ok_or(ProbeError::Node {
+        port,
+        message: "empty chain".into(),
+    })?;
+    Ok(Json(tip).into_response())
+}
+
+async fn post_block(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply {
+    let port = port_of(&port)?;
+    let bytes = read_body(body).await?;
+    let block: Block = serde_json::from_slice(&bytes)
+        .map_err(|e| ProbeError::BadRequest(format!("body is not a block: {e}")))?;
+    let (result, reason) = s
+        .with_node(port, |c| async move { c.new_block(block).await })
+        .await?;
+    match result {
+        BlockOutcome::Rejected => Err(ProbeError::Rejected(
+            reason.unwrap_or_else(|| "block rejected".into()),
+        )),
+        _ => ok(
+            StatusCode::OK,
+            json!({ "result": result, "reason": reason }),
+        ),
+    }
+}
+
+async fn validate(State(s): Shared, Path(port): Path<String>) -> Reply {
+    let port = port_of(&port)?;
+    match s
+        .with_node(port, |c| async move { c.validate().await })
+        .await?
+    {
+        None => ok(
+            StatusCode::OK,
+            json!({ "message": "is valid.", "valid": true }),
+        ),
+        Some(error) => ok(
+            StatusCode::OK,
+            json!({ "message": "not valid.", "valid": false, "error": error }),
+        ),
+    }
+}
+
+async fn shutdown(State(s): Shared, Path(port): Path<String>) -> Reply {
+    let port = port_of(&port)?;
+    s.admin_client(port)
+        .shutdown()
+        .await
+        .map_err(|e| ProbeError::from_client(port, e))?;
+    ok(StatusCode::OK, json!({ "message": "server is shutdown" }))
+}
+
+async fn get_peers(State(s): Shared, Path(port): Path<String>) -> Reply {
+    let port = port_of(&port)?;
+    let peers = s
+        .with_node(port, |c| async move { c.get_peers().await })
+        .await?;
+    Ok(Json(peers).into_response())
+}
+
+fn peer_text(text: &str) -> Result<String, ProbeError> {
+    crate::node::normalize_addr(text).map_err(ProbeError::BadRequest)
+}
+
+async fn add_peer(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply {
+    let port = port_of(&port)?;
+    let peer = peer_text(&read_text(body).await?)?;
+    s.admin_client(port)
+        .add_peer(&peer)
+        .await
+        .map_err(|e| ProbeError::from_client(port, e))?;
+    ok(
+        StatusCode::OK,
+        json!({ "message": format!("peer {peer} added") }),
+    )
+}
+
+async fn remove_peer(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply {
+    let port = port_of(&port)?;
+    let peer = peer_text(&read_text(body).await?)?;
+    s.admin_client(port)
+        .remove_peer(&peer)
+        .await
+        .map_err(|e| ProbeError::from_client(port, e))?;
+    ok(
+        StatusCode::OK,
+        json!({ "message": format!("peer {peer} removed") }),
+    )
+}
+
+async fn sync(State(s): Shared, Path(port): Path<String>) -> Reply {
+    let port = port_of(&port)?;
+    let (height, tip, replaced) = s.with_node(port, |c| async move { c.sync().await }).await?;
+    ok(
+        StatusCode::OK,
+        json!({ "height": height, "tip": tip, "replaced": replaced }),
+    )
+}
+
+async fn status(State(s): Shared, Path(port): Path<String>) -> Reply {
+    let port = port_of(&port)?;
+    let status = s
+        .with_node(port, |c| async move { c.status().await })
+        .await?;
+    Ok(Json(status).into_response())
+}
+
+/// Lists the registry's nodes, each asked for its status (only on the probe's node host).
+async fn nodes(State(s): Shared) -> Reply {
+    let registry = Registry::in_home(&s.home);
+    let entries = registry.entries().map_err(|e| ProbeError::Node {
+        port: 0,
+        message: format!("cannot read {}: {e}", registry.path().display()),
+    })?;
+    let checks = entries.into_iter().map(|(port, host)| {
+        let s = s.clone();
+        async move {
+            let client =
+                crate::client::NodeClient::new(s.addr(port)).with_timeout(Duration::from_secs(2));
+            match client.status().await {
+                Ok(st) => json!({ "port": port, "host": host, "up": true, "status": st }),
+                Err(e) => {
+                    json!({ "port": port, "host": host, "up": false, "error": e.to_string() })
+                }
+            }
+        }
+    });
+    let list = futures::future::join_all(checks).await;
+    Ok(Json(list).into_response())
+}

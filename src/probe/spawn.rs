@@ -1,0 +1,85 @@
+//! `probe --spawn N`: local node processes that live as long as the probe.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A node process started by the probe.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its address.
+    pub addr: String,
+    child: Child,
+}
+
+/// Returns the `node` binary installed next to the running probe.
+pub fn node_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let name = if cfg!(windows) { "node.exe" } else { "node" };
+    exe.parent()
+        .map_or_else(|| PathBuf::from(name), |d| d.join(name))
+}
+
+async fn start_one(bin: &Path, port: u16, args: &[String]) -> std::io::Result<Option<Spawned>> {
+    let mut child = Command::new(bin)
+        .arg(port.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let Some(stdout) = child.stdout.take() else {
+        return Ok(None);
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+        Ok(Ok(Some(line))) => Ok(line.strip_prefix("listening on ").map(|a| Spawned {
+            addr: a.to_owned(),
+            child,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// Starts `n` nodes on ports 5001.. (a free port where one is taken), with `args`.
+pub async fn spawn_nodes(n: usize, args: &[String]) -> std::io::Result<Vec<Spawned>> {
+    let bin = node_binary();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let preferred = 5001 + i as u16;
+        let node = match start_one(&bin, preferred, args).await? {
+            Some(node) => node,
+            None => {
+                tracing::warn!("port {preferred} is taken; starting that node on a free port");
+                start_one(&bin, 0, args).await?.ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "node {} did not start; see its log above",
+                        bin.display()
+                    ))
+                })?
+            }
+        };
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+/// Stops the nodes with SIGTERM and waits for them (killing any that hang).
+pub async fn stop_nodes(nodes: Vec<Spawned>) {
+    for mut node in nodes {
+        if let Some(pid) = node.child.id() {
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+        if tokio::time::timeout(Duration::from_secs(10), node.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = node.child.kill().await;
+        }
+    }
+}
