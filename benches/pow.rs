@@ -1,6 +1,8 @@
 //! Miner and validation speed: the compression ceiling, naive vs midstate attempts,
 //! thread scaling, and full validation of a 100,000-block chain.
 
+mod support;
+
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -131,20 +133,8 @@ fn mine_for(t: &Template, threads: usize, attempts: u64) -> Duration {
     elapsed.mul_f64(attempts as f64 / made as f64)
 }
 
-/// Builds a chain of `n` blocks at difficulty 0 with about 100 bytes of data each.
-pub fn long_chain(n: usize) -> Vec<Block> {
-    let mut chain = Blockchain::new(ChainParams::with_difficulty(0));
-    for i in 0..n {
-        let data =
-            serde_json::json!({"from": "alice", "to": "bob", "amount": i, "memo": "x".repeat(50)});
-        let b = powchain::chain::mine_next(&chain, BlockData::new(&data), 1);
-        chain.push(b).expect("mined block");
-    }
-    chain.to_vec()
-}
-
 fn chain_benches(c: &mut Criterion) {
-    let blocks = long_chain(100_000);
+    let blocks = support::long_chain(100_000);
     let mut g = c.benchmark_group("chain");
     g.sample_size(10);
     g.throughput(Throughput::Elements(blocks.len() as u64));

@@ -566,6 +566,86 @@ impl Blockchain {
     }
 }
 
+/// Checks what can be checked of `blocks`, a branch on top of `parent`, without the chain
+/// below it: links, indices, hashes, proof of work, sizes, timestamps that parse, and
+/// difficulties that follow the rule's shape (the network's difficulty without retargeting;
+/// with it, the parent's except at interval boundaries, where it moves by at most 2 bits).
+/// Returns the branch's work. Used to refuse a bad branch while it is still being fetched.
+pub fn check_branch(
+    params: &ChainParams,
+    parent: &Block,
+    blocks: &[Block],
+) -> Result<u128, BlockError> {
+    let checked = check_all(blocks);
+    let mut prev = parent;
+    let mut work = 0u128;
+    for (block, c) in blocks.iter().zip(checked) {
+        let index = block.index;
+        if index != prev.index + 1 {
+            return Err(BlockError::BadIndex {
+                expected: prev.index + 1,
+                got: index,
+            });
+        }
+        if c.size >= params.max_block_size {
+            return Err(BlockError::BlockTooLarge {
+                index,
+                size: c.size,
+                max: params.max_block_size,
+            });
+        }
+        if block.prev_hash != prev.hash.to_hex() {
+            return Err(BlockError::BadPrevHash {
+                index,
+                expected: prev.hash.to_hex(),
+                got: block.prev_hash.chars().take(64).collect(),
+            });
+        }
+        if block.hash != c.hash {
+            return Err(BlockError::BadHash {
+                index,
+                claimed: block.hash,
+                computed: c.hash,
+            });
+        }
+        let allowed = match params.retarget {
+            None => block.difficulty == params.difficulty,
+            Some(r) if r.interval >= 2 && index.is_multiple_of(r.interval) => {
+                (i64::from(block.difficulty) - i64::from(prev.difficulty)).abs()
+                    <= MAX_RETARGET_BITS
+            }
+            Some(_) => block.difficulty == prev.difficulty,
+        };
+        if !allowed {
+            let expected = if params.retarget.is_none() {
+                params.difficulty
+            } else {
+                prev.difficulty
+            };
+            return Err(BlockError::BadDifficulty {
+                index,
+                expected,
+                got: block.difficulty,
+            });
+        }
+        let zeros = c.hash.leading_zero_bits();
+        if zeros < block.difficulty {
+            return Err(BlockError::BadProofOfWork {
+                index,
+                difficulty: block.difficulty,
+                zeros,
+            });
+        }
+        if c.time.is_none() {
+            let timestamp = block.timestamp.chars().take(40).collect();
+            return Err(BlockError::BadTimestamp { index, timestamp });
+        }
+        work += block.work();
+        prev = block;
+    }
+    Ok(work)
+}
+
 /// Mines one block with `data` on top of `chain` (a helper for tests, tools and benches).
 pub fn mine_next(chain: &Blockchain, data: crate::block::BlockData, threads: usize) -> Block {
     let control = pow::MineControl::default();
@@ -715,6 +795,28 @@ mod tests {
         assert!(matches!(
             c.check_next(&b),
             Err(BlockError::TimestampTooFarAhead { .. })
+        ));
+    }
+
+    /// A branch of too-easy blocks is refused by its shape alone, before any chain is touched.
+    #[test]
+    fn check_branch_refuses_too_easy_blocks() {
+        let params = ChainParams::with_difficulty(6);
+        let chain = chain_of(params.clone(), 3);
+        let easy = chain_of(ChainParams::with_difficulty(0), 3);
+        let err =
+            check_branch(&params, chain.genesis(), &chain.blocks_from(1)).map(|w| w == 3 * 64);
+        assert_eq!(err, Ok(true));
+        let mut forged = easy.blocks_from(1);
+        forged[0].prev_hash = chain.genesis().hash.to_hex();
+        remine(&mut forged[0]);
+        assert!(matches!(
+            check_branch(&params, chain.genesis(), &forged[..1]),
+            Err(BlockError::BadDifficulty {
+                index: 1,
+                expected: 6,
+                got: 0
+            })
         ));
     }
 

@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::block::{Block, BlockHash};
+use crate::block::{Block, BlockData, BlockHash};
 use crate::chain::{Blockchain, ChainError, ChainParams};
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Data of blocks left behind by a reorg, waiting to be mined again (id -> canonical JSON).
+const PENDING: TableDefinition<u64, &str> = TableDefinition::new("pending");
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "chain.redb";
 
@@ -140,7 +142,21 @@ impl Store {
 
     /// Replaces every block above `fork` with `blocks`, in one transaction.
     pub fn replace_from(&self, fork: u64, blocks: &[Block]) -> Result<(), StoreError> {
+        self.commit(fork, blocks, &[], None).map(drop)
+    }
+
+    /// In one transaction: replaces the blocks above `fork` with `blocks`, queues `requeue`
+    /// (data of blocks left behind) to be mined again, and drops the queued entry `done`.
+    /// Returns the ids given to the queued data.
+    pub fn commit(
+        &self,
+        fork: u64,
+        blocks: &[Block],
+        requeue: &[BlockData],
+        done: Option<u64>,
+    ) -> Result<Vec<u64>, StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut ids = Vec::new();
         {
             let mut table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
             table
@@ -152,8 +168,44 @@ impl Store {
                     .insert(b.index, json.as_slice())
                     .map_err(|e| self.err(e))?;
             }
+            let mut pending = tx.open_table(PENDING).map_err(|e| self.err(e))?;
+            if let Some(id) = done {
+                pending.remove(id).map_err(|e| self.err(e))?;
+            }
+            let first = pending
+                .last()
+                .map_err(|e| self.err(e))?
+                .map_or(0, |(k, _)| k.value() + 1);
+            for (id, data) in (first..).zip(requeue) {
+                pending.insert(id, data.as_str()).map_err(|e| self.err(e))?;
+                ids.push(id);
+            }
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(ids)
+    }
+
+    /// Drops a queued entry (its data turned out to be in the chain already).
+    pub fn drop_pending(&self, id: u64) -> Result<(), StoreError> {
+        self.commit(u64::MAX - 1, &[], &[], Some(id)).map(drop)
+    }
+
+    /// Returns the data waiting to be mined again, by id.
+    pub fn pending(&self) -> Result<Vec<(u64, BlockData)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = match tx.open_table(PENDING) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let value: serde_json::Value =
+                serde_json::from_str(v.value()).unwrap_or(serde_json::Value::Null);
+            out.push((k.value(), BlockData::new(&value)));
+        }
+        Ok(out)
     }
 
     /// Returns the database file's path.
@@ -207,6 +259,25 @@ mod tests {
         }
         store.replace_from(2, &fork.blocks_from(3)).unwrap();
         assert_eq!(store.load().unwrap(), fork.to_vec());
+    }
+
+    /// Queued data survives a reopen and leaves the queue with the block that carries it.
+    #[test]
+    fn pending_data_is_queued_with_the_reorg_and_dropped_with_its_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChainParams::with_difficulty(0);
+        let (store, chain) = Store::open(dir.path(), &params).unwrap();
+        let left = BlockData::new(&serde_json::json!({"left": "behind"}));
+        let ids = store
+            .commit(0, &[], std::slice::from_ref(&left), None)
+            .unwrap();
+        drop(store);
+        let (store, _) = Store::open(dir.path(), &params).unwrap();
+        assert_eq!(store.pending().unwrap(), vec![(ids[0], left.clone())]);
+        let b = mine_next(&chain, left, 1);
+        store.commit(0, &[b], &[], Some(ids[0])).unwrap();
+        assert!(store.pending().unwrap().is_empty());
+        assert_eq!(store.load().unwrap().len(), 2);
     }
 
     /// A store of another network is refused with both genesis hashes named.

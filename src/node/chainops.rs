@@ -4,42 +4,98 @@
 use std::sync::Arc;
 
 use super::Node;
-use crate::block::{Block, BlockHash};
+use std::collections::HashSet;
+
+use crate::block::{Block, BlockData, BlockHash};
+use crate::chain::check_branch;
 use crate::client::NodeClient;
 use crate::message::BlockOutcome;
 
 /// Blocks asked for per `get_blocks` round trip.
 pub const SYNC_BATCH: usize = 5000;
 /// Most blocks of a competing branch held in memory while it is fetched.
-const MAX_PENDING: usize = 2_000_000;
+const MAX_PENDING: usize = 500_000;
 
 impl Node {
     /// Applies `blocks` above `fork` (an extension or a reorg) in memory and in one store
-    /// transaction; returns the blocks left behind. The caller holds the writer lock.
-    async fn apply(self: &Arc<Self>, fork: u64, blocks: Vec<Block>) -> Result<Vec<Block>, String> {
-        let left = self
-            .chain()
-            .replace_from(fork, blocks.clone())
-            .map_err(|e| e.to_string())?;
+    /// transaction, which also queues the data of blocks left behind to be mined again and
+    /// drops the queue entry `job` whose data these blocks carry. Returns the blocks left
+    /// behind. The caller holds the writer lock.
+    async fn apply(
+        self: &Arc<Self>,
+        fork: u64,
+        blocks: Vec<Block>,
+        job: Option<u64>,
+    ) -> Result<Vec<Block>, String> {
+        let (left, requeue) = {
+            let mut chain = self.chain();
+            let left = chain
+                .replace_from(fork, blocks.clone())
+                .map_err(|e| e.to_string())?;
+            let kept: HashSet<&str> = chain
+                .iter()
+                .skip(fork as usize + 1)
+                .map(|b| b.data.as_str())
+                .collect();
+            let requeue: Vec<BlockData> = left
+                .iter()
+                .filter(|b| !b.data.is_empty() && !kept.contains(b.data.as_str()))
+                .map(|b| b.data.clone())
+                .collect();
+            (left, requeue)
+        };
         let node = self.clone();
         let tip = blocks.last().map(|b| b.hash);
-        let committed = tokio::task::spawn_blocking(move || node.store.replace_from(fork, &blocks))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        if let Err(e) = committed {
-            tracing::error!("store commit failed, chain change undone: {e}");
-            self.chain().rewind(fork, left);
-            return Err(format!("could not store the block: {e}"));
-        }
+        let queued = requeue.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || node.store.commit(fork, &blocks, &queued, job))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+        let ids = match committed {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!("store commit failed, chain change undone: {e}");
+                self.chain().rewind(fork, left);
+                return Err(format!("could not store the block: {e}"));
+            }
+        };
         if let Some(tip) = tip {
             self.tip.send_replace(tip);
+        }
+        if !left.is_empty() {
+            let height = self.chain().height();
+            tracing::warn!(
+                fork,
+                left_behind = left.len(),
+                requeued = ids.len(),
+                new_height = height,
+                "reorg to a chain with more work"
+            );
+        }
+        for (id, data) in ids.into_iter().zip(requeue) {
+            self.spawn_remine(id, data);
         }
         Ok(left)
     }
 
+    /// Mines again, in the background, data that a reorg left behind (queue entry `id`).
+    pub(super) fn spawn_remine(self: &Arc<Self>, id: u64, data: BlockData) {
+        tracing::info!(data = %data.as_str().chars().take(80).collect::<String>(), "mining again the data of a block left behind");
+        let node = self.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = node.mine_job(data, Some(id)).await {
+                tracing::warn!("could not mine again data left behind (kept queued): {e}");
+            }
+        });
+    }
+
     /// Extends the tip with `block` if it links to it; `None` when it does not link.
-    async fn try_extend(self: &Arc<Self>, block: &Block) -> Option<Result<(), String>> {
+    async fn try_extend(
+        self: &Arc<Self>,
+        block: &Block,
+        job: Option<u64>,
+    ) -> Option<Result<(), String>> {
         let _writer = self.writer.lock().await;
         let height = {
             let chain = self.chain();
@@ -51,7 +107,7 @@ impl Node {
             }
             chain.height()
         };
-        Some(self.apply(height, vec![block.clone()]).await.map(drop))
+        Some(self.apply(height, vec![block.clone()], job).await.map(drop))
     }
 
     /// Handles a block from a peer (`from`) or a user: append and relay, ignore, or sync.
@@ -77,7 +133,7 @@ impl Node {
                 return (BlockOutcome::Ignored, Some(reason));
             }
         }
-        match self.try_extend(&block).await {
+        match self.try_extend(&block, None).await {
             Some(Ok(())) => {
                 tracing::info!(height = block.index, hash = %block.hash.short(), from = from.as_deref().unwrap_or("client"), "block appended");
                 self.relay(&block, from.as_deref());
@@ -108,9 +164,14 @@ impl Node {
         }
     }
 
-    /// Commits a block this node mined; false when the tip moved meanwhile.
-    pub(super) async fn commit_mined(self: &Arc<Self>, block: &Block) -> Result<bool, String> {
-        match self.try_extend(block).await {
+    /// Commits a block this node mined (for queue entry `job`, if any); false when the tip
+    /// moved meanwhile.
+    pub(super) async fn commit_mined(
+        self: &Arc<Self>,
+        block: &Block,
+        job: Option<u64>,
+    ) -> Result<bool, String> {
+        match self.try_extend(block, job).await {
             Some(Ok(())) => {
                 tracing::info!(height = block.index, hash = %block.hash.short(), "mined block stored");
                 self.relay(block, None);
@@ -151,10 +212,10 @@ impl Node {
         }
         let fork = (common - 1) as u64;
         let rest: Vec<Block> = blocks.into_iter().skip(common).collect();
-        match self.apply(fork, rest).await {
-            Ok(left) => {
+        match self.apply(fork, rest, None).await {
+            Ok(_) => {
                 drop(writer);
-                self.after_change(left, fork, from.as_deref());
+                self.relay_tip(from.as_deref());
                 true
             }
             Err(e) => {
@@ -164,43 +225,17 @@ impl Node {
         }
     }
 
-    /// After a change: relay the new tip and mine again the data of blocks left behind.
-    fn after_change(self: &Arc<Self>, left: Vec<Block>, fork: u64, from: Option<&str>) {
-        let (tip, kept): (Block, Vec<String>) = {
-            let chain = self.chain();
-            let kept = chain
-                .iter()
-                .skip(fork as usize + 1)
-                .map(|b| b.data.as_str().to_owned())
-                .collect();
-            (chain.tip().clone(), kept)
-        };
-        self.relay(&tip, from);
-        if left.is_empty() {
-            return;
-        }
-        tracing::warn!(
-            fork,
-            left_behind = left.len(),
-            new_height = tip.index,
-            "reorg to a chain with more work"
-        );
-        for block in left {
-            if block.data.is_empty() || kept.iter().any(|d| d == block.data.as_str()) {
-                continue;
-            }
-            tracing::info!(old_index = block.index, data = %block.data.as_str().chars().take(80).collect::<String>(), "mining again the data of a block left behind");
-            let node = self.clone();
-            let data = block.data.to_value();
-            self.tasks.spawn(async move {
-                if let Err(e) = node.mine(data).await {
-                    tracing::warn!("could not mine again data left behind: {e}");
-                }
-            });
-        }
+    /// Relays our tip to every peer but `except`.
+    fn relay_tip(self: &Arc<Self>, except: Option<&str>) {
+        let tip = self.chain().tip().clone();
+        self.relay(&tip, except);
     }
 
     /// Catches up with `addr` through block locators; true when our chain changed.
+    ///
+    /// Blocks that extend our tip are applied batch by batch. A competing branch is checked
+    /// batch by batch for what needs no chain below it, and adopted as soon as it has more
+    /// work than ours above the fork, so a peer cannot make us hold a long worthless branch.
     pub async fn sync_with(self: &Arc<Self>, addr: &str) -> bool {
         let client = self
             .peers
@@ -208,6 +243,7 @@ impl Node {
             .unwrap_or_else(|| Arc::new(NodeClient::new(addr)));
         let mut changed = false;
         let mut pending: Vec<Block> = Vec::new();
+        let mut pending_work = 0u128;
         let mut fork = 0u64;
         loop {
             if self.shutdown.is_cancelled() {
@@ -225,31 +261,20 @@ impl Node {
                 }
             };
             let Some(first) = batch.first() else { break };
-            let Ok(parent) = first.prev_hash.parse::<BlockHash>() else {
+            let Ok(parent_hash) = first.prev_hash.parse::<BlockHash>() else {
                 break;
             };
-            if let Some(last) = pending.last() {
-                if parent != last.hash {
-                    break;
-                }
-                pending.extend(batch);
-                if pending.len() > MAX_PENDING {
-                    tracing::warn!(peer = %addr, "competing branch too long to hold; sync abandoned");
-                    return changed;
-                }
-                continue;
-            }
-            let (known, height) = {
+            let (known, height, parent) = {
                 let chain = self.chain();
-                (chain.height_of(&parent), chain.height())
+                let at = chain.height_of(&parent_hash);
+                (at, chain.height(), at.and_then(|h| chain.get(h).cloned()))
             };
-            let Some(at) = known else { break };
-            if at == height {
+            if pending.is_empty() && known == Some(height) {
                 let writer = self.writer.lock().await;
                 if self.chain().height() != height {
                     continue;
                 }
-                match self.apply(at, batch).await {
+                match self.apply(height, batch, None).await {
                     Ok(_) => changed = true,
                     Err(e) => {
                         drop(writer);
@@ -257,20 +282,39 @@ impl Node {
                         break;
                     }
                 }
-            } else {
-                fork = at;
-                pending = batch;
+                continue;
             }
-        }
-        if !pending.is_empty() {
-            let writer = self.writer.lock().await;
-            match self.apply(fork, pending).await {
-                Ok(left) => {
-                    drop(writer);
-                    self.after_change(left, fork, Some(addr));
-                    return true;
+            let parent = match (pending.last(), parent) {
+                (Some(last), _) if last.hash == parent_hash => last.clone(),
+                (None, Some(p)) => {
+                    fork = p.index;
+                    p
                 }
-                Err(e) => tracing::debug!(peer = %addr, "competing branch not adopted: {e}"),
+                _ => break,
+            };
+            match check_branch(&self.config.params, &parent, &batch) {
+                Ok(work) => pending_work += work,
+                Err(e) => {
+                    self.peers.strike(addr, &format!("competing branch: {e}"));
+                    return changed;
+                }
+            }
+            pending.extend(batch);
+            if pending_work > self.chain().work_above(fork) {
+                let _writer = self.writer.lock().await;
+                match self.apply(fork, std::mem::take(&mut pending), None).await {
+                    Ok(_) => {
+                        changed = true;
+                        pending_work = 0;
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %addr, "competing branch not adopted: {e}");
+                        return changed;
+                    }
+                }
+            } else if pending.len() > MAX_PENDING {
+                tracing::warn!(peer = %addr, "competing branch too long without more work; sync abandoned");
+                return changed;
             }
         }
         if changed {

@@ -67,6 +67,8 @@ impl MineError {
     }
 }
 
+/// How many recent blocks a re-mining job searches for its data.
+const RECENT_SCAN: usize = 10_000;
 /// A run lasting longer than this logs its progress.
 const PROGRESS_AFTER: Duration = Duration::from_secs(2);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -75,7 +77,17 @@ impl Node {
     /// Mines a block with `data` on the current tip; returns it once stored. A new tip
     /// cancels the attempt and restarts it on the new tip with the same data.
     pub async fn mine(self: &Arc<Self>, data: Value) -> Result<Block, MineError> {
-        let data = BlockData::new(&data);
+        self.mine_job(BlockData::new(&data), None).await
+    }
+
+    /// Mines `data`; with `job` (a queue entry of data left behind by a reorg) the job ends
+    /// without mining once the chain holds that data again, and the block that carries it
+    /// drops the entry in the same transaction.
+    pub(super) async fn mine_job(
+        self: &Arc<Self>,
+        data: BlockData,
+        job: Option<u64>,
+    ) -> Result<Block, MineError> {
         let max = self.config.params.max_block_size;
         // The block adds its fixed fields (under 400 bytes) to the data.
         if data.as_str().len() + 400 >= max {
@@ -89,11 +101,25 @@ impl Node {
             if self.shutdown.is_cancelled() {
                 return Err(MineError::ShuttingDown);
             }
-            let template = self.chain().template(data.clone());
+            let (template, held) = {
+                let chain = self.chain();
+                let held =
+                    job.is_some() && chain.iter().rev().take(RECENT_SCAN).any(|b| b.data == data);
+                (chain.template(data.clone()), held)
+            };
+            if let (true, Some(id)) = (held, job) {
+                tracing::info!(
+                    job = id,
+                    "data left behind is in the chain again; not mining it"
+                );
+                let node = self.clone();
+                let _ = tokio::task::spawn_blocking(move || node.store.drop_pending(id)).await;
+                return Ok(self.chain().tip().clone());
+            }
             let Some(block) = self.run_miner(template).await else {
                 continue;
             };
-            match self.commit_mined(&block).await {
+            match self.commit_mined(&block, job).await {
                 Ok(true) => return Ok(block),
                 Ok(false) => continue,
                 Err(e) => return Err(MineError::Failed(e)),

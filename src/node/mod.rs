@@ -201,6 +201,14 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
         tracing::warn!("could not register in {}: {e}", registry.path().display());
     }
     peers::start(&node);
+    match node.store.pending() {
+        Ok(queued) => {
+            for (id, data) in queued {
+                node.spawn_remine(id, data);
+            }
+        }
+        Err(e) => tracing::warn!("could not read data queued for mining again: {e}"),
+    }
     loop {
         // Taking the permit before accept caps open connections without refusing in a loop.
         let permit = tokio::select! {

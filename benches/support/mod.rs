@@ -1,0 +1,63 @@
+//! Helpers shared by the benchmarks: long chains, stored chains and node processes.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use powchain::store::Store;
+use powchain::{Block, BlockData, Blockchain, ChainParams};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Builds a chain of `n` blocks at difficulty 0 with about 100 bytes of data each.
+pub fn long_chain(n: usize) -> Vec<Block> {
+    let mut chain = Blockchain::new(ChainParams::with_difficulty(0));
+    for i in 0..n {
+        let data =
+            serde_json::json!({"from": "alice", "to": "bob", "amount": i, "memo": "x".repeat(50)});
+        let block = powchain::chain::mine_next(&chain, BlockData::new(&data), 1);
+        chain.push(block).expect("mined block is valid");
+    }
+    chain.to_vec()
+}
+
+/// Writes `blocks` (genesis first, difficulty 0) as the store of a data directory.
+pub fn store_chain(dir: &Path, blocks: &[Block]) {
+    let (store, _) = Store::open(dir, &ChainParams::with_difficulty(0)).expect("store opens");
+    for chunk in blocks[1..].chunks(10_000) {
+        store
+            .replace_from(chunk[0].index - 1, chunk)
+            .expect("stored");
+    }
+}
+
+/// A node process started for a benchmark.
+pub struct BenchNode {
+    pub child: Child,
+    pub addr: String,
+}
+
+/// Starts the node binary on a free port with `args`; returns once it listens.
+pub async fn start_node(home: &Path, args: &[&str]) -> BenchNode {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_node"))
+        .arg("0")
+        .args(args)
+        .env("POWCHAIN_HOME", home)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .expect("node listens in time")
+        .expect("read")
+        .expect("line");
+    BenchNode {
+        child,
+        addr: line.trim_start_matches("listening on ").to_owned(),
+    }
+}
