@@ -45,7 +45,7 @@ where
     (start.elapsed(), all)
 }
 
-fn report(name: &str, runs: &mut Vec<Duration>) {
+fn report(name: &str, runs: &mut [Duration]) {
     runs.sort();
     let p = |q: f64| runs[((runs.len() - 1) as f64 * q) as usize];
     eprintln!(
