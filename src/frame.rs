@@ -19,6 +19,8 @@ use tokio_util::codec::{Decoder, Encoder};
 
 /// Length of the header in bytes.
 pub const HEADER_LEN: usize = 10;
+/// Most bytes reserved ahead of payload actually received.
+pub const RESERVE_AHEAD: usize = 64 * 1024;
 /// Default cap on a payload: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 
@@ -106,9 +108,10 @@ impl Decoder for FrameCodec {
             }
             src.advance(HEADER_LEN);
             let len = len as usize;
-            // Reserve what is already promised (it is under the cap), bounded so that a
-            // peer announcing a large frame and sending nothing costs little.
-            src.reserve(len.saturating_sub(src.len()).min(1 << 20));
+            // Reserve ahead only a little of what is promised (it is under the cap): a peer
+            // announcing a large frame and sending nothing costs at most RESERVE_AHEAD; the
+            // buffer grows as the payload really arrives.
+            src.reserve(len.saturating_sub(src.len()).min(RESERVE_AHEAD));
             self.state = State::Data(len);
         }
         let State::Data(len) = self.state else {
@@ -246,13 +249,13 @@ mod tests {
         assert_eq!(buf.capacity(), cap_before);
     }
 
-    /// A frame announcing a large payload reserves at most 1 MiB up front.
+    /// A frame announcing a large payload reserves at most RESERVE_AHEAD up front.
     #[test]
     fn decode_bounds_reservation_for_stalled_frames() {
         let mut codec = FrameCodec::default();
         let mut buf = BytesMut::from(&b"60000000  "[..]);
         assert!(codec.decode(&mut buf).unwrap().is_none());
-        assert!(buf.capacity() <= (1 << 20) + 64);
+        assert!(buf.capacity() <= RESERVE_AHEAD + 64);
     }
 
     /// The stream ending mid-frame is an error; ending between frames is not.
@@ -301,7 +304,7 @@ mod tests {
             while let Ok(Some(f)) = codec.decode(&mut buf) {
                 prop_assert!(f.len() <= cap);
             }
-            prop_assert!(buf.capacity() <= data.len().max(cap) + (1 << 20) + 64);
+            prop_assert!(buf.capacity() <= data.len().max(cap) + RESERVE_AHEAD + 64);
         }
 
         /// Whatever is encoded decodes back the same, however the bytes are split.

@@ -125,7 +125,12 @@ pub struct NonceSearch {
     base: [u32; 8],
     prefix_tail: Vec<u8>,
     state: [u32; 8],
-    block: MessageBlock,
+    /// Two last blocks whose low digits differ by one, hashed in turn and each stepped by
+    /// two: a block is written a whole compression before it is read again, which spares
+    /// the store-to-load stall of reading just-written digits.
+    blocks: [MessageBlock; 2],
+    /// A second hit found in the same pair, returned by the next call.
+    held: Option<u64>,
     low_at: usize,
     low_pow: u64,
     low: u64,
@@ -164,7 +169,8 @@ impl NonceSearch {
             base,
             prefix_tail: prefix[full..].to_vec(),
             state: base,
-            block: MessageBlock::default(),
+            blocks: [MessageBlock::default(), MessageBlock::default()],
+            held: None,
             low_at: 0,
             low_pow: 10u64.pow(low_digits as u32),
             low: 0,
@@ -213,7 +219,13 @@ impl NonceSearch {
         block[at] = b'}';
         block[at + 1] = 0x80;
         block[56..].copy_from_slice(&((self.total_len as u64) * 8).to_be_bytes());
-        self.block = block;
+        self.blocks = [block, block];
+        step(
+            &mut self.blocks[1],
+            self.low_at,
+            self.low_at + low_digits,
+            1,
+        );
         self.low = 0;
     }
 
@@ -222,12 +234,16 @@ impl NonceSearch {
         self.high * self.low_pow + self.low
     }
 
-    /// Tries up to `budget` nonces; `tried` is increased by the attempts made.
+    /// Tries about `budget` nonces (pairs at a time); `tried` is increased by the attempts
+    /// made.
     #[inline]
     pub fn run(&mut self, budget: u64, tried: &mut u64) -> SearchStep {
+        if let Some(nonce) = self.held.take() {
+            return SearchStep::Found(nonce);
+        }
         let (_, low_digits) = self.layout.digits();
-        let low_end = self.low_at + low_digits;
-        let mut left = budget;
+        let (lo, hi) = (self.low_at, self.low_at + low_digits);
+        let mut left = budget.max(2);
         loop {
             if self.started && self.low == 0 {
                 // The low digits wrapped: move to the next share of high digits.
@@ -238,43 +254,61 @@ impl NonceSearch {
                 self.load_high();
             }
             self.started = true;
-            while left > 0 {
-                left -= 1;
-                *tried += 1;
-                let mut state = self.state;
-                compress(&mut state, &self.block);
-                let top = (u64::from(state[0]) << 32) | u64::from(state[1]);
-                if top.leading_zeros() >= self.zero_bits {
-                    let nonce = self.nonce();
-                    self.advance(low_end);
-                    return SearchStep::Found(nonce);
+            while left >= 2 {
+                left -= 2;
+                *tried += 2;
+                let mut s0 = self.state;
+                compress(&mut s0, &self.blocks[0]);
+                let mut s1 = self.state;
+                compress(&mut s1, &self.blocks[1]);
+                let top0 = (u64::from(s0[0]) << 32) | u64::from(s0[1]);
+                let top1 = (u64::from(s1[0]) << 32) | u64::from(s1[1]);
+                let hit0 = top0.leading_zeros() >= self.zero_bits;
+                let hit1 = top1.leading_zeros() >= self.zero_bits;
+                let nonce = self.nonce();
+                let wrapped = self.advance(lo, hi);
+                if hit0 || hit1 {
+                    if hit0 && hit1 {
+                        self.held = Some(nonce + 1);
+                    }
+                    return SearchStep::Found(if hit0 { nonce } else { nonce + 1 });
                 }
-                if self.advance(low_end) {
+                if wrapped {
                     break;
                 }
             }
-            if left == 0 {
+            if left < 2 {
                 return SearchStep::Continue;
             }
         }
     }
 
-    /// Steps the low digits by one, in place; returns true when they wrap to zero.
+    /// Steps both blocks' low digits by two, in place; returns true when they wrap to zero.
     #[inline]
-    fn advance(&mut self, low_end: usize) -> bool {
-        self.low += 1;
-        let mut i = low_end;
-        while i > self.low_at {
-            i -= 1;
-            if self.block[i] == b'9' {
-                self.block[i] = b'0';
-            } else {
-                self.block[i] += 1;
-                return false;
-            }
+    fn advance(&mut self, lo: usize, hi: usize) -> bool {
+        self.low += 2;
+        if self.low >= self.low_pow {
+            self.low = 0;
+            return true;
         }
-        self.low = 0;
-        true
+        step(&mut self.blocks[0], lo, hi, 2);
+        step(&mut self.blocks[1], lo, hi, 2);
+        false
+    }
+}
+
+/// Adds `by` (at most 9) to the decimal digits `block[lo..hi]`, carrying leftwards.
+#[inline]
+fn step(block: &mut MessageBlock, lo: usize, hi: usize, by: u8) {
+    let mut i = hi - 1;
+    block[i] += by;
+    while block[i] > b'9' {
+        block[i] -= 10;
+        if i == lo {
+            return;
+        }
+        i -= 1;
+        block[i] += 1;
     }
 }
 

@@ -1,0 +1,342 @@
+//! Hostile and broken peers against a real node: invalid blocks of every kind, a long chain
+//! of too-easy blocks, huge frame announcements, stalls, replays, and who may command a node.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use powchain::frame::FrameCodec;
+use powchain::harness::{Options, TestNetwork, Topology, wait_for};
+use powchain::message::{BlockOutcome, Hello, Request, Response};
+use powchain::{Block, BlockData, BlockHash, Blockchain, ChainParams, NodeClient};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+fn isolated(n: usize) -> Options {
+    Options::new(n).topology(Topology::Isolated)
+}
+
+/// Re-mines `block` after a change so that only the rule under test is broken.
+fn remine(block: &mut Block) {
+    block.nonce = 0;
+    loop {
+        let h = block.compute_hash();
+        if h.leading_zero_bits() >= block.difficulty {
+            block.hash = h;
+            return;
+        }
+        block.nonce += 1;
+    }
+}
+
+/// A valid next block for a difficulty-8 chain holding only genesis.
+fn next_block(data: &str) -> Block {
+    let chain = Blockchain::new(ChainParams::with_difficulty(8));
+    powchain::chain::mine_next(&chain, BlockData::new(&json!(data)), 1)
+}
+
+async fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Blocks with bad proof of work, a wrong difficulty, a time-warped timestamp or a forged
+/// hash are each rejected with their rule; the fifth closes the connection, the sender is
+/// logged once, and the honest node keeps its chain and keeps serving.
+#[tokio::test]
+async fn invalid_blocks_are_rejected_and_the_sender_cut_off() {
+    let net = TestNetwork::start(NODE, isolated(1)).await.unwrap();
+    let stream = TcpStream::connect(net.addr(0)).await.unwrap();
+    let mut conn = Framed::new(stream, FrameCodec::default());
+
+    let mut bad_pow = next_block("bad pow");
+    while bad_pow.compute_hash().leading_zero_bits() >= 8 {
+        bad_pow.nonce += 1;
+    }
+    bad_pow.hash = bad_pow.compute_hash();
+    let mut easy = next_block("too easy");
+    easy.difficulty = 2;
+    remine(&mut easy);
+    let mut warped = next_block("from the future");
+    warped.timestamp = powchain::pow::format_timestamp(chrono::Utc::now().timestamp() + 3 * 3600);
+    remine(&mut warped);
+    let mut forged = next_block("forged hash");
+    forged.hash = BlockHash([0u8; 32]);
+    let mut unparsable = next_block("bad time");
+    unparsable.timestamp = "yesterday".into();
+    remine(&mut unparsable);
+
+    let cases = [
+        (bad_pow, "insufficient work"),
+        (easy, "difficulty 2"),
+        (warped, "in the future"),
+        (forged, "claims hash"),
+        (unparsable, "unparsable timestamp"),
+    ];
+    for (block, want) in cases {
+        let request = serde_json::to_vec(&Request::NewBlock { block }).unwrap();
+        conn.send(request).await.unwrap();
+        let reply: Response = serde_json::from_slice(&conn.next().await.unwrap().unwrap()).unwrap();
+        match reply {
+            Response::BlockResult {
+                result: BlockOutcome::Rejected,
+                reason: Some(r),
+            } => {
+                assert!(r.contains(want), "{r:?} should say {want:?}")
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+    assert!(
+        conn.next().await.is_none(),
+        "the connection is closed after 5 invalid blocks"
+    );
+    let client = net.client(0);
+    assert_eq!(client.status().await.unwrap().height, 0);
+    assert_eq!(client.validate().await.unwrap(), None);
+    let log = net.log(0);
+    assert_eq!(log.matches("rejected a block from").count(), 1, "{log}");
+    assert_eq!(log.matches("closing the connection of").count(), 1, "{log}");
+}
+
+/// A fake peer: answers `hello` with our network's genesis and the work it claims, serves
+/// `blocks` to `get_blocks`, and counts what it served.
+async fn fake_peer(blocks: Vec<Block>, claimed_work: &str) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let served = Arc::new(AtomicUsize::new(0));
+    let genesis = ChainParams::with_difficulty(8).genesis().hash;
+    let tip = blocks.last().map_or(genesis, |b| b.hash);
+    let hello = Hello {
+        version: 1,
+        genesis,
+        listen: addr.clone(),
+        height: blocks.len() as u64,
+        tip,
+        work: claimed_work.to_owned(),
+    };
+    let (blocks, count) = (Arc::new(blocks), served.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let (blocks, count, hello) = (blocks.clone(), count.clone(), hello.clone());
+            tokio::spawn(async move {
+                let mut conn = Framed::new(s, FrameCodec::default());
+                while let Some(Ok(frame)) = conn.next().await {
+                    let reply = match serde_json::from_slice::<Request>(&frame) {
+                        Ok(Request::Hello(_)) => Response::Hello(hello.clone()),
+                        Ok(Request::GetPeers) => Response::Peers { peers: vec![] },
+                        Ok(Request::GetBlocks { locator, limit }) => {
+                            count.fetch_add(1, Ordering::Relaxed);
+                            let start = locator
+                                .iter()
+                                .find_map(|h| blocks.iter().position(|b| b.hash == *h))
+                                .map_or(0, |p| p + 1);
+                            let take = limit.unwrap_or(5000).min(5000);
+                            Response::Blocks {
+                                blocks: blocks.iter().skip(start).take(take).cloned().collect(),
+                            }
+                        }
+                        _ => Response::Ok,
+                    };
+                    if conn
+                        .send(serde_json::to_vec(&reply).unwrap())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, served)
+}
+
+/// A long chain of too-easy blocks is refused, pushed whole or served by a peer claiming
+/// more work; the node fetches one batch per attempt, keeps its chain and drops the peer.
+#[tokio::test]
+async fn long_chain_of_too_easy_blocks_is_refused() {
+    let net = TestNetwork::start(NODE, isolated(1)).await.unwrap();
+    let client = net.client(0);
+    client.mine(json!("honest")).await.unwrap();
+    // 20,000 blocks at difficulty 0 on the same genesis: far more blocks, each too easy.
+    let mut easy = Blockchain::new(ChainParams::with_difficulty(8)).to_vec();
+    let mut prev = easy[0].clone();
+    for i in 0..20_000u64 {
+        let mut b = Block {
+            index: i + 1,
+            timestamp: powchain::pow::format_timestamp(1_700_000_000 + i as i64),
+            nonce: 0,
+            difficulty: 0,
+            prev_hash: prev.hash.to_hex(),
+            hash: BlockHash::default(),
+            data: BlockData::new(&json!(i)),
+        };
+        b.hash = b.compute_hash();
+        easy.push(b.clone());
+        prev = b;
+    }
+    let pushed = serde_json::to_vec(&easy).unwrap();
+    assert_eq!(
+        exchange(&net.addr(0), &pushed).await,
+        b"19        BLOCKCHAIN REJECTED"
+    );
+
+    // The same blocks served by a peer claiming huge work.
+    let (fake, served) = fake_peer(
+        easy[1..].to_vec(),
+        "340282366920938463463374607431768211455",
+    )
+    .await;
+    client.add_peer(&fake).await.unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the lying peer to be dropped",
+        || async { net.log(0).contains("dropping peer").then_some(()) },
+    )
+    .await
+    .unwrap();
+    let status = client.status().await.unwrap();
+    assert_eq!(status.height, 1, "the honest chain stays");
+    assert!(!status.peers.contains(&fake));
+    // One batch per sync attempt, five attempts before the ban: never the whole chain.
+    assert!(
+        served.load(Ordering::Relaxed) <= 6,
+        "served {} batches",
+        served.load(Ordering::Relaxed)
+    );
+    assert_eq!(client.validate().await.unwrap(), None);
+}
+
+/// Peers announcing huge frames and sending nothing, or stalling mid-frame, cost bounded
+/// memory, are cut off by the idle timeout, and the node keeps serving.
+#[tokio::test]
+async fn huge_announcements_and_stalls_cost_bounded_memory() {
+    let net = TestNetwork::start(NODE, isolated(1).args(["--idle-timeout", "3"]))
+        .await
+        .unwrap();
+    let pid = net.node(0).pid().unwrap();
+    let client = net.client(0);
+    client.status().await.unwrap();
+    let before = rss_kib(pid).await;
+    let mut stalled = Vec::new();
+    for i in 0..200 {
+        let mut s = TcpStream::connect(net.addr(0)).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"60000000  ").await.unwrap();
+        } else {
+            s.write_all(b"5000      {\"type\":\"new_block\",\"block\":")
+                .await
+                .unwrap();
+        }
+        stalled.push(s);
+    }
+    // Every stalled connection is accepted and holds its partial frame.
+    assert_eq!(client.status().await.unwrap().height, 0);
+    client.mine(json!("while others stall")).await.unwrap();
+    let grown = rss_kib(pid).await.saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "200 stalled frames grew the node by {grown} KiB"
+    );
+    for s in stalled.iter_mut() {
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut [0u8; 64]))
+            .await
+            .expect("closed by the idle timeout");
+        assert_eq!(n.unwrap_or(0), 0);
+    }
+    assert_eq!(client.status().await.unwrap().height, 1);
+}
+
+/// A peer replaying the same block in a loop gets `ignored`, is cut off after 1,000 replays
+/// (logged once), and nothing changes.
+#[tokio::test]
+async fn replayed_block_loop_is_cut_off() {
+    let net = TestNetwork::start(NODE, isolated(1)).await.unwrap();
+    let block = net.client(0).mine(json!("once")).await.unwrap();
+    let stream = TcpStream::connect(net.addr(0)).await.unwrap();
+    let mut conn = Framed::new(stream, FrameCodec::default());
+    let request = serde_json::to_vec(&Request::NewBlock { block }).unwrap();
+    let mut answered = 0;
+    for _ in 0..1100 {
+        if conn.send(request.clone()).await.is_err() {
+            break;
+        }
+        match conn.next().await {
+            Some(Ok(reply)) => {
+                let r: Response = serde_json::from_slice(&reply).unwrap();
+                assert!(
+                    matches!(
+                        r,
+                        Response::BlockResult {
+                            result: BlockOutcome::Ignored,
+                            ..
+                        }
+                    ),
+                    "{r:?}"
+                );
+                answered += 1;
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(answered, 1000);
+    assert_eq!(net.log(0).matches("sent again").count(), 1);
+    assert_eq!(net.client(0).status().await.unwrap().height, 1);
+}
+
+/// With `--strict-admin` or a non-loopback bind, the bare `SHUTDOWN` is refused even from
+/// loopback; the cookie still works; the cookie file is readable by its user only; a
+/// non-loopback bind logs what is exposed.
+#[tokio::test]
+async fn admin_needs_the_cookie_when_strict() {
+    let mut net = TestNetwork::start(NODE, isolated(0)).await.unwrap();
+    net.add_node(&["--strict-admin"]).await.unwrap();
+    net.add_node(&["--host", "0.0.0.0"]).await.unwrap();
+    for i in 0..2 {
+        let port = net.node(i).port();
+        let addr = format!("127.0.0.1:{port}");
+        let reply = String::from_utf8(exchange(&addr, b"SHUTDOWN").await).unwrap();
+        assert!(reply.contains("unauthorized"), "{reply}");
+        let anon = NodeClient::new(addr.clone());
+        assert_eq!(
+            anon.shutdown().await.unwrap_err().code(),
+            Some("unauthorized")
+        );
+        assert_eq!(
+            anon.remove_peer("127.0.0.1:1").await.unwrap_err().code(),
+            Some("unauthorized")
+        );
+        // Reading and mining stay open.
+        anon.status().await.unwrap();
+        anon.mine(json!("open to all")).await.unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(net.node(i).data_dir.join(".cookie"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+    assert!(net.log(1).contains("non-loopback"), "{}", net.log(1));
+    let cookie = powchain::client::read_cookie(&net.node(1).data_dir);
+    NodeClient::new(format!("127.0.0.1:{}", net.node(1).port()))
+        .with_cookie(cookie)
+        .shutdown()
+        .await
+        .unwrap();
+    assert_eq!(net.stop(0).await.unwrap(), Some(0));
+}
