@@ -394,6 +394,11 @@ impl TestNetwork {
         result
     }
 
+    /// Returns how node `i` exited, if it exited on its own (a crash or a clean stop).
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.nodes[i].child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// Returns node `i`'s log so far (for failure messages).
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
