@@ -134,7 +134,22 @@ fn mine_for(t: &Template, threads: usize, attempts: u64) -> Duration {
 }
 
 fn chain_benches(c: &mut Criterion) {
-    let blocks = support::long_chain(100_000);
+    // Memory: the process's growth while it holds one 100,000-block Blockchain (the blocks
+    // moved in, nothing else kept). An upper bound: it includes what the allocator keeps of
+    // the memory used to build the chain.
+    let before = rss_kib();
+    let chain = Blockchain::from_blocks(
+        ChainParams::with_difficulty(0),
+        support::long_chain(100_000),
+    )
+    .expect("valid");
+    let held = rss_kib().saturating_sub(before);
+    eprintln!(
+        "chain/memory_100k: at most {:.1} MB resident for a 100,000-block chain",
+        held as f64 / 1024.0
+    );
+    let blocks = chain.to_vec();
+    drop(chain);
     let mut g = c.benchmark_group("chain");
     g.sample_size(10);
     g.throughput(Throughput::Elements(blocks.len() as u64));
@@ -148,6 +163,17 @@ fn chain_benches(c: &mut Criterion) {
         )
     });
     g.finish();
+}
+
+/// Resident memory of this process in KiB (Linux), for the memory figure.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 criterion_group!(benches, pow_benches, chain_benches);

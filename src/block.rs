@@ -359,6 +359,32 @@ mod tests {
         assert_eq!(back, b);
     }
 
+    /// Canonical data is a fixed point: parsing and canonicalizing it again changes nothing,
+    /// so every node recomputes the same hash (found by fuzzing: without exact float parsing
+    /// 99999999900000200376420520689061 came back as 9.999999990000019e31).
+    #[test]
+    fn canonical_data_is_a_fixed_point() {
+        let text = r#"[1e22, 99999999900000200376420520689061, 99999999999999999, 98, 0.1, -2.5e-300, 1.7976931348623157e308]"#;
+        let once = BlockData::new(&serde_json::from_str(text).unwrap());
+        let twice = BlockData::new(&serde_json::from_str(once.as_str()).unwrap());
+        assert_eq!(once, twice);
+    }
+
+    proptest::proptest! {
+        /// Canonicalization is idempotent for any numbers, strings and nesting.
+        #[test]
+        fn canonicalization_is_idempotent(
+            floats in proptest::collection::vec(proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO, 0..6),
+            ints in proptest::collection::vec(proptest::arbitrary::any::<i64>(), 0..4),
+            s in ".{0,12}",
+        ) {
+            let value = json!({ "f": floats, "i": ints, s.clone(): { "s": s } });
+            let once = BlockData::new(&value);
+            let twice = BlockData::new(&serde_json::from_str(once.as_str()).unwrap());
+            proptest::prop_assert_eq!(once, twice);
+        }
+    }
+
     /// Hashes that are not 64 lowercase hex digits are refused.
     #[test]
     fn block_hash_parse_rejects_bad_text() {

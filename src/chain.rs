@@ -918,6 +918,48 @@ mod tests {
             prop_assert!(matches!(err, ChainError::Block(BlockError::BadDifficulty { .. })), "{err}");
         }
 
+        /// A chain built by the miner validates, whatever its length, data and difficulty.
+        #[test]
+        fn mined_chain_always_validates(
+            data in proptest::collection::vec(proptest::arbitrary::any::<(String, i64, bool)>(), 1..12),
+            difficulty in 0u32..9,
+        ) {
+            let mut chain = Blockchain::new(ChainParams::with_difficulty(difficulty));
+            for (s, n, b) in data {
+                let value = json!({ "s": s, "n": n, "b": b, "nested": { "z": [n], "a": s } });
+                let block = mine_next(&chain, BlockData::new(&value), 2);
+                prop_assert!(chain.push(block).is_ok());
+            }
+            prop_assert!(chain.validate().is_ok());
+            let again = Blockchain::from_blocks(chain.params().clone(), chain.to_vec());
+            prop_assert!(again.is_ok());
+        }
+
+        /// Block and chain JSON decoded from mutated bytes never panics validation, and a
+        /// chain accepted from it is valid; a refused replacement leaves ours untouched.
+        #[test]
+        fn mutated_chain_json_never_panics(n in 1usize..5, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+            let chain = chain_of(ChainParams::with_difficulty(0), n);
+            let mut bytes = serde_json::to_vec(&chain.to_vec()).unwrap();
+            for (at, byte) in flips {
+                let len = bytes.len();
+                bytes[at % len] = byte;
+            }
+            if let Ok(blocks) = serde_json::from_slice::<Vec<Block>>(&bytes) {
+                if let Ok(c) = Blockchain::from_blocks(chain.params().clone(), blocks.clone()) {
+                    prop_assert!(c.validate().is_ok());
+                }
+                let mut held = chain.clone();
+                if held.replace_with(blocks).is_err() {
+                    prop_assert_eq!(held.to_vec(), chain.to_vec());
+                }
+                prop_assert!(held.validate().is_ok());
+            }
+            if let Ok(block) = serde_json::from_slice::<Block>(&bytes) {
+                let _ = chain.check_next(&block);
+            }
+        }
+
         /// Fork choice follows total work, not length.
         #[test]
         fn fork_choice_prefers_work_not_length(heavy_len in 1usize..7, light_len in 1usize..16) {
