@@ -70,6 +70,22 @@ async fn every_route_through_the_router() {
         assert!(!body[f].is_null(), "{f} missing");
     }
 
+    // Blocks keep the design's field order inside probe replies.
+    let raw = {
+        let req = Request::builder()
+            .uri(format!("/get_chain/{p0}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = r.clone().oneshot(req).await.unwrap();
+        String::from_utf8(
+            axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap()
+    };
+    assert!(raw.starts_with(r#"{"chain":[{"index":0,"timestamp":"01/01/1970, 00:00:00","nonce":0,"difficulty":8,"prev_hash":"0000","hash":"#), "{raw}");
     let (code, body) = send(&r, Method::GET, &format!("/get_chain/{p0}"), Body::empty()).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(body["length"], 2);

@@ -12,6 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{MAX_BODY, ProbeError, ProbeState};
@@ -109,19 +110,36 @@ pub fn check_transactions(body: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The 201 body of `POST /mine_block`, fields in the original's order, then the block.
+#[derive(Serialize)]
+struct Mined<'a> {
+    message: &'static str,
+    index: u64,
+    hash: crate::block::BlockHash,
+    prev_hash: &'a str,
+    nonce: u64,
+    timestamp: &'a str,
+    block: &'a Block,
+}
+
+/// The body of `GET /get_chain`: blocks keep their field order (a `json!` map would sort it).
+#[derive(Serialize)]
+struct Chain<'a> {
+    chain: &'a [Block],
+    length: usize,
+}
+
 fn mined_reply(block: &Block) -> Reply {
-    ok(
-        StatusCode::CREATED,
-        json!({
-            "message": "block inserted into blockchain",
-            "index": block.index,
-            "hash": block.hash,
-            "prev_hash": block.prev_hash,
-            "nonce": block.nonce,
-            "timestamp": block.timestamp,
-            "block": block,
-        }),
-    )
+    let body = Mined {
+        message: "block inserted into blockchain",
+        index: block.index,
+        hash: block.hash,
+        prev_hash: &block.prev_hash,
+        nonce: block.nonce,
+        timestamp: &block.timestamp,
+        block,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 async fn mine_block(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply {
@@ -155,10 +173,11 @@ async fn get_chain(State(s): Shared, Path(port): Path<String>) -> Reply {
     let chain = s
         .with_node(port, |c| async move { c.get_chain().await })
         .await?;
-    ok(
-        StatusCode::OK,
-        json!({ "length": chain.len(), "chain": chain }),
-    )
+    Ok(Json(Chain {
+        chain: &chain,
+        length: chain.len(),
+    })
+    .into_response())
 }
 
 /// `GET /blocks/{port}`: the whole chain, or with `?last=N` only its newest N blocks.
