@@ -166,6 +166,16 @@ pub fn parse_timestamp(ts: &str) -> Option<i64> {
         .map(|t| t.and_utc().timestamp())
 }
 
+/// Tells whether `prev_hash` is exactly the lowercase hex of `parent` (no allocation).
+fn links_to(prev_hash: &str, parent: &BlockHash) -> bool {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let p = prev_hash.as_bytes();
+    p.len() == 64
+        && parent.0.iter().enumerate().all(|(i, b)| {
+            p[2 * i] == HEX[usize::from(b >> 4)] && p[2 * i + 1] == HEX[usize::from(b & 0xf)]
+        })
+}
+
 /// What the hashing pass learns of a block, computed in parallel for long chains.
 struct Checked {
     hash: BlockHash,
@@ -339,7 +349,9 @@ impl Blockchain {
     /// Returns the median time of the last [`MEDIAN_SPAN`] blocks, the earliest next timestamp.
     pub fn median_time_past(&self) -> i64 {
         let start = self.times.len().saturating_sub(MEDIAN_SPAN);
-        let mut recent: Vec<i64> = self.times[start..].to_vec();
+        let mut recent = [0i64; MEDIAN_SPAN];
+        let recent = &mut recent[..self.times.len() - start];
+        recent.copy_from_slice(&self.times[start..]);
         recent.sort_unstable();
         recent[recent.len() / 2]
     }
@@ -376,7 +388,7 @@ impl Blockchain {
                 max: self.params.max_block_size,
             });
         }
-        if block.prev_hash.len() != 64 || block.prev_hash != parent.hash.to_hex() {
+        if !links_to(&block.prev_hash, &parent.hash) {
             return Err(BlockError::BadPrevHash {
                 index,
                 expected: parent.hash.to_hex(),
@@ -594,7 +606,7 @@ pub fn check_branch(
                 max: params.max_block_size,
             });
         }
-        if block.prev_hash != prev.hash.to_hex() {
+        if !links_to(&block.prev_hash, &prev.hash) {
             return Err(BlockError::BadPrevHash {
                 index,
                 expected: prev.hash.to_hex(),
