@@ -49,7 +49,7 @@ async fn soak_eight_nodes_four_miners_with_restarts() {
         })
         .collect();
     let start = Instant::now();
-    let mut restarts = 0;
+    let mut restarts = 0usize;
     while start.elapsed() < Duration::from_secs(secs) {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let i = restarts % 8;
@@ -69,20 +69,70 @@ async fn soak_eight_nodes_four_miners_with_restarts() {
         assert!(net.exited(i).is_none(), "node {i} crashed: {}", net.log(i));
     }
     let settle = Instant::now();
-    wait_for(
+    let ties = std::cell::Cell::new(0usize);
+    let agreed = wait_for(
         Duration::from_secs(120),
         "all nodes to agree on a chain holding every acknowledged block",
-        || async {
-            let tip = net.wait_agree(Duration::from_millis(10)).await.ok()?;
-            let chain = net.client(0).get_chain().await.ok()?;
-            let held: std::collections::HashSet<&str> =
-                chain.iter().map(|b| b.data.as_str()).collect();
-            (chain.last()?.hash == tip && acked.iter().all(|d| held.contains(d.as_str())))
-                .then_some(())
+        || {
+            let (net, acked) = (&net, &acked);
+            let tie_breaker = NodeClient::new(net.addr(ties.get() % 8));
+            ties.set(ties.get() + 1);
+            async move {
+                let mut tips = std::collections::HashSet::new();
+                let mut busy = false;
+                for i in 0..8 {
+                    let s = net.client(i).status().await.ok()?;
+                    tips.insert(s.tip);
+                    busy |= s.mining;
+                }
+                if tips.len() > 1 {
+                    if !busy {
+                        // Equal-work tips: each node keeps its own until a next block, as the
+                        // design says. Mine one, as a user would.
+                        let _ = tie_breaker
+                            .mine(json!({ "tie_breaker": settle.elapsed().as_millis() as u64 }))
+                            .await;
+                    }
+                    return None;
+                }
+                let chain = net.client(0).get_chain().await.ok()?;
+                let held: std::collections::HashSet<&str> =
+                    chain.iter().map(|b| b.data.as_str()).collect();
+                acked
+                    .iter()
+                    .all(|d| held.contains(d.as_str()))
+                    .then_some(())
+            }
         },
     )
-    .await
-    .unwrap();
+    .await;
+    if let Err(e) = agreed {
+        let mut report = String::new();
+        let chain = net.client(0).get_chain().await.unwrap_or_default();
+        let held: std::collections::HashSet<&str> = chain.iter().map(|b| b.data.as_str()).collect();
+        let missing: Vec<&String> = acked
+            .iter()
+            .filter(|d| !held.contains(d.as_str()))
+            .collect();
+        for i in 0..8 {
+            let s = net.client(i).status().await;
+            report.push_str(&format!(
+                "node {i}: {:?}\n",
+                s.map(|s| (s.height, s.tip.short(), s.peers.len(), s.mining))
+            ));
+        }
+        panic!(
+            "{e}\n{report}{} acknowledged data missing on node 0, e.g. {:?}\nnode 0 log tail:\n{}",
+            missing.len(),
+            missing.first(),
+            net.log(0)
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     let chain = net.client(3).get_chain().await.unwrap();
     eprintln!(
         "soak: {secs} s, {restarts} restarts, {} blocks acknowledged ({:.1}/s), {failed} requests failed during restarts, \

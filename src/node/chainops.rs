@@ -184,10 +184,11 @@ impl Node {
 
     /// Sends `block` to every connected peer but `except`, without waiting for them.
     fn relay(self: &Arc<Self>, block: &Block, except: Option<&str>) {
-        for (addr, client) in self.peers.clients_except(except) {
+        for (addr, client, guard) in self.peers.relay_targets(except) {
             let block = block.clone();
             let node = self.clone();
             self.tasks.spawn(async move {
+                let _counted = guard;
                 if let Err(e) = client.new_block(block).await {
                     tracing::debug!(peer = %addr, "relay failed: {e}");
                     node.peers.mark_lost(&addr);

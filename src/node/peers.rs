@@ -2,6 +2,7 @@
 //! backoff for lost peers and a temporary ban for peers that send invalid blocks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::Node;
 use crate::client::NodeClient;
+
+/// Unanswered relays to one peer beyond which new blocks are not sent to it.
+pub const MAX_RELAYS_IN_FLIGHT: usize = 4;
+
+/// Counts one relay in flight until dropped.
+#[derive(Debug)]
+pub struct RelayGuard(Arc<AtomicUsize>);
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Invalid blocks from one peer before it is dropped.
 const MAX_STRIKES: u32 = 5;
@@ -22,6 +36,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 struct Entry {
     client: Arc<NodeClient>,
+    /// Relays sent to this peer and not yet answered.
+    relays: Arc<AtomicUsize>,
     connected: bool,
     strikes: u32,
     stop: CancellationToken,
@@ -63,12 +79,24 @@ impl PeerSet {
         self.lock().get(addr).map(|e| e.client.clone())
     }
 
-    /// Returns the clients of connected peers other than `except`.
-    pub fn clients_except(&self, except: Option<&str>) -> Vec<(String, Arc<NodeClient>)> {
+    /// Returns the connected peers other than `except` that can take one more relay, each
+    /// with its client and a guard that counts the relay until dropped. A peer with
+    /// [`MAX_RELAYS_IN_FLIGHT`] unanswered relays is skipped: a slow or stalled peer costs
+    /// bounded memory, and catches up through a locator sync once it answers again.
+    pub fn relay_targets(
+        &self,
+        except: Option<&str>,
+    ) -> Vec<(String, Arc<NodeClient>, RelayGuard)> {
         self.lock()
             .iter()
             .filter(|(a, e)| e.connected && Some(a.as_str()) != except)
-            .map(|(a, e)| (a.clone(), e.client.clone()))
+            .filter_map(|(a, e)| {
+                if e.relays.fetch_add(1, Ordering::AcqRel) >= MAX_RELAYS_IN_FLIGHT {
+                    e.relays.fetch_sub(1, Ordering::AcqRel);
+                    return None;
+                }
+                Some((a.clone(), e.client.clone(), RelayGuard(e.relays.clone())))
+            })
             .collect()
     }
 
@@ -97,6 +125,7 @@ impl PeerSet {
                 addr.to_owned(),
                 Entry {
                     client,
+                    relays: Arc::new(AtomicUsize::new(0)),
                     connected: false,
                     strikes: 0,
                     stop: stop.clone(),
