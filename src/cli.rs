@@ -1,4 +1,16 @@
-//! What both binaries share: logging setup and the shutdown signal.
+//! What both binaries share: logging setup, the shutdown signal, and the node's command
+//! line (the probe runs it too, so `--spawn` works with the probe binary alone).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::{ChainParams, DEFAULT_MAX_BLOCK_SIZE, Retarget};
+use crate::node::{self, Config};
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`), coloured only
 /// on a terminal.
@@ -31,4 +43,116 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// A powchain node: keeps, mines, stores and gossips the chain.
+#[derive(Debug, Parser)]
+#[command(name = "node", version, about)]
+pub struct NodeArgs {
+    /// TCP port to listen on (0 picks a free one).
+    pub port: u16,
+    /// Address to bind (loopback by default; anything else exposes the node).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// A peer to connect to, as HOST:PORT (repeatable).
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
+    /// Where the chain and cookie live [default: $POWCHAIN_HOME/nodes/<port>].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Starting difficulty in leading zero bits (part of the network's identity).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub difficulty: u32,
+    /// Retarget the difficulty every N blocks (off by default; part of the network's identity).
+    #[arg(long, value_name = "N", requires = "retarget_secs", value_parser = clap::value_parser!(u64).range(2..))]
+    pub retarget_interval: Option<u64>,
+    /// Target seconds per block when retargeting.
+    #[arg(long, value_name = "SECS", requires = "retarget_interval", value_parser = clap::value_parser!(u64).range(1..))]
+    pub retarget_secs: Option<u64>,
+    /// Mining threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Largest frame payload accepted, in bytes.
+    #[arg(long, default_value_t = crate::frame::DEFAULT_MAX_FRAME)]
+    pub max_frame: usize,
+    /// Largest block accepted, in bytes of JSON.
+    #[arg(long, default_value_t = DEFAULT_MAX_BLOCK_SIZE)]
+    pub max_block: usize,
+    /// Most connections open at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds after which an idle connection is closed.
+    #[arg(long, default_value_t = 120)]
+    pub idle_timeout: u64,
+    /// Refuse the bare SHUTDOWN command even from loopback.
+    #[arg(long)]
+    pub strict_admin: bool,
+    /// Do not join the shared registry ($POWCHAIN_HOME/nodes.json).
+    #[arg(long)]
+    pub no_registry: bool,
+}
+
+/// Runs a node with `args` until it is shut down: the whole of `node PORT [flags]`.
+pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
+    let listener = match TcpListener::bind((args.host, args.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}:{}: {e}", args.host, args.port);
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let Ok(addr) = listener.local_addr() else {
+        eprintln!("error: bound socket has no address");
+        return std::process::ExitCode::FAILURE;
+    };
+    if !args.host.is_loopback() {
+        tracing::warn!(
+            "listening on non-loopback {}: anyone who can reach it may read the chain, submit \
+             blocks and ask for mining; shutdown and peer changes need the cookie",
+            args.host
+        );
+    }
+    let retarget = args
+        .retarget_interval
+        .zip(args.retarget_secs)
+        .map(|(interval, target_secs)| Retarget {
+            interval,
+            target_secs,
+        });
+    let mut config = Config::new(
+        args.data_dir
+            .unwrap_or_else(|| crate::home::node_dir(addr.port())),
+    );
+    config.params = ChainParams {
+        difficulty: args.difficulty,
+        retarget,
+        max_block_size: args.max_block,
+    };
+    config.peers = args.peers;
+    config.registry = (!args.no_registry).then(|| {
+        crate::registry::Registry::in_home(&crate::home::home())
+            .path()
+            .to_path_buf()
+    });
+    config.threads = args.threads.unwrap_or(config.threads).max(1);
+    config.max_frame = args.max_frame;
+    config.max_connections = args.max_connections.max(1);
+    config.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
+    config.strict_admin = args.strict_admin || !args.host.is_loopback();
+
+    let shutdown = CancellationToken::new();
+    let node = match node::Node::open(config, addr, shutdown.clone()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("listening on {addr}");
+    tokio::spawn(async move {
+        crate::cli::shutdown_signal().await;
+        shutdown.cancel();
+    });
+    node::serve(node, listener).await;
+    std::process::ExitCode::SUCCESS
 }

@@ -282,6 +282,83 @@ async fn errors_map_to_real_status_codes() {
     assert!(out["message"].as_str().unwrap().contains(&sp.to_string()));
 }
 
+/// The probe binary alone (no `node` next to it, as after `cargo run --bin probe`) still
+/// brings up a network with `--spawn`, running nodes from its own binary.
+#[tokio::test]
+async fn spawn_works_with_the_probe_binary_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let lonely = dir.path().join("probe");
+    std::fs::copy(env!("CARGO_BIN_EXE_probe"), &lonely).unwrap();
+    let home = dir.path().join("home");
+    let mut child = tokio::process::Command::new(&lonely)
+        .args(["--port", "0", "--spawn", "2", "--difficulty", "8"])
+        .env("POWCHAIN_HOME", &home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(DEADLINE, out.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = first.strip_prefix("listening on ").unwrap().to_owned();
+    let http = reqwest::Client::new();
+    wait_for(DEADLINE, "two spawned nodes peered", || async {
+        let nodes: Value = http
+            .get(format!("{url}/nodes"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let list = nodes.as_array()?;
+        (list.len() == 2
+            && list
+                .iter()
+                .all(|n| n["status"]["peers"].as_array().map(Vec::len) == Some(1)))
+        .then_some(())
+    })
+    .await
+    .unwrap();
+    let port = {
+        let nodes: Value = http
+            .get(format!("{url}/nodes"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        nodes[0]["port"].as_u64().unwrap()
+    };
+    let resp = http
+        .post(format!("{url}/append/{port}"))
+        .body("from a lone probe")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(
+        tokio::time::timeout(DEADLINE, child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        powchain::registry::Registry::in_home(&home)
+            .entries()
+            .unwrap()
+            .is_empty()
+    );
+}
+
 struct Probe {
     child: tokio::process::Child,
     url: String,

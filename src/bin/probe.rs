@@ -30,6 +30,13 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // `probe __node PORT [flags]` is a node: what `--spawn` starts when no `node` binary
+    // sits next to the probe (as after `cargo run --bin probe`).
+    if std::env::args().nth(1).as_deref() == Some(spawn::NODE_MODE) {
+        let args = powchain::cli::NodeArgs::parse_from(std::env::args().skip(1));
+        powchain::cli::init_logging();
+        return powchain::cli::node_main(args).await;
+    }
     let args = Args::parse();
     powchain::cli::init_logging();
     let listener = match TcpListener::bind((args.bind, args.port)).await {

@@ -326,10 +326,13 @@ impl Node {
         changed
     }
 
-    /// Syncs with every connected peer; true when our chain changed.
+    /// Syncs with every known peer; true when our chain changed.
+    ///
+    /// Every known peer is tried, not only those whose handshake has completed: a peer
+    /// added a moment ago is synced with at once.
     pub async fn sync_all(self: &Arc<Self>) -> bool {
         let mut changed = false;
-        for addr in self.peers.connected() {
+        for addr in self.peers.known() {
             changed |= self.sync_with(&addr).await;
         }
         changed

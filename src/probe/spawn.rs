@@ -15,16 +15,28 @@ pub struct Spawned {
     child: Child,
 }
 
-/// Returns the `node` binary installed next to the running probe.
-pub fn node_binary() -> PathBuf {
+/// First argument that makes the probe binary run as a node.
+pub const NODE_MODE: &str = "__node";
+
+/// Returns how to start a node: the `node` binary next to the running probe, or else the
+/// probe itself in node mode (so `cargo run --bin probe -- --spawn 3` needs nothing else).
+pub fn node_command() -> (PathBuf, Vec<String>) {
     let exe = std::env::current_exe().unwrap_or_default();
     let name = if cfg!(windows) { "node.exe" } else { "node" };
-    exe.parent()
-        .map_or_else(|| PathBuf::from(name), |d| d.join(name))
+    match exe.parent().map(|d| d.join(name)) {
+        Some(node) if node.is_file() => (node, Vec::new()),
+        _ => (exe, vec![NODE_MODE.to_owned()]),
+    }
 }
 
-async fn start_one(bin: &Path, port: u16, args: &[String]) -> std::io::Result<Option<Spawned>> {
+async fn start_one(
+    bin: &Path,
+    mode: &[String],
+    port: u16,
+    args: &[String],
+) -> std::io::Result<Option<Spawned>> {
     let mut child = Command::new(bin)
+        .args(mode)
         .arg(port.to_string())
         .args(args)
         .stdin(Stdio::null())
@@ -47,15 +59,15 @@ async fn start_one(bin: &Path, port: u16, args: &[String]) -> std::io::Result<Op
 
 /// Starts `n` nodes on ports 5001.. (a free port where one is taken), with `args`.
 pub async fn spawn_nodes(n: usize, args: &[String]) -> std::io::Result<Vec<Spawned>> {
-    let bin = node_binary();
+    let (bin, mode) = node_command();
     let mut nodes = Vec::new();
     for i in 0..n {
         let preferred = 5001 + i as u16;
-        let node = match start_one(&bin, preferred, args).await? {
+        let node = match start_one(&bin, &mode, preferred, args).await? {
             Some(node) => node,
             None => {
                 tracing::warn!("port {preferred} is taken; starting that node on a free port");
-                start_one(&bin, 0, args).await?.ok_or_else(|| {
+                start_one(&bin, &mode, 0, args).await?.ok_or_else(|| {
                     std::io::Error::other(format!(
                         "node {} did not start; see its log above",
                         bin.display()
