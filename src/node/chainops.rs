@@ -5,11 +5,17 @@ use std::sync::Arc;
 
 use super::Node;
 use std::collections::HashSet;
+use std::time::Duration;
 
 use crate::block::{Block, BlockData, BlockHash};
 use crate::chain::check_branch;
 use crate::client::NodeClient;
 use crate::message::BlockOutcome;
+
+/// How long a node waits before mining again data of a block it did not mine itself.
+pub const REMINE_DELAY_OTHERS: Duration = Duration::from_secs(10);
+/// How long queued data waits after a restart (time for the first sync to bring it in).
+pub const REMINE_DELAY_STARTUP: Duration = Duration::from_secs(3);
 
 /// Blocks asked for per `get_blocks` round trip.
 pub const SYNC_BATCH: usize = 5000;
@@ -27,7 +33,7 @@ impl Node {
         blocks: Vec<Block>,
         job: Option<u64>,
     ) -> Result<Vec<Block>, String> {
-        let (left, requeue) = {
+        let (left, (requeue, ours)) = {
             let mut chain = self.chain();
             let left = chain
                 .replace_from(fork, blocks.clone())
@@ -37,12 +43,13 @@ impl Node {
                 .skip(fork as usize + 1)
                 .map(|b| b.data.as_str())
                 .collect();
-            let requeue: Vec<BlockData> = left
+            let mined_here = self.mining.mined_here();
+            let (requeue, ours): (Vec<BlockData>, Vec<bool>) = left
                 .iter()
                 .filter(|b| !b.data.is_empty() && !kept.contains(b.data.as_str()))
-                .map(|b| b.data.clone())
-                .collect();
-            (left, requeue)
+                .map(|b| (b.data.clone(), mined_here.contains(&b.hash)))
+                .unzip();
+            (left, (requeue, ours))
         };
         let node = self.clone();
         let tip = blocks.last().map(|b| b.hash);
@@ -73,17 +80,35 @@ impl Node {
                 "reorg to a chain with more work"
             );
         }
-        for (id, data) in ids.into_iter().zip(requeue) {
-            self.spawn_remine(id, data);
+        for ((id, data), ours) in ids.into_iter().zip(requeue).zip(ours) {
+            let delay = if ours {
+                Duration::ZERO
+            } else {
+                REMINE_DELAY_OTHERS
+            };
+            self.spawn_remine(id, data, delay);
         }
         Ok(left)
     }
 
     /// Mines again, in the background, data that a reorg left behind (queue entry `id`).
-    pub(super) fn spawn_remine(self: &Arc<Self>, id: u64, data: BlockData) {
-        tracing::info!(data = %data.as_str().chars().take(80).collect::<String>(), "mining again the data of a block left behind");
+    ///
+    /// Every node that held the block queues its data, but only the node that mined it
+    /// mines it again at once; the others wait `delay` and mine it only if it is still
+    /// missing, so that several nodes do not race to include the same data (which would
+    /// leave equal-work tips that stay apart until a next block).
+    pub(super) fn spawn_remine(self: &Arc<Self>, id: u64, data: BlockData, delay: Duration) {
+        tracing::info!(
+            data = %data.as_str().chars().take(80).collect::<String>(),
+            delay_secs = delay.as_secs(),
+            "mining again the data of a block left behind"
+        );
         let node = self.clone();
         self.tasks.spawn(async move {
+            tokio::select! {
+                _ = node.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
             if let Err(e) = node.mine_job(data, Some(id)).await {
                 tracing::warn!("could not mine again data left behind (kept queued): {e}");
             }

@@ -1,5 +1,6 @@
 //! Mining jobs: one run at a time on all mining threads, restarted when the tip moves.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::Node;
-use crate::block::{Block, BlockData};
+use crate::block::{Block, BlockData, BlockHash};
 use crate::pow::{self, MineControl};
 
 /// Mining state shared with `status`.
@@ -17,6 +18,8 @@ pub struct MiningStats {
     rate_bits: AtomicU64,
     runs: Mutex<Vec<Arc<MineControl>>>,
     turn: tokio::sync::Mutex<()>,
+    /// Blocks this node mined since it started (bounded), to tell whose data to re-mine.
+    mined: Mutex<HashSet<BlockHash>>,
 }
 
 impl MiningStats {
@@ -32,6 +35,19 @@ impl MiningStats {
 
     fn set_rate(&self, rate: f64) {
         self.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Returns the hashes of blocks this node mined since it started.
+    pub fn mined_here(&self) -> HashSet<BlockHash> {
+        self.mined.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record_mined(&self, hash: BlockHash) {
+        let mut mined = self.mined.lock().unwrap_or_else(|e| e.into_inner());
+        if mined.len() >= MINED_MEMORY {
+            mined.clear();
+        }
+        mined.insert(hash);
     }
 
     /// Cancels every run in progress.
@@ -67,6 +83,8 @@ impl MineError {
     }
 }
 
+/// Most hashes of self-mined blocks remembered.
+const MINED_MEMORY: usize = 100_000;
 /// How many recent blocks a re-mining job searches for its data.
 const RECENT_SCAN: usize = 10_000;
 /// A run lasting longer than this logs its progress.
@@ -119,6 +137,8 @@ impl Node {
             let Some(block) = self.run_miner(template).await else {
                 continue;
             };
+            // Recorded first: a reorg right after the commit must know the block is ours.
+            self.mining.record_mined(block.hash);
             match self.commit_mined(&block, job).await {
                 Ok(true) => return Ok(block),
                 Ok(false) => continue,

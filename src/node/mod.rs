@@ -204,7 +204,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     match node.store.pending() {
         Ok(queued) => {
             for (id, data) in queued {
-                node.spawn_remine(id, data);
+                node.spawn_remine(id, data, chainops::REMINE_DELAY_STARTUP);
             }
         }
         Err(e) => tracing::warn!("could not read data queued for mining again: {e}"),
