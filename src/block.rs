@@ -211,21 +211,6 @@ pub struct Block {
 }
 
 impl Block {
-    /// Builds an unmined block on top of `parent` and fills in its hash for nonce 0.
-    pub fn candidate(parent: &Block, timestamp: String, difficulty: u32, data: BlockData) -> Self {
-        let mut block = Block {
-            index: parent.index + 1,
-            timestamp,
-            nonce: 0,
-            difficulty,
-            prev_hash: parent.hash.to_hex(),
-            hash: BlockHash::default(),
-            data,
-        };
-        block.hash = block.compute_hash();
-        block
-    }
-
     /// Returns the fixed part of the preimage: everything before the nonce digits.
     ///
     /// The full preimage is `prefix + nonce + "}"`:

@@ -373,35 +373,8 @@ impl Blockchain {
     }
 
     fn check_next_at(&self, block: &Block, c: &Checked, now: i64) -> Result<(), BlockError> {
-        let parent = self.tip();
         let index = block.index;
-        if index != parent.index + 1 {
-            return Err(BlockError::BadIndex {
-                expected: parent.index + 1,
-                got: index,
-            });
-        }
-        if c.size >= self.params.max_block_size {
-            return Err(BlockError::BlockTooLarge {
-                index,
-                size: c.size,
-                max: self.params.max_block_size,
-            });
-        }
-        if !links_to(&block.prev_hash, &parent.hash) {
-            return Err(BlockError::BadPrevHash {
-                index,
-                expected: parent.hash.to_hex(),
-                got: block.prev_hash.chars().take(64).collect(),
-            });
-        }
-        if block.hash != c.hash {
-            return Err(BlockError::BadHash {
-                index,
-                claimed: block.hash,
-                computed: c.hash,
-            });
-        }
+        check_link(&self.params, self.tip(), block, c)?;
         let expected = self.expected_difficulty(index);
         if block.difficulty != expected {
             return Err(BlockError::BadDifficulty {
@@ -410,19 +383,8 @@ impl Blockchain {
                 got: block.difficulty,
             });
         }
-        let zeros = c.hash.leading_zero_bits();
-        if zeros < block.difficulty {
-            return Err(BlockError::BadProofOfWork {
-                index,
-                difficulty: block.difficulty,
-                zeros,
-            });
-        }
+        let time = check_work_and_time(block, c)?;
         let timestamp = || block.timestamp.chars().take(40).collect::<String>();
-        let time = c.time.ok_or_else(|| BlockError::BadTimestamp {
-            index,
-            timestamp: timestamp(),
-        })?;
         if time < self.median_time_past() {
             return Err(BlockError::TimestampTooOld {
                 index,
@@ -593,33 +555,7 @@ pub fn check_branch(
     let mut work = 0u128;
     for (block, c) in blocks.iter().zip(checked) {
         let index = block.index;
-        if index != prev.index + 1 {
-            return Err(BlockError::BadIndex {
-                expected: prev.index + 1,
-                got: index,
-            });
-        }
-        if c.size >= params.max_block_size {
-            return Err(BlockError::BlockTooLarge {
-                index,
-                size: c.size,
-                max: params.max_block_size,
-            });
-        }
-        if !links_to(&block.prev_hash, &prev.hash) {
-            return Err(BlockError::BadPrevHash {
-                index,
-                expected: prev.hash.to_hex(),
-                got: block.prev_hash.chars().take(64).collect(),
-            });
-        }
-        if block.hash != c.hash {
-            return Err(BlockError::BadHash {
-                index,
-                claimed: block.hash,
-                computed: c.hash,
-            });
-        }
+        check_link(params, prev, block, &c)?;
         let allowed = match params.retarget {
             None => block.difficulty == params.difficulty,
             Some(r) if r.interval >= 2 && index.is_multiple_of(r.interval) => {
@@ -640,22 +576,67 @@ pub fn check_branch(
                 got: block.difficulty,
             });
         }
-        let zeros = c.hash.leading_zero_bits();
-        if zeros < block.difficulty {
-            return Err(BlockError::BadProofOfWork {
-                index,
-                difficulty: block.difficulty,
-                zeros,
-            });
-        }
-        if c.time.is_none() {
-            let timestamp = block.timestamp.chars().take(40).collect();
-            return Err(BlockError::BadTimestamp { index, timestamp });
-        }
+        check_work_and_time(block, &c)?;
         work += block.work();
         prev = block;
     }
     Ok(work)
+}
+
+/// Checks what a block owes its parent alone: index, size, link, and its claimed hash.
+fn check_link(
+    params: &ChainParams,
+    parent: &Block,
+    block: &Block,
+    c: &Checked,
+) -> Result<(), BlockError> {
+    let index = block.index;
+    if index != parent.index + 1 {
+        return Err(BlockError::BadIndex {
+            expected: parent.index + 1,
+            got: index,
+        });
+    }
+    if c.size >= params.max_block_size {
+        return Err(BlockError::BlockTooLarge {
+            index,
+            size: c.size,
+            max: params.max_block_size,
+        });
+    }
+    if !links_to(&block.prev_hash, &parent.hash) {
+        return Err(BlockError::BadPrevHash {
+            index,
+            expected: parent.hash.to_hex(),
+            got: block.prev_hash.chars().take(64).collect(),
+        });
+    }
+    if block.hash != c.hash {
+        return Err(BlockError::BadHash {
+            index,
+            claimed: block.hash,
+            computed: c.hash,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that the hash meets the block's own difficulty and that its timestamp parses;
+/// returns the time.
+fn check_work_and_time(block: &Block, c: &Checked) -> Result<i64, BlockError> {
+    let index = block.index;
+    let zeros = c.hash.leading_zero_bits();
+    if zeros < block.difficulty {
+        return Err(BlockError::BadProofOfWork {
+            index,
+            difficulty: block.difficulty,
+            zeros,
+        });
+    }
+    c.time.ok_or_else(|| BlockError::BadTimestamp {
+        index,
+        timestamp: block.timestamp.chars().take(40).collect(),
+    })
 }
 
 /// Mines one block with `data` on top of `chain` (a helper for tests, tools and benches).

@@ -11,8 +11,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-
 pub use error::ProbeError;
 pub use routes::app;
 
@@ -114,9 +112,4 @@ impl ProbeState {
             .with_timeout(self.timeout)
             .with_cookie(read_cookie(&self.home.join("nodes").join(port.to_string())))
     }
-}
-
-/// Builds the router for `state` (an alias kept for symmetry with `node::run`).
-pub fn router(state: Arc<ProbeState>) -> Router {
-    app(state)
 }
