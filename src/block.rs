@@ -1,6 +1,6 @@
 //! The block: its fields, the canonical bytes its hash commits to, and the fixed genesis.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
 use serde::de::Error as _;
@@ -188,7 +188,15 @@ fn write_canonical(value: &Value, out: &mut String) {
 }
 
 fn write_string(s: &str, out: &mut String) {
-    out.push_str(&Value::String(s.to_owned()).to_string());
+    // serde_json escapes only '"', '\\' and control characters: most strings (timestamps,
+    // hashes) have none and are written as they are, without allocating.
+    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
 }
 
 /// One block of the chain, in the field order of its JSON form.
@@ -218,13 +226,13 @@ impl Block {
     pub fn preimage_prefix(&self) -> String {
         let mut out = String::with_capacity(160 + self.data.as_str().len());
         out.push_str("{\"index\":");
-        out.push_str(&self.index.to_string());
+        let _ = write!(out, "{}", self.index);
         out.push_str(",\"timestamp\":");
         write_string(&self.timestamp, &mut out);
         out.push_str(",\"prev_hash\":");
         write_string(&self.prev_hash, &mut out);
         out.push_str(",\"difficulty\":");
-        out.push_str(&self.difficulty.to_string());
+        let _ = write!(out, "{}", self.difficulty);
         out.push_str(",\"data\":");
         out.push_str(self.data.as_str());
         out.push_str(",\"nonce\":");
@@ -234,8 +242,7 @@ impl Block {
     /// Returns the canonical preimage, the exact bytes the block hash commits to.
     pub fn preimage(&self) -> String {
         let mut out = self.preimage_prefix();
-        out.push_str(&self.nonce.to_string());
-        out.push('}');
+        let _ = write!(out, "{}}}", self.nonce);
         out
     }
 
@@ -356,6 +363,14 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Strings are escaped exactly as serde_json's compact writer escapes them.
+        #[test]
+        fn strings_are_escaped_as_serde_json_does(s in "\\PC*|[\\x00-\\x7f]{0,20}") {
+            let mut out = String::new();
+            write_string(&s, &mut out);
+            proptest::prop_assert_eq!(out, serde_json::to_string(&s).unwrap());
+        }
+
         /// Canonicalization is idempotent for any numbers, strings and nesting.
         #[test]
         fn canonicalization_is_idempotent(

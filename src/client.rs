@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -125,7 +125,14 @@ impl NodeClient {
             _ => self.timeout,
         };
         let payload = serde_json::to_vec(request).map_err(|e| self.unexpected(e))?;
-        let reply = self.exchange(&payload, timeout).await?;
+        let reply = match self.exchange(&payload, timeout).await {
+            // The node closed the connection as the request went out (its idle timeout
+            // racing our reuse): a request that is safe to repeat is sent once more.
+            Err(ClientError::Closed { .. }) if request.is_safe_to_repeat() => {
+                self.exchange(&payload, timeout).await?
+            }
+            other => other?,
+        };
         serde_json::from_slice(&reply).map_err(|_| ClientError::Unexpected {
             addr: self.addr.clone(),
             reply: String::from_utf8_lossy(&reply[..reply.len().min(200)]).into_owned(),
@@ -139,6 +146,14 @@ impl NodeClient {
     ) -> Result<bytes::Bytes, ClientError> {
         let mut guard = self.conn.lock().await;
         let result = tokio::time::timeout(timeout, async {
+            // A kept connection the node has closed meanwhile (idle timeout, restart) is
+            // re-opened before use instead of failing the request: on an idle connection
+            // anything ready to read (end of stream, an error, stray bytes) means it is dead.
+            if let Some(conn) = guard.as_mut()
+                && conn.next().now_or_never().is_some()
+            {
+                *guard = None;
+            }
             if guard.is_none() {
                 let stream =
                     TcpStream::connect(&self.addr)

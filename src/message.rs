@@ -92,6 +92,18 @@ pub enum Request {
 }
 
 impl Request {
+    /// Tells whether sending the request twice does no more than sending it once (not
+    /// `mine`, which would mine twice, nor the admin requests).
+    pub fn is_safe_to_repeat(&self) -> bool {
+        !matches!(
+            self,
+            Request::Mine { .. }
+                | Request::AddPeer { .. }
+                | Request::RemovePeer { .. }
+                | Request::Shutdown { .. }
+        )
+    }
+
     /// Returns the request's `type` tag, for logs.
     pub fn kind(&self) -> &'static str {
         match self {

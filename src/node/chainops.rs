@@ -38,18 +38,21 @@ impl Node {
             let left = chain
                 .replace_from(fork, blocks.clone())
                 .map_err(|e| e.to_string())?;
-            let kept: HashSet<&str> = chain
-                .iter()
-                .skip(fork as usize + 1)
-                .map(|b| b.data.as_str())
-                .collect();
-            let mined_here = self.mining.mined_here();
-            let (requeue, ours): (Vec<BlockData>, Vec<bool>) = left
-                .iter()
-                .filter(|b| !b.data.is_empty() && !kept.contains(b.data.as_str()))
-                .map(|b| (b.data.clone(), mined_here.contains(&b.hash)))
-                .unzip();
-            (left, (requeue, ours))
+            if left.is_empty() {
+                (left, (Vec::new(), Vec::new()))
+            } else {
+                let kept: HashSet<&str> = chain
+                    .iter()
+                    .skip(fork as usize + 1)
+                    .map(|b| b.data.as_str())
+                    .collect();
+                let (requeue, ours): (Vec<BlockData>, Vec<bool>) = left
+                    .iter()
+                    .filter(|b| !b.data.is_empty() && !kept.contains(b.data.as_str()))
+                    .map(|b| (b.data.clone(), self.mining.is_mined_here(&b.hash)))
+                    .unzip();
+                (left, (requeue, ours))
+            }
         };
         let node = self.clone();
         let tip = blocks.last().map(|b| b.hash);

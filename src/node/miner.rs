@@ -37,9 +37,12 @@ impl MiningStats {
         self.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
     }
 
-    /// Returns the hashes of blocks this node mined since it started.
-    pub fn mined_here(&self) -> HashSet<BlockHash> {
-        self.mined.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Tells whether this node mined the block `hash` since it started.
+    pub fn is_mined_here(&self, hash: &BlockHash) -> bool {
+        self.mined
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(hash)
     }
 
     fn record_mined(&self, hash: BlockHash) {
