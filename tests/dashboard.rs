@@ -11,7 +11,6 @@ use common::*;
 use futures::{SinkExt, StreamExt};
 use powchain::harness::{Error, Options, TestNetwork, wait_for};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
 type Socket =
@@ -151,24 +150,6 @@ impl Browser {
     }
 }
 
-async fn start_probe(home: &std::path::Path) -> (tokio::process::Child, String) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe"))
-        .args(["--port", "0"])
-        .env("POWCHAIN_HOME", home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("probe starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .expect("in time")
-        .expect("read")
-        .expect("line");
-    (child, first.trim_start_matches("listening on ").to_owned())
-}
-
 /// The page lists every node with its height, mines from the page and shows the block on
 /// every node, and marks a node down after its shutdown button is pressed.
 #[tokio::test]
@@ -184,7 +165,8 @@ async fn dashboard_shows_mines_and_shuts_down_in_a_browser() {
         .await
         .unwrap();
     net.wait_agree(DEADLINE).await.unwrap();
-    let (_probe, url) = start_probe(net.home()).await;
+    let probe = start_probe(net.home(), &[]).await;
+    let url = probe.url.clone();
     let mut page = Browser::open(&format!("{url}/")).await.unwrap();
 
     page.wait_js(
@@ -295,7 +277,8 @@ async fn dashboard_shows_mines_and_shuts_down_in_a_browser() {
 async fn dashboard_marks_a_crashed_node_down() {
     let mut net = TestNetwork::start(NODE, Options::new(2)).await.unwrap();
     net.wait_peered(DEADLINE).await.unwrap();
-    let (_probe, url) = start_probe(net.home()).await;
+    let probe = start_probe(net.home(), &[]).await;
+    let url = probe.url.clone();
     let mut page = Browser::open(&format!("{url}/")).await.unwrap();
     page.wait_js(
         "two node rows",

@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Stdio;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,7 +12,6 @@ use common::*;
 use powchain::harness::{Options, TestNetwork, Topology, wait_for};
 use powchain::probe::{ProbeState, app};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tower::ServiceExt;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -290,21 +288,8 @@ async fn spawn_works_with_the_probe_binary_alone() {
     let lonely = dir.path().join("probe");
     std::fs::copy(env!("CARGO_BIN_EXE_probe"), &lonely).unwrap();
     let home = dir.path().join("home");
-    let mut child = tokio::process::Command::new(&lonely)
-        .args(["--port", "0", "--spawn", "2", "--difficulty", "8"])
-        .env("POWCHAIN_HOME", &home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(DEADLINE, out.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let url = first.strip_prefix("listening on ").unwrap().to_owned();
+    let mut probe = start_probe_bin(&lonely, &home, &["--spawn", "2", "--difficulty", "8"]).await;
+    let url = probe.url.clone();
     let http = reqwest::Client::new();
     wait_for(DEADLINE, "two spawned nodes peered", || async {
         let nodes: Value = http
@@ -343,9 +328,9 @@ async fn spawn_works_with_the_probe_binary_alone() {
         .unwrap();
     assert_eq!(resp.status(), 201);
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(probe.child.id().unwrap() as i32, libc::SIGTERM) };
     assert!(
-        tokio::time::timeout(DEADLINE, child.wait())
+        tokio::time::timeout(DEADLINE, probe.child.wait())
             .await
             .unwrap()
             .unwrap()
@@ -357,41 +342,6 @@ async fn spawn_works_with_the_probe_binary_alone() {
             .unwrap()
             .is_empty()
     );
-}
-
-struct Probe {
-    child: tokio::process::Child,
-    url: String,
-    lines: Vec<String>,
-}
-
-async fn start_probe(home: &std::path::Path, extra: &[&str]) -> Probe {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe"))
-        .args(["--port", "0"])
-        .args(extra)
-        .env("POWCHAIN_HOME", home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(DEADLINE, out.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let url = first.strip_prefix("listening on ").unwrap().to_owned();
-    let mut lines = Vec::new();
-    if !extra.is_empty() {
-        // --spawn prints the nodes, the dashboard and three curl lines.
-        while let Ok(Ok(Some(l))) =
-            tokio::time::timeout(Duration::from_secs(2), out.next_line()).await
-        {
-            lines.push(l);
-        }
-    }
-    Probe { child, url, lines }
 }
 
 /// The README's walkthrough, step by step, against the real probe and nodes.

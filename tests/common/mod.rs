@@ -49,3 +49,61 @@ pub async fn exchange(addr: &str, payload: &[u8]) -> Vec<u8> {
     head.extend_from_slice(&body);
     head
 }
+
+/// A probe process started by a test.
+pub struct Probe {
+    /// The process (killed on drop).
+    pub child: tokio::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// What it printed after its address (with `--spawn`: nodes, dashboard, curl lines).
+    pub lines: Vec<String>,
+}
+
+/// Starts the probe under test on a free port with `home` as `POWCHAIN_HOME`.
+pub async fn start_probe(home: &std::path::Path, extra: &[&str]) -> Probe {
+    start_probe_bin(
+        std::path::Path::new(env!("CARGO_BIN_EXE_probe")),
+        home,
+        extra,
+    )
+    .await
+}
+
+/// Starts the probe binary `bin`; waits until it prints its address.
+pub async fn start_probe_bin(
+    bin: &std::path::Path,
+    home: &std::path::Path,
+    extra: &[&str],
+) -> Probe {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(bin)
+        .args(["--port", "0"])
+        .args(extra)
+        .env("POWCHAIN_HOME", home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("probe starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut out = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(DEADLINE, out.next_line())
+        .await
+        .expect("address in time")
+        .expect("read")
+        .expect("a line");
+    let url = first
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_owned();
+    let mut lines = Vec::new();
+    if extra.contains(&"--spawn") {
+        while let Ok(Ok(Some(l))) =
+            tokio::time::timeout(Duration::from_secs(2), out.next_line()).await
+        {
+            lines.push(l);
+        }
+    }
+    Probe { child, url, lines }
+}
