@@ -1,7 +1,8 @@
 //! `NodeClient`: one typed async call per request, each under a timeout, over one connection.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
@@ -57,6 +58,19 @@ impl ClientError {
     }
 }
 
+/// A kept connection idle at least this long is checked for closure before use.
+const CHECK_AFTER_IDLE_MS: u64 = 500;
+
+/// Records, when dropped, that the client's connection was just used.
+struct MarkUsed<'a>(&'a NodeClient);
+
+impl Drop for MarkUsed<'_> {
+    fn drop(&mut self) {
+        let now_ms = self.0.born.elapsed().as_millis() as u64;
+        self.0.last_used_ms.store(now_ms, Ordering::Relaxed);
+    }
+}
+
 /// Reads the admin cookie a node wrote into its data directory.
 pub fn read_cookie(data_dir: &Path) -> Option<String> {
     std::fs::read_to_string(data_dir.join(COOKIE_FILE))
@@ -74,6 +88,9 @@ pub struct NodeClient {
     cookie: Option<String>,
     max_frame: usize,
     conn: Mutex<Option<Framed<TcpStream, FrameCodec>>>,
+    /// When the kept connection was last used, in ms since `born`.
+    last_used_ms: AtomicU64,
+    born: Instant,
 }
 
 impl NodeClient {
@@ -86,6 +103,8 @@ impl NodeClient {
             cookie: None,
             max_frame: crate::frame::DEFAULT_MAX_FRAME,
             conn: Mutex::new(None),
+            last_used_ms: AtomicU64::new(0),
+            born: Instant::now(),
         }
     }
 
@@ -145,11 +164,16 @@ impl NodeClient {
         timeout: Duration,
     ) -> Result<bytes::Bytes, ClientError> {
         let mut guard = self.conn.lock().await;
+        let _mark = MarkUsed(self);
         let result = tokio::time::timeout(timeout, async {
             // A kept connection the node has closed meanwhile (idle timeout, restart) is
             // re-opened before use instead of failing the request: on an idle connection
             // anything ready to read (end of stream, an error, stray bytes) means it is dead.
-            if let Some(conn) = guard.as_mut()
+            // Only a connection idle for a while is checked: a busy one costs no extra read.
+            let now_ms = self.born.elapsed().as_millis() as u64;
+            let idle = now_ms.saturating_sub(self.last_used_ms.load(Ordering::Relaxed));
+            if idle >= CHECK_AFTER_IDLE_MS
+                && let Some(conn) = guard.as_mut()
                 && conn.next().now_or_never().is_some()
             {
                 *guard = None;
