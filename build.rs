@@ -1,22 +1,43 @@
-//! Detects a Chromium for the dashboard's browser tests: without one they are compiled as
+//! Detects the programs some integration tests need: Chromium for the dashboard's browser
+//! tests, python3 for the second client's test. Without one, those tests are compiled as
 //! ignored, so `cargo test` reports them as ignored rather than passed.
+//!
+//! Only paths that exist are watched: cargo re-runs a build script on every build when a
+//! watched path is missing. After installing Chromium or python3 into a directory already
+//! on the `PATH`, `touch build.rs` (or change `PATH`, `CHROMIUM` or `PYTHON3`) to re-detect.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Returns the first of `names` found as a file in a directory of the `PATH`.
+fn on_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// Finds a program from an override variable or the `PATH`; declares what to watch.
+fn detect(cfg: &str, var: &str, names: &[&str]) {
+    println!("cargo:rustc-check-cfg=cfg({cfg})");
+    println!("cargo:rerun-if-env-changed={var}");
+    let found = match std::env::var_os(var) {
+        Some(p) if Path::new(&p).is_file() => Some(PathBuf::from(p)),
+        _ => on_path(names),
+    };
+    if let Some(program) = found {
+        // Re-run when it is removed or replaced; it exists, so this is not re-run each time.
+        println!("cargo:rerun-if-changed={}", program.display());
+        println!("cargo:rustc-cfg={cfg}");
+    }
+}
 
 fn main() {
-    println!("cargo:rustc-check-cfg=cfg(has_chromium)");
-    println!("cargo:rerun-if-env-changed=CHROMIUM");
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PATH");
-    let candidates = ["chromium", "chromium-browser", "google-chrome"];
-    let found = std::env::var_os("CHROMIUM").is_some_and(|c| Path::new(&c).exists())
-        || std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| candidates.iter().any(|c| dir.join(c).exists()))
-        });
-    for c in candidates {
-        // Re-run when a browser gets installed or removed.
-        println!("cargo:rerun-if-changed=/usr/bin/{c}");
-    }
-    if found {
-        println!("cargo:rustc-cfg=has_chromium");
-    }
+    detect(
+        "has_chromium",
+        "CHROMIUM",
+        &["chromium", "chromium-browser", "google-chrome"],
+    );
+    detect("has_python3", "PYTHON3", &["python3"]);
 }

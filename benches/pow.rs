@@ -67,7 +67,7 @@ fn pow_benches(c: &mut Criterion) {
             }
             prefix.extend_from_slice(b"\",\"nonce\":");
             assert_eq!(prefix.len() % 64, rem);
-            NonceSearch::new(&prefix, 64, 0, 1, false).expect("layout")
+            NonceSearch::new(&prefix, 64, 0, 1, 0).expect("layout")
         })
         .collect();
     let fresh = searches.clone();
@@ -133,6 +133,50 @@ fn mine_for(t: &Template, threads: usize, attempts: u64) -> Duration {
     elapsed.mul_f64(attempts as f64 / made as f64)
 }
 
+/// A prefix whose last partial 64-byte block holds `rem` bytes.
+fn prefix_with_remainder(rem: usize) -> Vec<u8> {
+    let mut prefix = b"{\"index\":1,\"data\":\"".to_vec();
+    while (prefix.len() + 10) % 64 != rem || prefix.len() < 128 {
+        prefix.push(b'y');
+    }
+    prefix.extend_from_slice(b"\",\"nonce\":");
+    prefix
+}
+
+/// Attempts per second at every prefix offset (`pow_offset/<rem>`: the first layout the
+/// miner uses; `pow_offset/spill_<rem>`: the two-compression layout that follows a short
+/// tail range). Short measurements: 64 offsets in about two minutes.
+fn offset_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pow_offset");
+    g.warm_up_time(Duration::from_millis(300));
+    g.measurement_time(Duration::from_millis(900));
+    g.throughput(Throughput::Elements(1024));
+    for rem in 0..64 {
+        let prefix = prefix_with_remainder(rem);
+        for stage in 0..powchain::pow::MAX_STAGES {
+            let Some(fresh) = NonceSearch::new(&prefix, 64, 0, 1, stage) else {
+                continue;
+            };
+            let name = match fresh.layout() {
+                powchain::pow::Layout::Spill { .. } => format!("spill_{rem}"),
+                _ if stage == 0 => format!("{rem}"),
+                _ => continue,
+            };
+            let mut s = fresh.clone();
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    let mut tried = 0;
+                    if s.run(1024, &mut tried) == SearchStep::Exhausted {
+                        s = fresh.clone();
+                    }
+                    tried
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn chain_benches(c: &mut Criterion) {
     // Memory: the process's growth while it holds one 100,000-block Blockchain (the blocks
     // moved in, nothing else kept). An upper bound: it includes what the allocator keeps of
@@ -176,5 +220,5 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-criterion_group!(benches, pow_benches, chain_benches);
+criterion_group!(benches, pow_benches, offset_benches, chain_benches);
 criterion_main!(benches);

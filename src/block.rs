@@ -311,6 +311,65 @@ mod tests {
         );
     }
 
+    /// The test vectors of PROTOCOL.md section 3.2 hold: a block with unsorted nested data,
+    /// non-ASCII text and escapes, mined on the default genesis.
+    #[test]
+    fn protocol_md_block_vector() {
+        let data: Value = serde_json::from_str(
+            r#"{"to":"bob","from":"alice","amount":5,"memo":{"z":[3,1,2],"a":"naïve café ☃ \"quoted\"\n"}}"#,
+        )
+        .unwrap();
+        let genesis = genesis(16, None);
+        let block = Block {
+            index: 1,
+            timestamp: "22/11/2026, 10:00:00".into(),
+            nonce: 2067,
+            difficulty: 16,
+            prev_hash: genesis.hash.to_hex(),
+            hash: BlockHash::default(),
+            data: BlockData::new(&data),
+        };
+        let preimage = block.preimage();
+        assert_eq!(
+            preimage,
+            r#"{"index":1,"timestamp":"22/11/2026, 10:00:00","prev_hash":"b441da4274a091891a4383470f98263cbc5f3412fbc9516b8949ba29ab302163","difficulty":16,"data":{"amount":5,"from":"alice","memo":{"a":"naïve café ☃ \"quoted\"\n","z":[3,1,2]},"to":"bob"},"nonce":2067}"#
+        );
+        assert_eq!(preimage.len(), 257);
+        assert_eq!(
+            block.compute_hash().to_hex(),
+            "0000f38fc86f3997334e7256ea03d53e69489d697ee0c0614ae47cbfac0c1c00"
+        );
+        let retarget = genesis_of_retarget();
+        assert_eq!(
+            retarget.hash.to_hex(),
+            "45a2625fd77458b7e845a7e7aad9ea05135674d1663abbe7421fa4eeb6589d31"
+        );
+    }
+
+    fn genesis_of_retarget() -> Block {
+        genesis(
+            12,
+            Some(crate::chain::Retarget {
+                interval: 10,
+                target_secs: 60,
+            }),
+        )
+    }
+
+    /// Numbers in data are written as PROTOCOL.md section 3.1 says (serde_json's shortest
+    /// round-trip form), the forms the Python verifier reproduces.
+    #[test]
+    fn protocol_md_number_forms() {
+        let data: Value = serde_json::from_str(
+            "[1.5,0.1,1e100,1e-7,1e-5,0.0001,123456789012345680000,5.0,1e16,1e15,-2.5e-300,18446744073709551615,-9223372036854775808]",
+        )
+        .unwrap();
+        assert_eq!(
+            BlockData::new(&data).as_str(),
+            "[1.5,0.1,1e+100,1e-7,0.00001,0.0001,1.2345678901234568e+20,5.0,1e+16,1000000000000000.0,-2.5e-300,18446744073709551615,-9223372036854775808]"
+        );
+    }
+
     /// Nested, unsorted data comes out of the preimage with every object's keys sorted.
     #[test]
     fn preimage_sorts_nested_keys() {

@@ -110,6 +110,12 @@ pub enum BlockError {
     /// The block is over the size cap.
     #[error("block {index} is {size} bytes, over the {max} byte cap")]
     BlockTooLarge { index: u64, size: usize, max: usize },
+    /// The nonce is above 2^53 − 1, which JSON readers cannot all read exactly.
+    #[error(
+        "block {index} has nonce {nonce}, above the largest allowed nonce {} (2^53 - 1)",
+        pow::MAX_NONCE
+    )]
+    NonceTooLarge { index: u64, nonce: u64 },
 }
 
 impl BlockError {
@@ -125,6 +131,7 @@ impl BlockError {
             BlockError::TimestampTooOld { .. } => "timestamp_too_old",
             BlockError::TimestampTooFarAhead { .. } => "timestamp_too_far_ahead",
             BlockError::BlockTooLarge { .. } => "block_too_large",
+            BlockError::NonceTooLarge { .. } => "nonce_too_large",
         }
     }
 }
@@ -166,6 +173,40 @@ pub fn parse_timestamp(ts: &str) -> Option<i64> {
         .map(|t| t.and_utc().timestamp())
 }
 
+/// Returns round(log2(expected / actual)) clamped to ±[`MAX_RETARGET_BITS`], in integers
+/// only: consensus must not depend on floating point.
+///
+/// The ratio is never exactly 2^(n + 1/2) (irrational), so rounding has no ties, and
+/// round(log2 r) >= n exactly when r^2 >= 2^(2n - 1): shift >= 1 iff E^2 >= 2 A^2,
+/// shift >= 2 iff E^2 >= 8 A^2, and symmetrically downwards.
+pub fn retarget_shift(expected: u128, actual: u128) -> i64 {
+    let (mut e, mut a) = (expected.max(1), actual.max(1));
+    // Ratios beyond 3 are past the clamp either way (2^1.5 < 3).
+    if e >= a.saturating_mul(3) {
+        return MAX_RETARGET_BITS;
+    }
+    if a >= e.saturating_mul(3) {
+        return -MAX_RETARGET_BITS;
+    }
+    // Within a factor of 3: scale both down (deterministically) so the squares fit.
+    while e.max(a) >= 1 << 62 {
+        e >>= 1;
+        a >>= 1;
+    }
+    let (e2, a2) = (e * e, a * a);
+    if e2 >= 8 * a2 {
+        2
+    } else if e2 >= 2 * a2 {
+        1
+    } else if 8 * e2 < a2 {
+        -2
+    } else if 2 * e2 < a2 {
+        -1
+    } else {
+        0
+    }
+}
+
 /// Tells whether `prev_hash` is exactly the lowercase hex of `parent` (no allocation).
 fn links_to(prev_hash: &str, parent: &BlockHash) -> bool {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -199,18 +240,29 @@ use sha2::Digest as _;
 
 fn check_all(blocks: &[Block]) -> Vec<Checked> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    check_all_with(blocks, threads, check_one)
+}
+
+/// Runs `check` over `blocks` on up to `threads` threads, results in block order. A panic
+/// in any thread is propagated: a missing result would misalign the rest.
+fn check_all_with<T: Send>(
+    blocks: &[Block],
+    threads: usize,
+    check: impl Fn(&Block) -> T + Sync,
+) -> Vec<T> {
     if blocks.len() < 2048 || threads < 2 {
-        return blocks.iter().map(check_one).collect();
+        return blocks.iter().map(check).collect();
     }
     let per = blocks.len().div_ceil(threads);
+    let check = &check;
     std::thread::scope(|s| {
         let handles: Vec<_> = blocks
             .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(check_one).collect::<Vec<_>>()))
+            .map(|part| s.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
 }
@@ -339,10 +391,9 @@ impl Blockchain {
         if last <= first {
             return parent.difficulty;
         }
-        let actual = (self.times[last] - self.times[first]).max(1) as f64;
-        let expected = ((last - first) as u64 * rule.target_secs).max(1) as f64;
-        let shift = (expected / actual).log2().round() as i64;
-        let shift = shift.clamp(-MAX_RETARGET_BITS, MAX_RETARGET_BITS);
+        let actual = (self.times[last] - self.times[first]).max(1) as u128;
+        let expected = ((last - first) as u128 * u128::from(rule.target_secs)).max(1);
+        let shift = retarget_shift(expected, actual);
         (i64::from(parent.difficulty) + shift).clamp(0, i64::from(MAX_DIFFICULTY)) as u32
     }
 
@@ -597,6 +648,12 @@ fn check_link(
             got: index,
         });
     }
+    if block.nonce > pow::MAX_NONCE {
+        return Err(BlockError::NonceTooLarge {
+            index,
+            nonce: block.nonce,
+        });
+    }
     if c.size >= params.max_block_size {
         return Err(BlockError::BlockTooLarge {
             index,
@@ -778,6 +835,63 @@ mod tests {
         ));
     }
 
+    /// The retarget shift is computed in integers and pins the boundaries: sqrt(2) and
+    /// sqrt(8) up, 1/sqrt(2) and 1/sqrt(8) down, the clamp, and enormous spans.
+    #[test]
+    fn retarget_shift_pins_its_boundaries() {
+        assert_eq!(retarget_shift(1000, 1000), 0);
+        assert_eq!(retarget_shift(1414, 1000), 0); // 1.414 < sqrt(2)
+        assert_eq!(retarget_shift(1415, 1000), 1);
+        assert_eq!(retarget_shift(2828, 1000), 1); // 2.828 < sqrt(8)
+        assert_eq!(retarget_shift(2829, 1000), 2);
+        assert_eq!(retarget_shift(1_000_000, 1), 2);
+        assert_eq!(retarget_shift(1000, 1414), 0); // 1/1.414 > 1/sqrt(2)
+        assert_eq!(retarget_shift(1000, 1415), -1);
+        assert_eq!(retarget_shift(1000, 2828), -1);
+        assert_eq!(retarget_shift(1000, 2829), -2);
+        assert_eq!(retarget_shift(1, u128::from(u64::MAX)), -2);
+        assert_eq!(retarget_shift(0, 0), 0);
+        // Pell convergents of sqrt(2): 3363/2378 is just above it, 8119/5741 just below.
+        assert_eq!(retarget_shift(3363, 2378), 1);
+        assert_eq!(retarget_shift(8119, 5741), 0);
+        let huge = u128::from(u64::MAX) * u128::from(u64::MAX);
+        assert_eq!(retarget_shift(huge, huge / 2), 1);
+        assert_eq!(retarget_shift(huge / 2, huge), -1);
+    }
+
+    proptest! {
+        /// For everyday spans the integer rule agrees with round(log2(E / A)) clamped.
+        #[test]
+        fn retarget_shift_matches_the_real_logarithm(e in 1u64..10_000_000, a in 1u64..10_000_000) {
+            let float = ((e as f64 / a as f64).log2().round() as i64).clamp(-2, 2);
+            prop_assert_eq!(retarget_shift(u128::from(e), u128::from(a)), float);
+        }
+    }
+
+    /// A panic while hashing one share of a long chain reaches the caller instead of
+    /// leaving the results short and misaligned.
+    #[test]
+    fn a_panic_in_a_validation_thread_is_propagated() {
+        let blocks = vec![
+            Blockchain::new(ChainParams::with_difficulty(0))
+                .tip()
+                .clone();
+            4096
+        ];
+        let ok = check_all_with(&blocks, 2, |b| b.index);
+        assert_eq!(ok.len(), 4096);
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check_all_with(&blocks, 2, |_| {
+                // One call panics, in whichever thread makes it.
+                if counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 3000 {
+                    panic!("hashing failed");
+                }
+            })
+        }));
+        assert!(result.is_err());
+    }
+
     /// A timestamp more than two hours ahead is refused.
     #[test]
     fn far_future_timestamp_is_refused() {
@@ -811,6 +925,28 @@ mod tests {
                 got: 0
             })
         ));
+    }
+
+    /// A nonce above 2^53 - 1 breaks a rule of its own, even with valid proof of work;
+    /// 2^53 - 1 itself is allowed.
+    #[test]
+    fn nonce_above_two_to_the_53_is_refused() {
+        let c = Blockchain::new(ChainParams::with_difficulty(0));
+        let mut b = mine_next(&c, BlockData::empty(), 1);
+        b.nonce = pow::MAX_NONCE;
+        b.hash = b.compute_hash();
+        assert_eq!(c.check_next(&b), Ok(()));
+        b.nonce = pow::MAX_NONCE + 1;
+        b.hash = b.compute_hash();
+        assert_eq!(
+            c.check_next(&b),
+            Err(BlockError::NonceTooLarge {
+                index: 1,
+                nonce: 9_007_199_254_740_992
+            })
+        );
+        let err = check_branch(c.params(), c.genesis(), std::slice::from_ref(&b)).unwrap_err();
+        assert_eq!(err.code(), "nonce_too_large");
     }
 
     /// Oversized blocks are refused with their size.

@@ -246,6 +246,8 @@ pub enum Legacy {
     Shutdown,
     /// A bare JSON array of blocks: adopt it if valid and with more work.
     PushChain(Vec<Block>),
+    /// A bare JSON array that is no chain of blocks (why): reply `BLOCKCHAIN REJECTED`.
+    NotAChain(String),
 }
 
 /// A decoded payload.
@@ -278,12 +280,10 @@ pub fn parse_incoming(payload: &[u8]) -> Incoming {
         Err(_) => return Incoming::InvalidJson,
     };
     match value {
+        // Old text clients expect one of the two legacy replies to any pushed array.
         Value::Array(_) => match serde_json::from_value::<Vec<Block>>(value) {
             Ok(blocks) => Incoming::Legacy(Legacy::PushChain(blocks)),
-            Err(e) => Incoming::BadRequest(Response::error(
-                "bad_request",
-                format!("not a chain of blocks: {e}"),
-            )),
+            Err(e) => Incoming::Legacy(Legacy::NotAChain(e.to_string())),
         },
         Value::Object(ref map) => {
             let Some(kind) = map.get("type").and_then(Value::as_str).map(str::to_owned) else {
@@ -377,7 +377,11 @@ mod tests {
         assert_eq!(code(r#"{"nope":1}"#), "bad_request");
         assert_eq!(code(r#"{"type":"mine"}"#), "bad_request");
         assert_eq!(code("42"), "bad_request");
-        assert_eq!(code(r#"[{"index":"x"}]"#), "bad_request");
+        // An array is always a pushed chain, answered in legacy text.
+        assert!(matches!(
+            parse_incoming(br#"[{"index":"x"}]"#),
+            Incoming::Legacy(Legacy::NotAChain(_))
+        ));
     }
 
     /// Replies serialize with the design's tags and field names.

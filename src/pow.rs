@@ -1,19 +1,25 @@
 //! Proof of work: difficulty and work, and the midstate multi-threaded miner.
 //!
 //! The preimage is `prefix + nonce digits + "}"`. The miner hashes the prefix's full 64-byte
-//! blocks once (the midstate) and arranges the nonce so that each attempt costs exactly one
-//! SHA-256 compression, whatever the prefix length:
+//! blocks once (the midstate) and arranges the nonce so that an attempt costs one SHA-256
+//! compression wherever the digits allow it:
 //!
 //! ```text
-//!  plan A (tail fits):  | midstate blocks ... | rest of prefix, L, VVVVVV, '}', pad, len |
-//!  plan B (tail full):  | midstate blocks ... | rest of prefix, L (completes block)       |
-//!                                              | VVVVVV, '}', pad, len                     |
+//!  tail:   | midstate blocks ... | rest of prefix, H, VVVVVV, '}', pad, len         |
+//!  split:  | midstate blocks ... | rest of prefix, H (completes block)              |
+//!                                | VVVVVV, '}', pad, len                            |
+//!  spill:  | midstate blocks ... | rest of prefix, H, VVVVVV, '}'?  | pad, len      |
 //! ```
 //!
-//! The nonce is `L * 10^V + v`: the V low digits `v` vary on every attempt, in place, inside
-//! the last block; the high digits `L` change once per 10^V attempts. In plan B, L completes
-//! the block that holds the end of the prefix, so it joins the midstate.
-
+//! The nonce is `H * 10^V + v`: the V low digits `v` vary on every attempt, in place, inside
+//! the last block; the high digits `H` change once per 10^V attempts. In the split layout, H
+//! completes the block that holds the end of the prefix, so it joins the midstate.
+//!
+//! A nonce is at most [`MAX_NONCE`] (2^53 − 1, exact in every JSON reader), so it has at
+//! most 15 digits. Where the prefix leaves 5 to 14 bytes in its last block, the tail holds
+//! fewer digits than that (a smaller range per timestamp) and no split fits; when that range
+//! is spent within one second, the miner goes on with the spill layout, whose padding
+//! spills into a constant second block: two compressions per attempt.
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,8 +50,16 @@ const IV: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 ];
 
-/// Nonces stay below 10^19 so that they always fit a `u64`.
-const MAX_NONCE_DIGITS: usize = 19;
+/// The largest nonce a block may carry: 2^53 − 1, the largest integer every JSON reader
+/// (JavaScript, jq, Go's `interface{}`) reads exactly (I-JSON, RFC 7493).
+pub const MAX_NONCE: u64 = (1 << 53) - 1;
+
+/// Every 15-digit number is below [`MAX_NONCE`]; 16 digits may not be.
+const MAX_NONCE_DIGITS: usize = 15;
+/// Fewest digits the tail layout is used with (a range of 90,000 nonces).
+const MIN_TAIL_DIGITS: usize = 5;
+/// Most layouts one prefix length has (tail, split, spill).
+pub const MAX_STAGES: usize = 3;
 /// Attempts between two looks at the cancel flag.
 const CHUNK: u64 = 4096;
 
@@ -55,45 +69,69 @@ fn compress(state: &mut [u32; 8], block: &MessageBlock) {
 
 /// Where the nonce digits go for one prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
+pub enum Layout {
     /// The whole nonce shares the last block with the end of the prefix.
     Tail {
+        /// Digits changed once per range of low digits.
         high_digits: usize,
+        /// Digits changed on every attempt.
         low_digits: usize,
     },
     /// The high digits complete the prefix's last block; the low digits start a new one.
     Split {
+        /// Digits that complete the prefix's block.
         high_digits: usize,
+        /// Digits changed on every attempt.
+        low_digits: usize,
+    },
+    /// The nonce shares the prefix's last block; `}` or the padding spills into a second,
+    /// constant block, so an attempt costs two compressions.
+    Spill {
+        /// Digits changed once per range of low digits.
+        high_digits: usize,
+        /// Digits changed on every attempt.
         low_digits: usize,
     },
 }
 
 impl Layout {
-    /// Chooses the layout for a prefix whose last partial block holds `rem` bytes.
+    /// Returns layout number `stage` for a prefix whose last partial block holds `rem`
+    /// bytes, in the order the miner uses them within one timestamp: one compression per
+    /// attempt first, two only when the one-compression ranges are spent.
     ///
     /// One block holds 64 bytes, of which `}`, the 0x80 pad byte and the 8-byte length
     /// take 10, so the nonce fits beside the prefix while `rem + digits <= 54`.
-    fn for_remainder(rem: usize, fallback: bool) -> Option<Layout> {
-        let tail_digits = (54usize.saturating_sub(rem)).min(MAX_NONCE_DIGITS);
-        let split_high = 64 - rem;
-        let split_low = MAX_NONCE_DIGITS.saturating_sub(split_high).min(9);
-        if !fallback && tail_digits >= 7 {
+    pub fn for_remainder(rem: usize, stage: usize) -> Option<Layout> {
+        let mut layouts = [None; MAX_STAGES];
+        let mut n = 0;
+        let tail_digits = 54usize.saturating_sub(rem).min(MAX_NONCE_DIGITS);
+        if tail_digits >= MIN_TAIL_DIGITS {
             let low = (tail_digits - 2).min(9);
-            Some(Layout::Tail {
+            layouts[n] = Some(Layout::Tail {
                 high_digits: tail_digits - low,
                 low_digits: low,
-            })
-        } else if split_low >= 1 && rem > 0 {
-            Some(Layout::Split {
-                high_digits: split_high,
-                low_digits: split_low,
-            })
-        } else {
-            None
+            });
+            n += 1;
         }
+        let split_high = 64 - rem;
+        if rem > 0 && split_high < MAX_NONCE_DIGITS {
+            layouts[n] = Some(Layout::Split {
+                high_digits: split_high,
+                low_digits: (MAX_NONCE_DIGITS - split_high).min(9),
+            });
+            n += 1;
+        }
+        if tail_digits < MAX_NONCE_DIGITS && rem + MAX_NONCE_DIGITS <= 64 {
+            layouts[n] = Some(Layout::Spill {
+                high_digits: MAX_NONCE_DIGITS - 9,
+                low_digits: 9,
+            });
+        }
+        layouts.get(stage).copied().flatten()
     }
 
-    fn digits(self) -> (usize, usize) {
+    /// Returns the number of (high, low) digits.
+    pub fn digits(self) -> (usize, usize) {
         match self {
             Layout::Tail {
                 high_digits,
@@ -102,7 +140,21 @@ impl Layout {
             | Layout::Split {
                 high_digits,
                 low_digits,
+            }
+            | Layout::Spill {
+                high_digits,
+                low_digits,
             } => (high_digits, low_digits),
+        }
+    }
+
+    /// Returns the SHA-256 compressions one attempt costs (amortized over a range of
+    /// low digits for the split layout, whose high digits need one more per range).
+    pub fn compressions(self) -> f64 {
+        match self {
+            Layout::Tail { .. } => 1.0,
+            Layout::Split { low_digits, .. } => 1.0 + 1.0 / 10f64.powi(low_digits as i32),
+            Layout::Spill { .. } => 2.0,
         }
     }
 }
@@ -114,7 +166,8 @@ pub enum SearchStep {
     Found(u64),
     /// The budget was spent without success; call again.
     Continue,
-    /// Every nonce of this prefix's range was tried: build a new prefix (new timestamp).
+    /// Every nonce of this layout's range was tried: go on with the next stage, or a new
+    /// prefix (new timestamp).
     Exhausted,
 }
 
@@ -129,6 +182,8 @@ pub struct NonceSearch {
     /// two: a block is written a whole compression before it is read again, which spares
     /// the store-to-load stall of reading just-written digits.
     blocks: [MessageBlock; 2],
+    /// The constant block after the digits in the spill layout.
+    spill: MessageBlock,
     /// A second hit found in the same pair, returned by the next call.
     held: Option<u64>,
     low_at: usize,
@@ -143,21 +198,19 @@ pub struct NonceSearch {
 }
 
 impl NonceSearch {
-    /// Prepares a search of `prefix` for `difficulty` bits, as share `thread` of `threads`.
-    ///
-    /// `fallback` asks for the split layout where the tail layout was used before, to go on
-    /// with the same prefix once the tail layout's range ran out. Returns `None` when the
-    /// requested layout does not exist for this prefix length.
+    /// Prepares a search of `prefix` for `difficulty` bits, as share `thread` of `threads`,
+    /// with layout number `stage` of this prefix length (see [`Layout::for_remainder`]).
+    /// Returns `None` when there is no such layout, or it leaves this thread no share.
     pub fn new(
         prefix: &[u8],
         difficulty: u32,
         thread: u64,
         threads: u64,
-        fallback: bool,
+        stage: usize,
     ) -> Option<Self> {
         let full = prefix.len() / 64 * 64;
         let rem = prefix.len() - full;
-        let layout = Layout::for_remainder(rem, fallback)?;
+        let layout = Layout::for_remainder(rem, stage)?;
         let mut base = IV;
         for chunk in prefix[..full].chunks_exact(64) {
             compress(&mut base, MessageBlock::from_slice(chunk));
@@ -170,6 +223,7 @@ impl NonceSearch {
             prefix_tail: prefix[full..].to_vec(),
             state: base,
             blocks: [MessageBlock::default(), MessageBlock::default()],
+            spill: MessageBlock::default(),
             held: None,
             low_at: 0,
             low_pow: 10u64.pow(low_digits as u32),
@@ -188,37 +242,40 @@ impl NonceSearch {
         Some(search)
     }
 
-    /// Rebuilds the state and the last block for the current high digits.
+    /// Returns the layout this search uses.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Rebuilds the state and the last block(s) for the current high digits.
     fn load_high(&mut self) {
         let (high_digits, low_digits) = self.layout.digits();
-        let high = format!("{:0width$}", self.high, width = high_digits);
-        let mut block = MessageBlock::default();
-        let mut at;
-        match self.layout {
-            Layout::Tail { .. } => {
-                self.state = self.base;
-                let tail = &self.prefix_tail;
-                block[..tail.len()].copy_from_slice(tail);
-                at = tail.len();
-                block[at..at + high_digits].copy_from_slice(high.as_bytes());
-                at += high_digits;
-            }
-            Layout::Split { .. } => {
-                let mut first = MessageBlock::default();
-                let tail = &self.prefix_tail;
-                first[..tail.len()].copy_from_slice(tail);
-                first[tail.len()..].copy_from_slice(high.as_bytes());
-                self.state = self.base;
-                compress(&mut self.state, &first);
-                at = 0;
-            }
+        // The message from the end of the midstate on: up to two blocks.
+        let mut buf = [0u8; 128];
+        let tail = &self.prefix_tail;
+        let mut at = tail.len();
+        buf[..at].copy_from_slice(tail);
+        write_digits(&mut buf[at..at + high_digits], self.high);
+        at += high_digits;
+        self.state = self.base;
+        if let Layout::Split { .. } = self.layout {
+            compress(&mut self.state, MessageBlock::from_slice(&buf[..64]));
+            buf.copy_within(64..128, 0);
+            at -= 64;
         }
         self.low_at = at;
-        block[at..at + low_digits].fill(b'0');
+        buf[at..at + low_digits].fill(b'0');
         at += low_digits;
-        block[at] = b'}';
-        block[at + 1] = 0x80;
-        block[56..].copy_from_slice(&((self.total_len as u64) * 8).to_be_bytes());
+        buf[at] = b'}';
+        buf[at + 1] = 0x80;
+        let end = if let Layout::Spill { .. } = self.layout {
+            128
+        } else {
+            64
+        };
+        buf[end - 8..end].copy_from_slice(&((self.total_len as u64) * 8).to_be_bytes());
+        let block = *MessageBlock::from_slice(&buf[..64]);
+        self.spill = *MessageBlock::from_slice(&buf[64..]);
         self.blocks = [block, block];
         step(
             &mut self.blocks[1],
@@ -238,6 +295,16 @@ impl NonceSearch {
     /// made.
     #[inline]
     pub fn run(&mut self, budget: u64, tried: &mut u64) -> SearchStep {
+        match self.layout {
+            Layout::Spill { .. } => self.run_with::<true>(budget, tried),
+            _ => self.run_with::<false>(budget, tried),
+        }
+    }
+
+    /// The search loop; `SPILL` adds the constant second block to every attempt, and is a
+    /// constant so that the one-compression layouts pay nothing for it.
+    #[inline]
+    fn run_with<const SPILL: bool>(&mut self, budget: u64, tried: &mut u64) -> SearchStep {
         if let Some(nonce) = self.held.take() {
             return SearchStep::Found(nonce);
         }
@@ -261,6 +328,10 @@ impl NonceSearch {
                 compress(&mut s0, &self.blocks[0]);
                 let mut s1 = self.state;
                 compress(&mut s1, &self.blocks[1]);
+                if SPILL {
+                    compress(&mut s0, &self.spill);
+                    compress(&mut s1, &self.spill);
+                }
                 let top0 = (u64::from(s0[0]) << 32) | u64::from(s0[1]);
                 let top1 = (u64::from(s1[0]) << 32) | u64::from(s1[1]);
                 let hit0 = top0.leading_zeros() >= self.zero_bits;
@@ -309,6 +380,14 @@ fn step(block: &mut MessageBlock, lo: usize, hi: usize, by: u8) {
         }
         i -= 1;
         block[i] += 1;
+    }
+}
+
+/// Writes `value` as decimal digits filling `out` (zero-padded on the left).
+fn write_digits(out: &mut [u8], mut value: u64) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 
@@ -377,23 +456,21 @@ fn mine_share(
     done: &AtomicBool,
 ) -> Option<Block> {
     let mut last_timestamp = String::new();
-    let mut fallback = false;
+    let mut stage = 0;
     loop {
-        let timestamp = format_timestamp(now_secs().max(template.min_time));
-        if timestamp == last_timestamp {
-            if fallback {
-                // Both layouts of this second are spent: wait for the clock to move.
-                std::thread::sleep(Duration::from_millis(20));
-                if stopped(control, done) {
-                    return None;
-                }
-                continue;
-            }
-            fallback = true;
-        } else {
-            fallback = false;
+        if stopped(control, done) {
+            return None;
         }
-        last_timestamp.clone_from(&timestamp);
+        let timestamp = format_timestamp(now_secs().max(template.min_time));
+        if timestamp != last_timestamp {
+            stage = 0;
+            last_timestamp.clone_from(&timestamp);
+        }
+        if stage >= MAX_STAGES {
+            // Every layout of this second is spent: wait for the clock to move.
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         let mut block = Block {
             index: template.index,
             timestamp,
@@ -404,14 +481,15 @@ fn mine_share(
             data: template.data.clone(),
         };
         let prefix = block.preimage_prefix();
-        let Some(mut search) = NonceSearch::new(
+        let search = NonceSearch::new(
             prefix.as_bytes(),
             template.difficulty,
             thread,
             threads,
-            fallback,
-        ) else {
-            fallback = true;
+            stage,
+        );
+        stage += 1;
+        let Some(mut search) = search else {
             continue;
         };
         loop {
@@ -426,6 +504,7 @@ fn mine_share(
                     block.nonce = nonce;
                     block.hash = block.compute_hash();
                     debug_assert!(meets_difficulty(&block.hash, block.difficulty));
+                    debug_assert!(nonce <= MAX_NONCE);
                     return Some(block);
                 }
                 SearchStep::Continue => {}
@@ -459,8 +538,8 @@ mod tests {
     fn search_matches_plain_sha256_at_every_offset() {
         for len in 64..64 * 3 {
             let prefix = prefix_of_len(len);
-            for fallback in [false, true] {
-                let Some(mut s) = NonceSearch::new(&prefix, 6, 0, 1, fallback) else {
+            for stage in 0..MAX_STAGES {
+                let Some(mut s) = NonceSearch::new(&prefix, 6, 0, 1, stage) else {
                     continue;
                 };
                 let mut tried = 0;
@@ -482,12 +561,55 @@ mod tests {
         }
     }
 
-    /// Every prefix length has a layout, so the miner never stalls on a data size.
+    /// Every prefix length has layouts whose nonces stay at most 2^53 − 1 and which
+    /// together offer at least 9 * 10^9 nonces per timestamp, so the miner never waits for
+    /// the clock below 9 GH/s.
     #[test]
-    fn every_remainder_has_a_layout() {
+    fn every_remainder_has_layouts_within_the_nonce_bound() {
         for rem in 0..64 {
-            assert!(Layout::for_remainder(rem, false).is_some(), "rem {rem}");
+            assert!(Layout::for_remainder(rem, 0).is_some(), "rem {rem}");
+            let mut range = 0u64;
+            for stage in 0..MAX_STAGES {
+                let Some(layout) = Layout::for_remainder(rem, stage) else {
+                    continue;
+                };
+                let (high, low) = layout.digits();
+                assert!(10u64.pow((high + low) as u32) - 1 <= MAX_NONCE, "rem {rem}");
+                range += 9 * 10u64.pow((high + low - 1) as u32);
+            }
+            assert!(range >= 9 * 10u64.pow(9), "rem {rem}: {range}");
         }
+    }
+
+    /// One compression per attempt wherever the digits allow it: the first layout of all
+    /// but ten prefix remainders (40..=49, whose short tail range is followed by spill).
+    #[test]
+    fn spill_is_needed_only_after_short_tails() {
+        for rem in 0..64 {
+            let first = Layout::for_remainder(rem, 0).unwrap();
+            assert!(!matches!(first, Layout::Spill { .. }), "rem {rem}");
+            let spills = (0..MAX_STAGES)
+                .any(|s| matches!(Layout::for_remainder(rem, s), Some(Layout::Spill { .. })));
+            assert_eq!(spills, (40..=49).contains(&rem), "rem {rem}");
+        }
+    }
+
+    /// A short tail range is searched exactly once, nonce by nonce, then reports exhausted.
+    #[test]
+    fn short_tail_range_is_searched_once() {
+        let prefix = prefix_of_len(64 + 49);
+        let mut s = NonceSearch::new(&prefix, 64, 0, 1, 0).unwrap();
+        assert_eq!(
+            s.layout(),
+            Layout::Tail {
+                high_digits: 2,
+                low_digits: 3
+            }
+        );
+        assert_eq!(s.nonce(), 10_000);
+        let mut tried = 0;
+        while s.run(4096, &mut tried) != SearchStep::Exhausted {}
+        assert_eq!(tried, 90_000);
     }
 
     /// Difficulty 0 mines at once and the block's hash is the recomputed one.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::block::{Block, BlockData, BlockHash};
-use crate::chain::{Blockchain, ChainError, ChainParams};
+use crate::chain::{BlockError, Blockchain, ChainError, ChainParams};
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -33,6 +33,19 @@ pub enum StoreError {
         path: PathBuf,
         height: u64,
         reason: String,
+    },
+    /// The store was written by an older version whose miner used nonces above 2^53 - 1.
+    #[error(
+        "the chain stored at {path} was written by an older powchain: block {index} has nonce \
+         {nonce}, above 2^53 - 1, which this version refuses because JSON readers cannot all \
+         read it exactly. Nothing was changed on disk. Move the data directory aside (or use \
+         another --data-dir) and the node fetches the chain again from its peers; keep the \
+         old directory to go back to the older version"
+    )]
+    OldNonce {
+        path: PathBuf,
+        index: u64,
+        nonce: u64,
     },
     /// The stored chain breaks a rule.
     #[error("the chain stored at {path} is invalid: {source}")]
@@ -88,12 +101,20 @@ impl Store {
             }
         }
         let blocks = store.load()?;
-        let chain = Blockchain::from_blocks(params.clone(), blocks).map_err(|source| {
-            StoreError::Invalid {
-                path: store.path.clone(),
-                source,
-            }
-        })?;
+        let chain =
+            Blockchain::from_blocks(params.clone(), blocks).map_err(|source| match source {
+                ChainError::Block(BlockError::NonceTooLarge { index, nonce }) => {
+                    StoreError::OldNonce {
+                        path: store.path.clone(),
+                        index,
+                        nonce,
+                    }
+                }
+                source => StoreError::Invalid {
+                    path: store.path.clone(),
+                    source,
+                },
+            })?;
         Ok((store, chain))
     }
 
@@ -278,6 +299,34 @@ mod tests {
         store.commit(0, &[b], &[], Some(ids[0])).unwrap();
         assert!(store.pending().unwrap().is_empty());
         assert_eq!(store.load().unwrap().len(), 2);
+    }
+
+    /// A store holding a block with a nonce above 2^53 - 1 (written by an older miner) is
+    /// refused with the block named and what to do, and its file is left as it was.
+    #[test]
+    fn store_with_an_old_large_nonce_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChainParams::with_difficulty(0);
+        let (store, chain) = Store::open(dir.path(), &params).unwrap();
+        let mut b = mine_next(&chain, BlockData::new(&serde_json::json!("old")), 1);
+        b.nonce = 1_000_000_000_000_059_757;
+        b.hash = b.compute_hash();
+        store.append(&b).unwrap();
+        drop(store);
+        let file = dir.path().join(DB_FILE);
+        let before = std::fs::read(&file).unwrap();
+        let err = Store::open(dir.path(), &params).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, StoreError::OldNonce { index: 1, .. }),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("block 1 has nonce 1000000000000059757"),
+            "{msg}"
+        );
+        assert!(msg.contains("Move the data directory aside"), "{msg}");
+        assert_eq!(std::fs::read(&file).unwrap(), before);
     }
 
     /// A store of another network is refused with both genesis hashes named.

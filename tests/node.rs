@@ -291,13 +291,7 @@ async fn idle_connections_are_closed() {
 async fn store_of_another_network_is_refused() {
     let mut net = network(isolated(1)).await;
     net.stop(0).await.unwrap();
-    let out = tokio::process::Command::new(NODE)
-        .args(["0", "--no-registry", "--difficulty", "9", "--data-dir"])
-        .arg(&net.node(0).data_dir)
-        .env("POWCHAIN_HOME", net.home())
-        .output()
-        .await
-        .unwrap();
+    let out = node_output(net.home(), &net.node(0).data_dir, &["--difficulty", "9"]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -308,4 +302,146 @@ async fn store_of_another_network_is_refused() {
         err.contains(&ChainParams::with_difficulty(9).genesis().hash.to_hex()),
         "{err}"
     );
+}
+
+/// Any bare JSON array gets one of the two legacy text replies, even one that is no chain
+/// of blocks, and changes nothing.
+#[tokio::test]
+async fn pushed_array_that_is_no_chain_gets_blockchain_rejected() {
+    let net = network(isolated(1)).await;
+    let addr = net.addr(0);
+    for payload in [
+        &br#"[{"prev_hash":"x"}]"#[..],
+        b"[]",
+        b"[1,2,3]",
+        br#"[{"index":0}, "text"]"#,
+    ] {
+        assert_eq!(
+            exchange(&addr, payload).await,
+            b"19        BLOCKCHAIN REJECTED",
+            "{}",
+            String::from_utf8_lossy(payload)
+        );
+    }
+    assert_eq!(net.client(0).status().await.unwrap().height, 0);
+}
+
+/// Mined nonces stay at most 2^53 - 1; a block with a larger nonce is rejected by its own
+/// rule; a store holding one (from an older miner) stops the node at start, naming the
+/// block and what to do, and is left as it was.
+#[tokio::test]
+async fn nonces_above_two_to_the_53_are_refused_and_reported_at_start() {
+    let mut net = network(isolated(1).difficulty(0)).await;
+    let c = net.client(0);
+    for i in 0..20 {
+        let block = c.mine(json!({ "i": i })).await.unwrap();
+        assert!(block.nonce <= powchain::pow::MAX_NONCE, "{}", block.nonce);
+    }
+    let chain = Blockchain::from_blocks(
+        ChainParams::with_difficulty(0),
+        c.get_chain().await.unwrap(),
+    )
+    .unwrap();
+    let mut big = powchain::chain::mine_next(&chain, powchain::BlockData::new(&json!("big")), 1);
+    big.nonce = 1_000_000_000_000_059_757;
+    big.hash = big.compute_hash();
+    match c
+        .call(&Request::NewBlock { block: big.clone() })
+        .await
+        .unwrap()
+    {
+        Response::BlockResult {
+            result: BlockOutcome::Rejected,
+            reason: Some(reason),
+        } => assert!(
+            reason.contains("above the largest allowed nonce"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    net.stop(0).await.unwrap();
+
+    // Write the block as an older version would have stored it.
+    let dir = net.node(0).data_dir.clone();
+    {
+        let (store, _) =
+            powchain::store::Store::open(&dir, &ChainParams::with_difficulty(0)).unwrap();
+        store.append(&big).unwrap();
+    }
+    let file = dir.join(powchain::store::DB_FILE);
+    let before = std::fs::read(&file).unwrap();
+    let out = node_output(net.home(), &dir, &["--difficulty", "0"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("block 21 has nonce 1000000000000059757"),
+        "{err}"
+    );
+    assert!(err.contains("Move the data directory aside"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+}
+
+/// A reply over the frame cap is replaced by a `too_large` error and the connection stays
+/// usable; a client that sends requests and never reads is cut off after the time limit
+/// instead of holding its task forever.
+#[tokio::test]
+async fn oversized_replies_get_an_error_and_stalled_readers_are_cut_off() {
+    let net = network(isolated(1).difficulty(0).log_filter("info").args([
+        "--max-frame",
+        "4096",
+        "--idle-timeout",
+        "2",
+    ]))
+    .await;
+    let c = net.client(0);
+    for i in 0..3 {
+        c.mine(json!({ "i": i, "pad": "x".repeat(1500) }))
+            .await
+            .unwrap();
+    }
+    let addr = net.addr(0);
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(&frame(br#"{"type":"get_chain"}"#))
+        .await
+        .unwrap();
+    let (_, body) = read_frame(&mut s).await.unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["code"], "too_large", "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("4096 byte frame cap"),
+        "{reply}"
+    );
+    s.write_all(&frame(br#"{"type":"status"}"#)).await.unwrap();
+    let (_, body) = read_frame(&mut s).await.unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["height"], 3, "{reply}");
+
+    // Pipeline status requests and never read: once the socket buffers are full the node's
+    // write blocks, and it must give up on this client.
+    let stalled = TcpStream::connect(&addr).await.unwrap();
+    let (_reader, mut writer) = stalled.into_split();
+    let request = frame(br#"{"type":"status"}"#);
+    let flood = tokio::spawn(async move {
+        for _ in 0..200_000 {
+            if writer.write_all(&request).await.is_err() {
+                return;
+            }
+        }
+    });
+    wait_for(
+        DEADLINE,
+        "the node to cut off the stalled reader",
+        || async {
+            net.log(0)
+                .contains("the client stopped reading")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    flood.abort();
+    assert_eq!(c.status().await.unwrap().height, 3);
 }

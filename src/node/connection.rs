@@ -98,9 +98,18 @@ pub async fn serve(node: Arc<Node>, stream: TcpStream, remote: SocketAddr) {
             Ok(Some(Ok(p))) => p,
         };
         let (reply, then_exit, close) = answer(&node, &payload, &mut peer).await;
-        if let Err(e) = framed.send(reply).await {
-            tracing::debug!(%remote, "reply not sent: {e}");
-            return;
+        let reply = fit_frame(reply, node.config.max_frame);
+        // A client that stops reading must not hold the task and its permit forever.
+        match tokio::time::timeout(node.config.idle_timeout, framed.send(reply)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, "reply not sent: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%remote, "closing connection: the client stopped reading");
+                return;
+            }
         }
         if then_exit {
             node.shutdown.cancel();
@@ -111,6 +120,23 @@ pub async fn serve(node: Arc<Node>, stream: TcpStream, remote: SocketAddr) {
             return;
         }
     }
+}
+
+/// Returns `reply`, or in its place an error reply when it is over the frame cap (which the
+/// peer's decoder would refuse, and our encoder refuses too).
+fn fit_frame(reply: Vec<u8>, max_frame: usize) -> Vec<u8> {
+    if reply.len() <= max_frame {
+        return reply;
+    }
+    let error = Response::error(
+        "too_large",
+        format!(
+            "the reply of {} bytes is over the {max_frame} byte frame cap; ask for less \
+             (get_blocks with a locator and a limit)",
+            reply.len()
+        ),
+    );
+    serde_json::to_vec(&error).unwrap_or_default()
 }
 
 /// A reply before encoding.
@@ -184,6 +210,10 @@ async fn reply_to(node: &Arc<Node>, payload: &[u8], peer: &mut Peer) -> (Reply, 
                 );
                 (Reply::Json(reply), false)
             }
+        }
+        Incoming::Legacy(Legacy::NotAChain(why)) => {
+            tracing::debug!(remote = ?peer.remote, "pushed array is not a chain: {why}");
+            (Reply::Rejected, false)
         }
         Incoming::Legacy(Legacy::PushChain(blocks)) => {
             if node.adopt_chain(blocks, peer.node.clone()).await {

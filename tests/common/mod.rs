@@ -107,3 +107,21 @@ pub async fn start_probe_bin(
     }
     Probe { child, url, lines }
 }
+
+/// Runs the node binary once on a free port with `--data-dir dir` and `args` (outside any
+/// registry) and returns what it printed; for nodes expected to refuse to start.
+pub async fn node_output(
+    home: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    tokio::process::Command::new(NODE)
+        .args(["0", "--no-registry"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("POWCHAIN_HOME", home)
+        .output()
+        .await
+        .expect("the node binary runs")
+}
