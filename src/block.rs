@@ -18,6 +18,38 @@ pub const GENESIS_TIMESTAMP: &str = "01/01/1970, 00:00:00";
 /// `prev_hash` of the genesis block (it has no parent).
 pub const GENESIS_PREV_HASH: &str = "0000";
 
+/// The largest difficulty a block may ask for, in leading zero bits.
+pub const MAX_DIFFICULTY: u32 = 64;
+
+/// The largest nonce a block may carry: 2^53 − 1, the largest integer every JSON reader
+/// (JavaScript, jq, Go's `interface{}`) reads exactly (I-JSON, RFC 7493).
+pub const MAX_NONCE: u64 = (1 << 53) - 1;
+
+/// Returns the work of one block of `difficulty` bits: 2^difficulty.
+pub fn work(difficulty: u32) -> u128 {
+    1u128 << difficulty.min(MAX_DIFFICULTY)
+}
+
+/// Parses a block timestamp into Unix seconds.
+pub fn parse_timestamp(ts: &str) -> Option<i64> {
+    chrono::NaiveDateTime::parse_from_str(ts, TIMESTAMP_FORMAT)
+        .ok()
+        .map(|t| t.and_utc().timestamp())
+}
+
+/// Formats Unix seconds as a block timestamp.
+pub fn format_timestamp(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .format(TIMESTAMP_FORMAT)
+        .to_string()
+}
+
+/// Hashes a preimage: SHA-256, the block hash.
+pub fn hash_preimage(preimage: &[u8]) -> BlockHash {
+    BlockHash(Sha256::digest(preimage).into())
+}
+
 /// A SHA-256 block hash, shown as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct BlockHash(pub [u8; 32]);
@@ -248,7 +280,7 @@ impl Block {
 
     /// Computes the SHA-256 of the canonical preimage.
     pub fn compute_hash(&self) -> BlockHash {
-        BlockHash(Sha256::digest(self.preimage().as_bytes()).into())
+        hash_preimage(self.preimage().as_bytes())
     }
 
     /// Returns the length of the block's compact JSON form, the size the cap applies to.
@@ -260,37 +292,14 @@ impl Block {
 
     /// Returns the work this block adds to a chain: 2^difficulty.
     pub fn work(&self) -> u128 {
-        crate::pow::work(self.difficulty)
+        work(self.difficulty)
     }
-}
-
-/// Builds the fixed genesis block of a network.
-///
-/// With retargeting its data records the rule, so networks with different rules have
-/// different genesis hashes and refuse to peer.
-pub fn genesis(difficulty: u32, retarget: Option<crate::chain::Retarget>) -> Block {
-    let data = match retarget {
-        None => BlockData::empty(),
-        Some(r) => BlockData::new(&serde_json::json!({
-            "retarget": {"interval": r.interval, "target_secs": r.target_secs}
-        })),
-    };
-    let mut block = Block {
-        index: 0,
-        timestamp: GENESIS_TIMESTAMP.to_owned(),
-        nonce: 0,
-        difficulty,
-        prev_hash: GENESIS_PREV_HASH.to_owned(),
-        hash: BlockHash::default(),
-        data,
-    };
-    block.hash = block.compute_hash();
-    block
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::genesis;
     use serde_json::json;
 
     /// The genesis preimage and hash at difficulty 16 are pinned: they are the network id.
@@ -349,7 +358,7 @@ mod tests {
     fn genesis_of_retarget() -> Block {
         genesis(
             12,
-            Some(crate::chain::Retarget {
+            Some(crate::params::Retarget {
                 interval: 10,
                 target_secs: 60,
             }),

@@ -1,140 +1,13 @@
-//! The blockchain: consensus rules, full validation, fork choice, locators and reorgs.
+//! The blockchain: a `VecDeque` of blocks that is valid by construction, fork choice,
+//! locators and reorgs. The rules themselves live in [`crate::rules`].
 
 use std::collections::{HashMap, VecDeque};
 
-use chrono::NaiveDateTime;
-use serde::{Deserialize, Serialize};
-
-use crate::block::{Block, BlockHash, TIMESTAMP_FORMAT, genesis};
-use crate::pow::{self, MAX_DIFFICULTY, Template};
-
-/// How many previous blocks the median-time rule looks at.
-pub const MEDIAN_SPAN: usize = 11;
-/// How far ahead of the validating clock a timestamp may be.
-pub const MAX_FUTURE_SECS: i64 = 2 * 60 * 60;
-/// Default cap on a block's serialized size.
-pub const DEFAULT_MAX_BLOCK_SIZE: usize = 1024 * 1024;
-/// Largest difficulty change at one retarget, in bits.
-pub const MAX_RETARGET_BITS: i64 = 2;
-
-/// The difficulty retarget rule: every `interval` blocks aim for `target_secs` per block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Retarget {
-    /// Blocks between two adjustments (at least 2).
-    pub interval: u64,
-    /// Wished-for seconds between blocks.
-    pub target_secs: u64,
-}
-
-/// The rules of a network; the genesis built from them is the network's identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainParams {
-    /// Difficulty of genesis and, without retargeting, of every block.
-    pub difficulty: u32,
-    /// Optional retargeting.
-    pub retarget: Option<Retarget>,
-    /// Cap on a block's serialized size in bytes.
-    pub max_block_size: usize,
-}
-
-impl Default for ChainParams {
-    fn default() -> Self {
-        ChainParams {
-            difficulty: 16,
-            retarget: None,
-            max_block_size: DEFAULT_MAX_BLOCK_SIZE,
-        }
-    }
-}
-
-impl ChainParams {
-    /// Returns the params at `difficulty` bits, other settings default.
-    pub fn with_difficulty(difficulty: u32) -> Self {
-        ChainParams {
-            difficulty,
-            ..Self::default()
-        }
-    }
-
-    /// Builds the network's fixed genesis block.
-    pub fn genesis(&self) -> Block {
-        genesis(self.difficulty, self.retarget)
-    }
-}
-
-/// Why a block cannot extend a chain.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BlockError {
-    /// The index is not the parent's plus one.
-    #[error("block {got} has the wrong index: expected {expected}")]
-    BadIndex { expected: u64, got: u64 },
-    /// `prev_hash` is not the parent's hash.
-    #[error("block {index} links to unknown parent {got} (expected {expected})")]
-    BadPrevHash {
-        index: u64,
-        expected: String,
-        got: String,
-    },
-    /// The stored `hash` field is not the hash of the block.
-    #[error("block {index} claims hash {claimed} but hashes to {computed}")]
-    BadHash {
-        index: u64,
-        claimed: BlockHash,
-        computed: BlockHash,
-    },
-    /// The hash has fewer leading zero bits than the difficulty asks.
-    #[error(
-        "block {index} has insufficient work: {zeros} leading zero bits, {difficulty} required"
-    )]
-    BadProofOfWork {
-        index: u64,
-        difficulty: u32,
-        zeros: u32,
-    },
-    /// The difficulty is not what the rules expect at this height.
-    #[error("block {index} has difficulty {got}, the rules expect {expected}")]
-    BadDifficulty { index: u64, expected: u32, got: u32 },
-    /// The timestamp is not `"%d/%m/%Y, %H:%M:%S"`.
-    #[error(
-        "block {index} has an unparsable timestamp {timestamp:?} (want \"dd/mm/YYYY, HH:MM:SS\" UTC)"
-    )]
-    BadTimestamp { index: u64, timestamp: String },
-    /// The timestamp is before the median of the previous blocks.
-    #[error(
-        "block {index} timestamp {timestamp:?} is earlier than the median of the previous {MEDIAN_SPAN} blocks"
-    )]
-    TimestampTooOld { index: u64, timestamp: String },
-    /// The timestamp is more than two hours ahead of this node's clock.
-    #[error("block {index} timestamp {timestamp:?} is more than 2 hours in the future")]
-    TimestampTooFarAhead { index: u64, timestamp: String },
-    /// The block is over the size cap.
-    #[error("block {index} is {size} bytes, over the {max} byte cap")]
-    BlockTooLarge { index: u64, size: usize, max: usize },
-    /// The nonce is above 2^53 − 1, which JSON readers cannot all read exactly.
-    #[error(
-        "block {index} has nonce {nonce}, above the largest allowed nonce {} (2^53 - 1)",
-        pow::MAX_NONCE
-    )]
-    NonceTooLarge { index: u64, nonce: u64 },
-}
-
-impl BlockError {
-    /// Returns a short machine-readable name for the rule broken.
-    pub fn code(&self) -> &'static str {
-        match self {
-            BlockError::BadIndex { .. } => "bad_index",
-            BlockError::BadPrevHash { .. } => "bad_prev_hash",
-            BlockError::BadHash { .. } => "bad_hash",
-            BlockError::BadProofOfWork { .. } => "bad_proof_of_work",
-            BlockError::BadDifficulty { .. } => "bad_difficulty",
-            BlockError::BadTimestamp { .. } => "bad_timestamp",
-            BlockError::TimestampTooOld { .. } => "timestamp_too_old",
-            BlockError::TimestampTooFarAhead { .. } => "timestamp_too_far_ahead",
-            BlockError::BlockTooLarge { .. } => "block_too_large",
-            BlockError::NonceTooLarge { .. } => "nonce_too_large",
-        }
-    }
-}
+use crate::block::{Block, BlockData, BlockHash, parse_timestamp};
+pub use crate::params::{ChainParams, Retarget};
+use crate::pow::{self, Template};
+use crate::rules::{self, Checked, History, check_all, check_one};
+pub use crate::rules::{BlockError, check_branch};
 
 /// Why a whole chain, or a replacement, is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,105 +39,78 @@ pub struct Blockchain {
     work: u128,
 }
 
-/// Parses a block timestamp into Unix seconds.
-pub fn parse_timestamp(ts: &str) -> Option<i64> {
-    NaiveDateTime::parse_from_str(ts, TIMESTAMP_FORMAT)
-        .ok()
-        .map(|t| t.and_utc().timestamp())
-}
+impl History for Blockchain {
+    fn params(&self) -> &ChainParams {
+        &self.params
+    }
 
-/// Returns round(log2(expected / actual)) clamped to ±[`MAX_RETARGET_BITS`], in integers
-/// only: consensus must not depend on floating point.
-///
-/// The ratio is never exactly 2^(n + 1/2) (irrational), so rounding has no ties, and
-/// round(log2 r) >= n exactly when r^2 >= 2^(2n - 1): shift >= 1 iff E^2 >= 2 A^2,
-/// shift >= 2 iff E^2 >= 8 A^2, and symmetrically downwards.
-pub fn retarget_shift(expected: u128, actual: u128) -> i64 {
-    let (mut e, mut a) = (expected.max(1), actual.max(1));
-    // Ratios beyond 3 are past the clamp either way (2^1.5 < 3).
-    if e >= a.saturating_mul(3) {
-        return MAX_RETARGET_BITS;
+    fn tip(&self) -> &Block {
+        Blockchain::tip(self)
     }
-    if a >= e.saturating_mul(3) {
-        return -MAX_RETARGET_BITS;
-    }
-    // Within a factor of 3: scale both down (deterministically) so the squares fit.
-    while e.max(a) >= 1 << 62 {
-        e >>= 1;
-        a >>= 1;
-    }
-    let (e2, a2) = (e * e, a * a);
-    if e2 >= 8 * a2 {
-        2
-    } else if e2 >= 2 * a2 {
-        1
-    } else if 8 * e2 < a2 {
-        -2
-    } else if 2 * e2 < a2 {
-        -1
-    } else {
-        0
+
+    fn time_at(&self, height: u64) -> i64 {
+        self.times[height as usize]
     }
 }
 
-/// Tells whether `prev_hash` is exactly the lowercase hex of `parent` (no allocation).
-fn links_to(prev_hash: &str, parent: &BlockHash) -> bool {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let p = prev_hash.as_bytes();
-    p.len() == 64
-        && parent.0.iter().enumerate().all(|(i, b)| {
-            p[2 * i] == HEX[usize::from(b >> 4)] && p[2 * i + 1] == HEX[usize::from(b & 0xf)]
-        })
+/// Blocks checked on top of a chain's block, apart from the chain: the fork block and the
+/// timestamps the rules look back on are copied out, so that checking a long branch holds
+/// no lock on the chain and can run on a blocking thread.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    params: ChainParams,
+    /// The block the branch grows from.
+    parent: Block,
+    /// Height of `times[0]`.
+    base: u64,
+    /// Timestamps from `base` up to the branch's tip.
+    times: Vec<i64>,
+    blocks: Vec<Block>,
+    work: u128,
 }
 
-/// What the hashing pass learns of a block, computed in parallel for long chains.
-struct Checked {
-    hash: BlockHash,
-    time: Option<i64>,
-    size: usize,
-}
+impl History for Branch {
+    fn params(&self) -> &ChainParams {
+        &self.params
+    }
 
-fn check_one(block: &Block) -> Checked {
-    let preimage = block.preimage();
-    let hash = BlockHash(sha2::Sha256::digest(preimage.as_bytes()).into());
-    // The JSON form holds the preimage's fields plus `,"hash":"<64 hex>"`.
-    let size = preimage.len() + 74;
-    Checked {
-        hash,
-        time: parse_timestamp(&block.timestamp),
-        size,
+    fn tip(&self) -> &Block {
+        self.blocks.last().unwrap_or(&self.parent)
+    }
+
+    fn time_at(&self, height: u64) -> i64 {
+        self.times[(height - self.base) as usize]
     }
 }
 
-use sha2::Digest as _;
-
-fn check_all(blocks: &[Block]) -> Vec<Checked> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    check_all_with(blocks, threads, check_one)
-}
-
-/// Runs `check` over `blocks` on up to `threads` threads, results in block order. A panic
-/// in any thread is propagated: a missing result would misalign the rest.
-fn check_all_with<T: Send>(
-    blocks: &[Block],
-    threads: usize,
-    check: impl Fn(&Block) -> T + Sync,
-) -> Vec<T> {
-    if blocks.len() < 2048 || threads < 2 {
-        return blocks.iter().map(check).collect();
+impl Branch {
+    /// Checks `blocks` in order on top of the branch against every rule (hashing on all
+    /// cores), judging future timestamps against `now`, and adds them.
+    pub fn extend(&mut self, blocks: Vec<Block>, now: i64) -> Result<(), BlockError> {
+        let checked = check_all(&blocks);
+        for (block, c) in blocks.into_iter().zip(checked) {
+            let time = rules::check_next(self, &block, &c, now)?;
+            self.times.push(time);
+            self.work += block.work();
+            self.blocks.push(block);
+        }
+        Ok(())
     }
-    let per = blocks.len().div_ceil(threads);
-    let check = &check;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = blocks
-            .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
+
+    /// Returns the height of the block the branch grows from.
+    pub fn fork(&self) -> u64 {
+        self.parent.index
+    }
+
+    /// Returns the work of the branch's blocks.
+    pub fn work(&self) -> u128 {
+        self.work
+    }
+
+    /// Returns the branch's blocks.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
 }
 
 impl Blockchain {
@@ -373,42 +219,16 @@ impl Blockchain {
 
     /// Returns the difficulty the rules expect for the block after the tip.
     pub fn next_difficulty(&self) -> u32 {
-        self.expected_difficulty(self.blocks.len() as u64)
+        rules::expected_difficulty(self)
     }
 
-    /// Returns the difficulty the rules expect at `height` (which must be at most len).
-    fn expected_difficulty(&self, height: u64) -> u32 {
-        let parent = &self.blocks[height as usize - 1];
-        let Some(rule) = self.params.retarget else {
-            return self.params.difficulty;
-        };
-        if rule.interval < 2 || !height.is_multiple_of(rule.interval) {
-            return parent.difficulty;
-        }
-        // The span runs between the interval's own blocks, never from genesis.
-        let first = (height - rule.interval).max(1) as usize;
-        let last = height as usize - 1;
-        if last <= first {
-            return parent.difficulty;
-        }
-        let actual = (self.times[last] - self.times[first]).max(1) as u128;
-        let expected = ((last - first) as u128 * u128::from(rule.target_secs)).max(1);
-        let shift = retarget_shift(expected, actual);
-        (i64::from(parent.difficulty) + shift).clamp(0, i64::from(MAX_DIFFICULTY)) as u32
-    }
-
-    /// Returns the median time of the last [`MEDIAN_SPAN`] blocks, the earliest next timestamp.
+    /// Returns the median time of the last blocks, the earliest next timestamp.
     pub fn median_time_past(&self) -> i64 {
-        let start = self.times.len().saturating_sub(MEDIAN_SPAN);
-        let mut recent = [0i64; MEDIAN_SPAN];
-        let recent = &mut recent[..self.times.len() - start];
-        recent.copy_from_slice(&self.times[start..]);
-        recent.sort_unstable();
-        recent[recent.len() / 2]
+        rules::median_time_past(self)
     }
 
     /// Returns what a miner needs to extend the tip with `data`.
-    pub fn template(&self, data: crate::block::BlockData) -> Template {
+    pub fn template(&self, data: BlockData) -> Template {
         Template {
             index: self.height() + 1,
             prev_hash: self.tip().hash.to_hex(),
@@ -420,35 +240,13 @@ impl Blockchain {
 
     /// Checks that `block` may extend the tip, without changing anything.
     pub fn check_next(&self, block: &Block) -> Result<(), BlockError> {
-        self.check_next_at(block, &check_one(block), chrono::Utc::now().timestamp())
-    }
-
-    fn check_next_at(&self, block: &Block, c: &Checked, now: i64) -> Result<(), BlockError> {
-        let index = block.index;
-        check_link(&self.params, self.tip(), block, c)?;
-        let expected = self.expected_difficulty(index);
-        if block.difficulty != expected {
-            return Err(BlockError::BadDifficulty {
-                index,
-                expected,
-                got: block.difficulty,
-            });
-        }
-        let time = check_work_and_time(block, c)?;
-        let timestamp = || block.timestamp.chars().take(40).collect::<String>();
-        if time < self.median_time_past() {
-            return Err(BlockError::TimestampTooOld {
-                index,
-                timestamp: timestamp(),
-            });
-        }
-        if time > now + MAX_FUTURE_SECS {
-            return Err(BlockError::TimestampTooFarAhead {
-                index,
-                timestamp: timestamp(),
-            });
-        }
-        Ok(())
+        rules::check_next(
+            self,
+            block,
+            &check_one(block),
+            chrono::Utc::now().timestamp(),
+        )
+        .map(drop)
     }
 
     /// Appends `block` if it follows every rule on top of the tip; the only way a block gets in.
@@ -458,8 +256,8 @@ impl Blockchain {
     }
 
     fn push_checked(&mut self, block: Block, c: Checked, now: i64) -> Result<(), BlockError> {
-        self.check_next_at(&block, &c, now)?;
-        self.append_unchecked(block, c.time.unwrap_or(0));
+        let time = rules::check_next(self, &block, &c, now)?;
+        self.append_unchecked(block, time);
         Ok(())
     }
 
@@ -525,28 +323,59 @@ impl Blockchain {
         fork: u64,
         blocks: Vec<Block>,
     ) -> Result<Vec<Block>, ChainError> {
-        if fork > self.height() {
+        let mut branch = self.branch_at(fork)?;
+        // The work the blocks claim bounds what they can bring: refuse before hashing.
+        let claimed = blocks.iter().map(Block::work).sum::<u128>();
+        let ours = self.work_above(fork);
+        if claimed <= ours {
+            return Err(ChainError::NotMoreWork {
+                ours: self.work,
+                theirs: self.work - ours + claimed,
+            });
+        }
+        branch.extend(blocks, chrono::Utc::now().timestamp())?;
+        self.adopt(branch)
+    }
+
+    /// Starts a branch on top of the block at `fork`, to be checked apart from the chain
+    /// (off its lock) and adopted with [`Blockchain::adopt`].
+    pub fn branch_at(&self, fork: u64) -> Result<Branch, ChainError> {
+        let parent = self.get(fork).ok_or(ChainError::ForkAboveTip {
+            fork,
+            height: self.height(),
+        })?;
+        let base = (fork + 1).saturating_sub(rules::lookback(&self.params));
+        Ok(Branch {
+            params: self.params.clone(),
+            parent: parent.clone(),
+            base,
+            times: self.times[base as usize..=fork as usize].to_vec(),
+            blocks: Vec::new(),
+            work: 0,
+        })
+    }
+
+    /// Swaps in a checked branch if it still grows from our block at its fork and has more
+    /// work than ours above it; returns the blocks left behind. On error nothing changes.
+    pub fn adopt(&mut self, branch: Branch) -> Result<Vec<Block>, ChainError> {
+        let fork = branch.parent.index;
+        if self.get(fork).map(|b| b.hash) != Some(branch.parent.hash) {
             return Err(ChainError::ForkAboveTip {
                 fork,
                 height: self.height(),
             });
         }
-        let theirs =
-            self.work - self.work_above(fork) + blocks.iter().map(Block::work).sum::<u128>();
-        if theirs <= self.work {
+        let ours = self.work_above(fork);
+        if branch.work <= ours {
             return Err(ChainError::NotMoreWork {
                 ours: self.work,
-                theirs,
+                theirs: self.work - ours + branch.work,
             });
         }
         let removed = self.truncate(fork);
-        let checked = check_all(&blocks);
-        let now = chrono::Utc::now().timestamp();
-        for (block, c) in blocks.into_iter().zip(checked) {
-            if let Err(e) = self.push_checked(block, c, now) {
-                self.rewind(fork, removed);
-                return Err(e.into());
-            }
+        let first = (fork + 1 - branch.base) as usize;
+        for (block, &time) in branch.blocks.into_iter().zip(&branch.times[first..]) {
+            self.append_unchecked(block, time);
         }
         Ok(removed)
     }
@@ -591,113 +420,8 @@ impl Blockchain {
     }
 }
 
-/// Checks what can be checked of `blocks`, a branch on top of `parent`, without the chain
-/// below it: links, indices, hashes, proof of work, sizes, timestamps that parse, and
-/// difficulties that follow the rule's shape (the network's difficulty without retargeting;
-/// with it, the parent's except at interval boundaries, where it moves by at most 2 bits).
-/// Returns the branch's work. Used to refuse a bad branch while it is still being fetched.
-pub fn check_branch(
-    params: &ChainParams,
-    parent: &Block,
-    blocks: &[Block],
-) -> Result<u128, BlockError> {
-    let checked = check_all(blocks);
-    let mut prev = parent;
-    let mut work = 0u128;
-    for (block, c) in blocks.iter().zip(checked) {
-        let index = block.index;
-        check_link(params, prev, block, &c)?;
-        let allowed = match params.retarget {
-            None => block.difficulty == params.difficulty,
-            Some(r) if r.interval >= 2 && index.is_multiple_of(r.interval) => {
-                (i64::from(block.difficulty) - i64::from(prev.difficulty)).abs()
-                    <= MAX_RETARGET_BITS
-            }
-            Some(_) => block.difficulty == prev.difficulty,
-        };
-        if !allowed {
-            let expected = if params.retarget.is_none() {
-                params.difficulty
-            } else {
-                prev.difficulty
-            };
-            return Err(BlockError::BadDifficulty {
-                index,
-                expected,
-                got: block.difficulty,
-            });
-        }
-        check_work_and_time(block, &c)?;
-        work += block.work();
-        prev = block;
-    }
-    Ok(work)
-}
-
-/// Checks what a block owes its parent alone: index, size, link, and its claimed hash.
-fn check_link(
-    params: &ChainParams,
-    parent: &Block,
-    block: &Block,
-    c: &Checked,
-) -> Result<(), BlockError> {
-    let index = block.index;
-    if index != parent.index + 1 {
-        return Err(BlockError::BadIndex {
-            expected: parent.index + 1,
-            got: index,
-        });
-    }
-    if block.nonce > pow::MAX_NONCE {
-        return Err(BlockError::NonceTooLarge {
-            index,
-            nonce: block.nonce,
-        });
-    }
-    if c.size >= params.max_block_size {
-        return Err(BlockError::BlockTooLarge {
-            index,
-            size: c.size,
-            max: params.max_block_size,
-        });
-    }
-    if !links_to(&block.prev_hash, &parent.hash) {
-        return Err(BlockError::BadPrevHash {
-            index,
-            expected: parent.hash.to_hex(),
-            got: block.prev_hash.chars().take(64).collect(),
-        });
-    }
-    if block.hash != c.hash {
-        return Err(BlockError::BadHash {
-            index,
-            claimed: block.hash,
-            computed: c.hash,
-        });
-    }
-    Ok(())
-}
-
-/// Checks that the hash meets the block's own difficulty and that its timestamp parses;
-/// returns the time.
-fn check_work_and_time(block: &Block, c: &Checked) -> Result<i64, BlockError> {
-    let index = block.index;
-    let zeros = c.hash.leading_zero_bits();
-    if zeros < block.difficulty {
-        return Err(BlockError::BadProofOfWork {
-            index,
-            difficulty: block.difficulty,
-            zeros,
-        });
-    }
-    c.time.ok_or_else(|| BlockError::BadTimestamp {
-        index,
-        timestamp: block.timestamp.chars().take(40).collect(),
-    })
-}
-
 /// Mines one block with `data` on top of `chain` (a helper for tests, tools and benches).
-pub fn mine_next(chain: &Blockchain, data: crate::block::BlockData, threads: usize) -> Block {
+pub fn mine_next(chain: &Blockchain, data: BlockData, threads: usize) -> Block {
     let control = pow::MineControl::default();
     pow::mine(&chain.template(data), threads, &control).unwrap_or_else(|| chain.tip().clone())
 }
@@ -783,6 +507,42 @@ mod tests {
         assert_eq!(ours.tip().hash, theirs.tip().hash);
     }
 
+    /// A branch is checked apart from the chain (which stays as it was meanwhile) and
+    /// adopted only with more work and only while its fork block is still ours.
+    #[test]
+    fn branch_is_checked_apart_then_adopted() {
+        let params = ChainParams::with_difficulty(0);
+        let mut ours = chain_of(params.clone(), 5);
+        let mut theirs =
+            Blockchain::from_blocks(params.clone(), ours.to_vec()[..3].to_vec()).unwrap();
+        for i in 0..4 {
+            theirs
+                .push(mine_next(&theirs, BlockData::new(&json!(["b", i])), 1))
+                .unwrap();
+        }
+        let mut branch = ours.branch_at(2).unwrap();
+        branch
+            .extend(theirs.blocks_from(3), chrono::Utc::now().timestamp())
+            .unwrap();
+        assert_eq!((branch.fork(), branch.blocks().len()), (2, 4));
+        assert_eq!(ours.height(), 5);
+        let stale = branch.clone();
+        let left = ours.adopt(branch).unwrap();
+        assert_eq!(left.len(), 3);
+        assert_eq!(ours.tip().hash, theirs.tip().hash);
+        ours.validate().unwrap();
+        // The same branch again has no more work than what we now hold.
+        assert!(matches!(
+            ours.adopt(stale),
+            Err(ChainError::NotMoreWork { .. })
+        ));
+        // A branch from a block we no longer hold is refused.
+        let old = chain_of(params, 3);
+        let foreign = old.branch_at(3).unwrap();
+        assert!(ours.adopt(foreign).is_err());
+        assert_eq!(ours.tip().hash, theirs.tip().hash);
+    }
+
     /// An invalid block in a replacement leaves the chain exactly as it was.
     #[test]
     fn failed_replace_restores_the_chain() {
@@ -835,69 +595,12 @@ mod tests {
         ));
     }
 
-    /// The retarget shift is computed in integers and pins the boundaries: sqrt(2) and
-    /// sqrt(8) up, 1/sqrt(2) and 1/sqrt(8) down, the clamp, and enormous spans.
-    #[test]
-    fn retarget_shift_pins_its_boundaries() {
-        assert_eq!(retarget_shift(1000, 1000), 0);
-        assert_eq!(retarget_shift(1414, 1000), 0); // 1.414 < sqrt(2)
-        assert_eq!(retarget_shift(1415, 1000), 1);
-        assert_eq!(retarget_shift(2828, 1000), 1); // 2.828 < sqrt(8)
-        assert_eq!(retarget_shift(2829, 1000), 2);
-        assert_eq!(retarget_shift(1_000_000, 1), 2);
-        assert_eq!(retarget_shift(1000, 1414), 0); // 1/1.414 > 1/sqrt(2)
-        assert_eq!(retarget_shift(1000, 1415), -1);
-        assert_eq!(retarget_shift(1000, 2828), -1);
-        assert_eq!(retarget_shift(1000, 2829), -2);
-        assert_eq!(retarget_shift(1, u128::from(u64::MAX)), -2);
-        assert_eq!(retarget_shift(0, 0), 0);
-        // Pell convergents of sqrt(2): 3363/2378 is just above it, 8119/5741 just below.
-        assert_eq!(retarget_shift(3363, 2378), 1);
-        assert_eq!(retarget_shift(8119, 5741), 0);
-        let huge = u128::from(u64::MAX) * u128::from(u64::MAX);
-        assert_eq!(retarget_shift(huge, huge / 2), 1);
-        assert_eq!(retarget_shift(huge / 2, huge), -1);
-    }
-
-    proptest! {
-        /// For everyday spans the integer rule agrees with round(log2(E / A)) clamped.
-        #[test]
-        fn retarget_shift_matches_the_real_logarithm(e in 1u64..10_000_000, a in 1u64..10_000_000) {
-            let float = ((e as f64 / a as f64).log2().round() as i64).clamp(-2, 2);
-            prop_assert_eq!(retarget_shift(u128::from(e), u128::from(a)), float);
-        }
-    }
-
-    /// A panic while hashing one share of a long chain reaches the caller instead of
-    /// leaving the results short and misaligned.
-    #[test]
-    fn a_panic_in_a_validation_thread_is_propagated() {
-        let blocks = vec![
-            Blockchain::new(ChainParams::with_difficulty(0))
-                .tip()
-                .clone();
-            4096
-        ];
-        let ok = check_all_with(&blocks, 2, |b| b.index);
-        assert_eq!(ok.len(), 4096);
-        let counter = std::sync::atomic::AtomicUsize::new(0);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check_all_with(&blocks, 2, |_| {
-                // One call panics, in whichever thread makes it.
-                if counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 3000 {
-                    panic!("hashing failed");
-                }
-            })
-        }));
-        assert!(result.is_err());
-    }
-
     /// A timestamp more than two hours ahead is refused.
     #[test]
     fn far_future_timestamp_is_refused() {
         let c = Blockchain::new(ChainParams::with_difficulty(0));
         let mut b = mine_next(&c, BlockData::empty(), 1);
-        b.timestamp = pow::format_timestamp(chrono::Utc::now().timestamp() + 3 * 3600);
+        b.timestamp = crate::block::format_timestamp(chrono::Utc::now().timestamp() + 3 * 3600);
         remine(&mut b);
         assert!(matches!(
             c.check_next(&b),
@@ -933,10 +636,10 @@ mod tests {
     fn nonce_above_two_to_the_53_is_refused() {
         let c = Blockchain::new(ChainParams::with_difficulty(0));
         let mut b = mine_next(&c, BlockData::empty(), 1);
-        b.nonce = pow::MAX_NONCE;
+        b.nonce = crate::block::MAX_NONCE;
         b.hash = b.compute_hash();
         assert_eq!(c.check_next(&b), Ok(()));
-        b.nonce = pow::MAX_NONCE + 1;
+        b.nonce = crate::block::MAX_NONCE + 1;
         b.hash = b.compute_hash();
         assert_eq!(
             c.check_next(&b),
@@ -972,7 +675,7 @@ mod tests {
             let t = c.template(BlockData::new(&json!(i)));
             let mut b = Block {
                 index: t.index,
-                timestamp: pow::format_timestamp(946_684_800 + i as i64 * spacing),
+                timestamp: crate::block::format_timestamp(946_684_800 + i as i64 * spacing),
                 nonce: 0,
                 difficulty: t.difficulty,
                 prev_hash: t.prev_hash,

@@ -9,8 +9,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::chain::{ChainParams, DEFAULT_MAX_BLOCK_SIZE, Retarget};
 use crate::node::{self, Config};
+use crate::params::{ChainParams, DEFAULT_MAX_BLOCK_SIZE, Retarget};
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`), coloured only
 /// on a terminal.

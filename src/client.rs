@@ -12,7 +12,7 @@ use tokio_util::codec::Framed;
 
 use crate::block::{Block, BlockHash};
 use crate::frame::{FrameCodec, FrameError};
-use crate::message::{BlockOutcome, Hello, Request, Response, Status};
+use crate::message::{BlockOutcome, ErrorCode, Hello, Request, Response, Status};
 
 /// Default time allowed for connecting and for one ordinary request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,7 +40,7 @@ pub enum ClientError {
     #[error("node {addr} refused: {message} ({code})")]
     Node {
         addr: String,
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     /// The node replied with something else than the request calls for.
@@ -49,10 +49,15 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Returns the node's error code, as on the wire, when the node itself refused.
+    pub fn code(&self) -> Option<&'static str> {
+        self.error_code().map(ErrorCode::as_str)
+    }
+
     /// Returns the node's error code when the node itself refused.
-    pub fn code(&self) -> Option<&str> {
+    pub fn error_code(&self) -> Option<ErrorCode> {
         match self {
-            ClientError::Node { code, .. } => Some(code),
+            ClientError::Node { code, .. } => Some(*code),
             _ => None,
         }
     }

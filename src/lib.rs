@@ -2,11 +2,15 @@
 
 pub mod block;
 pub mod chain;
+pub mod params;
 pub mod pow;
+pub mod rules;
 
-pub use block::{Block, BlockData, BlockHash, genesis};
-pub use chain::{BlockError, Blockchain, ChainError, ChainParams, Retarget};
+pub use block::{Block, BlockData, BlockHash};
+pub use chain::{Blockchain, ChainError};
+pub use params::{ChainParams, Retarget, genesis};
 pub use pow::{MineControl, Template, mine};
+pub use rules::BlockError;
 pub mod cli;
 pub mod client;
 pub mod frame;

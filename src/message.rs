@@ -16,6 +16,73 @@ pub const LEGACY_INVALID_JSON: &str = "INVALID JSON";
 /// The legacy reply to `SHUTDOWN`.
 pub const LEGACY_EXITING: &str = "EXITING";
 
+/// Why a request failed: the machine-readable `code` of an error reply, shared by the
+/// node, [`crate::NodeClient`] and the probe. Nothing branches on the text of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame header is not digits and spaces, or the frame is over the cap.
+    BadFrame,
+    /// JSON that is not a valid request.
+    BadRequest,
+    /// A `"type"` the node does not know.
+    UnknownType,
+    /// `hello` from a node of another network (another genesis).
+    WrongNetwork,
+    /// `remove_peer` of an address that is not a peer.
+    UnknownPeer,
+    /// `add_peer` of an address that is not `host:port`, or the node itself.
+    BadPeer,
+    /// An admin request without the node's cookie.
+    Unauthorized,
+    /// A block, or a reply, over its size cap.
+    TooLarge,
+    /// The node is stopping; the request was not carried out.
+    ShuttingDown,
+    /// The node could not do it (a disk failure).
+    Internal,
+    /// A code this version does not know (from a newer node).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// Returns the code as it travels on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::WrongNetwork => "wrong_network",
+            ErrorCode::UnknownPeer => "unknown_peer",
+            ErrorCode::BadPeer => "bad_peer",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// What a node says of itself in a handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -103,6 +170,22 @@ impl Request {
                 | Request::Shutdown { .. }
         )
     }
+
+    /// Every request `type` tag, as [`Request::kind`] returns them.
+    pub const TYPES: [&'static str; 12] = [
+        "hello",
+        "status",
+        "get_chain",
+        "get_blocks",
+        "new_block",
+        "mine",
+        "get_peers",
+        "add_peer",
+        "remove_peer",
+        "sync",
+        "validate",
+        "shutdown",
+    ];
 
     /// Returns the request's `type` tag, for logs.
     pub fn kind(&self) -> &'static str {
@@ -221,7 +304,7 @@ pub enum Response {
     /// The request failed; the connection stays usable.
     Error {
         /// Machine-readable code.
-        code: String,
+        code: ErrorCode,
         /// What went wrong and what to do.
         message: String,
     },
@@ -229,9 +312,9 @@ pub enum Response {
 
 impl Response {
     /// Builds an error reply.
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Response::Error {
-            code: code.to_owned(),
+            code,
             message: message.into(),
         }
     }
@@ -288,23 +371,26 @@ pub fn parse_incoming(payload: &[u8]) -> Incoming {
         Value::Object(ref map) => {
             let Some(kind) = map.get("type").and_then(Value::as_str).map(str::to_owned) else {
                 return Incoming::BadRequest(Response::error(
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     "a request is a JSON object with a \"type\" field",
                 ));
             };
+            if !Request::TYPES.contains(&kind.as_str()) {
+                return Incoming::BadRequest(Response::error(
+                    ErrorCode::UnknownType,
+                    format!("unknown request type {kind:?}"),
+                ));
+            }
             match serde_json::from_value::<Request>(value) {
                 Ok(r) => Incoming::Request(Box::new(r)),
-                Err(e) if e.to_string().starts_with("unknown variant") => Incoming::BadRequest(
-                    Response::error("unknown_type", format!("unknown request type {kind:?}")),
-                ),
                 Err(e) => Incoming::BadRequest(Response::error(
-                    "bad_request",
+                    ErrorCode::BadRequest,
                     format!("bad {kind:?} request: {e}"),
                 )),
             }
         }
         _ => Incoming::BadRequest(Response::error(
-            "bad_request",
+            ErrorCode::BadRequest,
             "a request is a JSON object with a \"type\" field",
         )),
     }
@@ -384,6 +470,67 @@ mod tests {
         ));
     }
 
+    /// Every error code travels as its `as_str` form and reads back as itself; a code from
+    /// a newer node reads as `Unknown` instead of failing the whole reply.
+    #[test]
+    fn error_codes_round_trip_on_the_wire() {
+        use ErrorCode::*;
+        for code in [
+            BadFrame,
+            BadRequest,
+            UnknownType,
+            WrongNetwork,
+            UnknownPeer,
+            BadPeer,
+            Unauthorized,
+            TooLarge,
+            ShuttingDown,
+            Internal,
+        ] {
+            let text = serde_json::to_string(&code).unwrap();
+            assert_eq!(text, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&text).unwrap(), code);
+        }
+        let reply: Response =
+            serde_json::from_str(r#"{"type":"error","code":"from_the_future","message":"m"}"#)
+                .unwrap();
+        assert!(matches!(reply, Response::Error { code: Unknown, .. }));
+    }
+
+    /// `Request::TYPES` lists exactly the tags requests serialize with.
+    #[test]
+    fn request_types_match_the_serialized_tags() {
+        let g = crate::genesis(16, None);
+        let requests = [
+            Request::Status,
+            Request::GetChain,
+            Request::GetBlocks {
+                locator: vec![],
+                limit: None,
+            },
+            Request::NewBlock { block: g },
+            Request::Mine { data: json!(1) },
+            Request::GetPeers,
+            Request::AddPeer {
+                addr: "a:1".into(),
+                cookie: None,
+            },
+            Request::RemovePeer {
+                addr: "a:1".into(),
+                cookie: None,
+            },
+            Request::Sync,
+            Request::Validate,
+            Request::Shutdown { cookie: None },
+        ];
+        for r in &requests {
+            let tag = serde_json::to_value(r).unwrap()["type"].clone();
+            assert_eq!(tag, r.kind());
+            assert!(Request::TYPES.contains(&r.kind()));
+        }
+        assert_eq!(Request::TYPES.len(), requests.len() + 1); // and hello
+    }
+
     /// Replies serialize with the design's tags and field names.
     #[test]
     fn replies_use_documented_tags() {
@@ -403,7 +550,7 @@ mod tests {
             serde_json::to_value(Response::Exiting).unwrap(),
             json!({"type":"exiting"})
         );
-        let e = Response::error("unknown_peer", "no such peer");
+        let e = Response::error(ErrorCode::UnknownPeer, "no such peer");
         assert_eq!(
             serde_json::to_value(e).unwrap(),
             json!({"type":"error","code":"unknown_peer","message":"no such peer"})

@@ -33,13 +33,7 @@ type MessageBlock = GenericArray<u8, U64>;
 
 use crate::block::{Block, BlockData, BlockHash};
 
-/// The largest difficulty a block may ask for, in leading zero bits.
-pub const MAX_DIFFICULTY: u32 = 64;
-
-/// Returns the work of one block of `difficulty` bits: 2^difficulty.
-pub fn work(difficulty: u32) -> u128 {
-    1u128 << difficulty.min(MAX_DIFFICULTY)
-}
+pub use crate::block::{MAX_DIFFICULTY, MAX_NONCE, format_timestamp, work};
 
 /// Tells whether `hash` has at least `difficulty` leading zero bits.
 pub fn meets_difficulty(hash: &BlockHash, difficulty: u32) -> bool {
@@ -49,10 +43,6 @@ pub fn meets_difficulty(hash: &BlockHash, difficulty: u32) -> bool {
 const IV: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 ];
-
-/// The largest nonce a block may carry: 2^53 − 1, the largest integer every JSON reader
-/// (JavaScript, jq, Go's `interface{}`) reads exactly (I-JSON, RFC 7493).
-pub const MAX_NONCE: u64 = (1 << 53) - 1;
 
 /// Every 15-digit number is below [`MAX_NONCE`]; 16 digits may not be.
 const MAX_NONCE_DIGITS: usize = 15;
@@ -413,14 +403,6 @@ pub struct MineControl {
     pub cancel: AtomicBool,
     /// Attempts made so far, for a hash rate.
     pub attempts: AtomicU64,
-}
-
-/// Formats Unix seconds as a block timestamp.
-pub fn format_timestamp(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .format(crate::block::TIMESTAMP_FORMAT)
-        .to_string()
 }
 
 fn now_secs() -> i64 {

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::block::{Block, BlockData, BlockHash};
-use crate::chain::{BlockError, Blockchain, ChainError, ChainParams};
+use crate::chain::{Blockchain, ChainError};
+use crate::params::ChainParams;
+use crate::rules::BlockError;
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");

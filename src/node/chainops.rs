@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::block::{Block, BlockData, BlockHash};
-use crate::chain::check_branch;
 use crate::client::NodeClient;
 use crate::message::BlockOutcome;
+use crate::rules::check_branch;
 
 /// How long a node waits before mining again data of a block it did not mine itself.
 pub const REMINE_DELAY_OTHERS: Duration = Duration::from_secs(10);

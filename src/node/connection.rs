@@ -9,7 +9,7 @@ use tokio_util::codec::Framed;
 
 use super::Node;
 use crate::frame::FrameCodec;
-use crate::message::{self, BlockOutcome, Incoming, Legacy, Response};
+use crate::message::{self, BlockOutcome, ErrorCode, Incoming, Legacy, Response};
 
 /// Invalid blocks one connection may send before it is closed.
 const MAX_INVALID_PER_CONNECTION: u32 = 5;
@@ -89,7 +89,7 @@ pub async fn serve(node: Arc<Node>, stream: TcpStream, remote: SocketAddr) {
             Ok(Some(Err(e))) => {
                 tracing::info!(%remote, "closing connection: {e}");
                 // Best effort: tell the client why before hanging up.
-                let reply = Response::error("bad_frame", e.to_string());
+                let reply = Response::error(ErrorCode::BadFrame, e.to_string());
                 let _ = framed
                     .send(serde_json::to_vec(&reply).unwrap_or_default())
                     .await;
@@ -129,7 +129,7 @@ fn fit_frame(reply: Vec<u8>, max_frame: usize) -> Vec<u8> {
         return reply;
     }
     let error = Response::error(
-        "too_large",
+        ErrorCode::TooLarge,
         format!(
             "the reply of {} bytes is over the {max_frame} byte frame cap; ask for less \
              (get_blocks with a locator and a limit)",
@@ -185,7 +185,7 @@ async fn reply_to(node: &Arc<Node>, payload: &[u8], peer: &mut Peer) -> (Reply, 
             );
             let reply = node.handle(*request, peer).await;
             if let Response::Error { code, message } = &reply {
-                tracing::debug!(request = kind, code, "refused: {message}");
+                tracing::debug!(request = kind, code = code.as_str(), "refused: {message}");
             }
             let exit = matches!(reply, Response::Exiting);
             (Reply::Json(reply), exit)
@@ -205,7 +205,7 @@ async fn reply_to(node: &Arc<Node>, payload: &[u8], peer: &mut Peer) -> (Reply, 
                 (Reply::Text(message::LEGACY_EXITING), true)
             } else {
                 let reply = Response::error(
-                    "unauthorized",
+                    ErrorCode::Unauthorized,
                     "bare SHUTDOWN is refused here: send {\"type\":\"shutdown\",\"cookie\":..} with the node's .cookie",
                 );
                 (Reply::Json(reply), false)

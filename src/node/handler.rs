@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::Node;
 use super::connection::Peer;
-use crate::message::{Hello, PROTOCOL_VERSION, Request, Response, Status};
+use crate::message::{ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, Status};
 
 /// Most blocks one `get_blocks` reply carries.
 pub const MAX_BLOCKS_PER_REPLY: usize = 5000;
@@ -43,7 +43,7 @@ impl Node {
                 }
                 match self.add_peer(&addr) {
                     Ok(()) => Response::Ok,
-                    Err(message) => Response::error("bad_peer", message),
+                    Err(message) => Response::error(ErrorCode::BadPeer, message),
                 }
             }
             Request::RemovePeer { addr, cookie } => {
@@ -54,7 +54,10 @@ impl Node {
                     tracing::info!(peer = %addr, "peer removed");
                     Response::Ok
                 } else {
-                    Response::error("unknown_peer", format!("{addr} is not a peer of this node"))
+                    Response::error(
+                        ErrorCode::UnknownPeer,
+                        format!("{addr} is not a peer of this node"),
+                    )
                 }
             }
             Request::Sync => {
@@ -100,7 +103,7 @@ impl Node {
                 ours.genesis
             );
             return Response::error(
-                "wrong_network",
+                ErrorCode::WrongNetwork,
                 format!(
                     "genesis {} is not this network's genesis {}",
                     hello.genesis, ours.genesis
@@ -166,7 +169,7 @@ impl Node {
 
 fn unauthorized(what: &str) -> Response {
     Response::error(
-        "unauthorized",
+        ErrorCode::Unauthorized,
         format!("{what} needs the node's cookie (the \"cookie\" field; see <data-dir>/.cookie)"),
     )
 }

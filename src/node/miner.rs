@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::Node;
 use crate::block::{Block, BlockData, BlockHash};
+use crate::message::ErrorCode;
 use crate::pow::{self, MineControl};
 
 /// Mining state shared with `status`.
@@ -77,11 +78,11 @@ pub enum MineError {
 
 impl MineError {
     /// Returns the protocol error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            MineError::ShuttingDown => "shutting_down",
-            MineError::TooLarge { .. } => "too_large",
-            MineError::Failed(_) => "internal",
+            MineError::ShuttingDown => ErrorCode::ShuttingDown,
+            MineError::TooLarge { .. } => ErrorCode::TooLarge,
+            MineError::Failed(_) => ErrorCode::Internal,
         }
     }
 }

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::block::BlockHash;
-use crate::chain::{Blockchain, ChainParams};
+use crate::chain::Blockchain;
+use crate::params::ChainParams;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Node;
 use crate::client::NodeClient;
+use crate::message::ErrorCode;
 
 /// Unanswered relays to one peer beyond which new blocks are not sent to it.
 pub const MAX_RELAYS_IN_FLIGHT: usize = 4;
@@ -248,7 +249,7 @@ async fn keep_link(node: Arc<Node>, addr: String, stop: CancellationToken) {
                     _ = tokio::time::sleep(KEEPALIVE) => continue,
                 }
             }
-            Err(e) if e.code() == Some("wrong_network") => {
+            Err(e) if e.error_code() == Some(ErrorCode::WrongNetwork) => {
                 node.peers.ban(&addr, &e.to_string());
                 return;
             }

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::client::ClientError;
+use crate::message::ErrorCode;
 
 /// Why a probe request failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +42,12 @@ impl ProbeError {
     pub fn from_client(port: u16, e: ClientError) -> Self {
         match e {
             ClientError::Timeout { .. } => ProbeError::Timeout { port },
-            ClientError::Node { code, message, .. } => match code.as_str() {
-                "unknown_peer" => ProbeError::NotFound(message),
-                "bad_peer" | "too_large" | "bad_request" => ProbeError::BadRequest(message),
-                "unauthorized" => ProbeError::Node {
+            ClientError::Node { code, message, .. } => match code {
+                ErrorCode::UnknownPeer => ProbeError::NotFound(message),
+                ErrorCode::BadPeer | ErrorCode::TooLarge | ErrorCode::BadRequest => {
+                    ProbeError::BadRequest(message)
+                }
+                ErrorCode::Unauthorized => ProbeError::Node {
                     port,
                     message: format!(
                         "{message}; the probe reads it from $POWCHAIN_HOME/nodes/{port}/.cookie"
