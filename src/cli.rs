@@ -141,7 +141,7 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
     config.strict_admin = args.strict_admin || !args.host.is_loopback();
 
     let shutdown = CancellationToken::new();
-    let node = match node::Node::open(config, addr, shutdown.clone()) {
+    let node = match node::Node::open(config, addr, shutdown.clone()).await {
         Ok(n) => n,
         Err(e) => {
             eprintln!("error: {e}");

@@ -210,7 +210,12 @@ impl Store {
 
     /// Drops a queued entry (its data turned out to be in the chain already).
     pub fn drop_pending(&self, id: u64) -> Result<(), StoreError> {
-        self.commit(u64::MAX - 1, &[], &[], Some(id)).map(drop)
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.open_table(PENDING)
+            .map_err(|e| self.err(e))?
+            .remove(id)
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// Returns the data waiting to be mined again, by id.
@@ -329,6 +334,25 @@ mod tests {
         );
         assert!(msg.contains("Move the data directory aside"), "{msg}");
         assert_eq!(std::fs::read(&file).unwrap(), before);
+    }
+
+    /// Dropping a queue entry removes that entry only and leaves every block in place.
+    #[test]
+    fn drop_pending_touches_only_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChainParams::with_difficulty(0);
+        let (store, chain) = Store::open(dir.path(), &params).unwrap();
+        let b = mine_next(&chain, BlockData::new(&serde_json::json!("kept")), 1);
+        let datas = [
+            BlockData::new(&serde_json::json!("one")),
+            BlockData::new(&serde_json::json!("two")),
+        ];
+        let ids = store
+            .commit(0, std::slice::from_ref(&b), &datas, None)
+            .unwrap();
+        store.drop_pending(ids[0]).unwrap();
+        assert_eq!(store.pending().unwrap(), vec![(ids[1], datas[1].clone())]);
+        assert_eq!(store.load().unwrap().len(), 2);
     }
 
     /// A store of another network is refused with both genesis hashes named.

@@ -340,3 +340,83 @@ async fn admin_needs_the_cookie_when_strict() {
         .unwrap();
     assert_eq!(net.stop(0).await.unwrap(), Some(0));
 }
+
+/// A client's block that does not link makes the node sync with nobody (otherwise any
+/// client could make it flood its peers); a peer's makes it sync with that peer only, at
+/// most once a second.
+#[tokio::test]
+async fn unlinked_blocks_make_the_node_sync_only_with_their_peer_and_rarely() {
+    let net = TestNetwork::start(NODE, isolated(1)).await.unwrap();
+    let client = net.client(0);
+    // A peer that claims less work than ours: the link alone never makes us sync with it.
+    let (fake, served) = fake_peer(vec![], "1").await;
+    client.add_peer(&fake).await.unwrap();
+    wait_for(DEADLINE, "the fake peer's handshake", || async {
+        let status = client.status().await.ok()?;
+        status.peers.contains(&fake).then_some(())
+    })
+    .await
+    .unwrap();
+    let before = served.load(Ordering::Relaxed);
+
+    let mut orphan = next_block("orphan");
+    orphan.index = 5;
+    orphan.prev_hash = "ab".repeat(32);
+    remine(&mut orphan);
+    for _ in 0..4 {
+        let (outcome, reason) = client.new_block(orphan.clone()).await.unwrap();
+        assert_eq!(outcome, BlockOutcome::Rejected);
+        assert!(reason.unwrap().contains("only a peer's block"));
+    }
+    assert_eq!(
+        served.load(Ordering::Relaxed),
+        before,
+        "a client made the node sync"
+    );
+
+    // The same block from the peer itself (after its hello on the connection).
+    let mut conn = Framed::new(
+        TcpStream::connect(net.addr(0)).await.unwrap(),
+        FrameCodec::default(),
+    );
+    let status = client.status().await.unwrap();
+    let hello = Request::Hello(Hello {
+        version: 1,
+        genesis: status.genesis.unwrap(),
+        listen: fake.clone(),
+        height: 0,
+        tip: status.genesis.unwrap(),
+        work: "1".into(),
+    });
+    let mut ask = async |request: &Request| {
+        conn.send(serde_json::to_vec(request).unwrap())
+            .await
+            .unwrap();
+        let reply = conn.next().await.unwrap().unwrap();
+        serde_json::from_slice::<Response>(&reply).unwrap()
+    };
+    assert!(matches!(ask(&hello).await, Response::Hello(_)));
+    let offer = Request::NewBlock {
+        block: orphan.clone(),
+    };
+    assert!(matches!(
+        ask(&offer).await,
+        Response::BlockResult {
+            result: BlockOutcome::Rejected,
+            ..
+        }
+    ));
+    assert_eq!(
+        served.load(Ordering::Relaxed),
+        before + 1,
+        "one sync with the peer"
+    );
+    match ask(&offer).await {
+        Response::BlockResult {
+            result: BlockOutcome::Ignored,
+            reason: Some(reason),
+        } => assert!(reason.contains("ran less than"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(served.load(Ordering::Relaxed), before + 1, "rate limited");
+}

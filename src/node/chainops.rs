@@ -1,12 +1,13 @@
-//! Changing the chain: offered blocks, pushed chains, locator sync and reorgs, each committed
-//! to the store before it is acknowledged.
+//! Changing the chain from the outside: offered blocks, pushed chains and locator sync, each
+//! applied through [`ChainState`](super::state::ChainState) and followed by what a change
+//! implies (relay, mining left-behind data again).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::Node;
-use std::collections::HashSet;
-use std::time::Duration;
-
+use super::state::{Applied, ApplyError, WriterGuard};
 use crate::block::{Block, BlockData, BlockHash};
 use crate::client::NodeClient;
 use crate::message::BlockOutcome;
@@ -20,78 +21,151 @@ pub const REMINE_DELAY_STARTUP: Duration = Duration::from_secs(3);
 /// Blocks asked for per `get_blocks` round trip.
 pub const SYNC_BATCH: usize = 5000;
 /// Most blocks of a competing branch held in memory while it is fetched.
-const MAX_PENDING: usize = 500_000;
+const MAX_PENDING_BLOCKS: usize = 500_000;
+/// Most bytes of a competing branch held in memory while it is fetched.
+const MAX_PENDING_BYTES: usize = 128 * 1024 * 1024;
+/// A peer's block that does not link makes us sync with that peer at most this often.
+const UNLINKED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Most peers whose last unlinked-block sync is remembered.
+const MAX_SYNC_MEMORY: usize = 1024;
+
+/// When each peer last made us sync by sending a block that did not link.
+#[derive(Debug, Default)]
+pub struct SyncLimiter(Mutex<HashMap<String, Instant>>);
+
+impl SyncLimiter {
+    /// Tells whether a sync with `peer` may start now, and if so records it.
+    fn allow(&self, peer: &str, now: Instant) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if last
+            .get(peer)
+            .is_some_and(|t| now.duration_since(*t) < UNLINKED_SYNC_INTERVAL)
+        {
+            return false;
+        }
+        if last.len() >= MAX_SYNC_MEMORY {
+            last.retain(|_, t| now.duration_since(*t) < UNLINKED_SYNC_INTERVAL);
+        }
+        last.insert(peer.to_owned(), now);
+        true
+    }
+}
+
+/// Why a competing branch being fetched was given up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PendingError {
+    /// It holds too many blocks or bytes without outweighing our chain.
+    #[error("competing branch of {blocks} blocks ({bytes} bytes) does not outweigh ours")]
+    TooLarge { blocks: usize, bytes: usize },
+    /// At its current difficulty it cannot outweigh ours within the caps.
+    #[error(
+        "competing branch cannot outweigh ours: it needs {needed} more work at {per_block} per \
+         block, but only {room} more blocks fit"
+    )]
+    TooLight {
+        needed: u128,
+        per_block: u128,
+        room: u128,
+    },
+}
+
+/// A competing branch held while it is fetched, bounded in blocks, bytes and by work.
+#[derive(Debug, Default)]
+pub struct PendingBranch {
+    blocks: Vec<Block>,
+    bytes: usize,
+    work: u128,
+}
+
+impl PendingBranch {
+    /// Adds a checked batch of `work`; fails when the branch outgrows the caps, or when at
+    /// the batch's difficulty it could not gain `ours` (our work above the fork) within them.
+    pub fn push(&mut self, batch: Vec<Block>, work: u128, ours: u128) -> Result<(), PendingError> {
+        let last_work = batch.last().map_or(1, Block::work).max(1);
+        self.bytes += batch
+            .iter()
+            .map(|b| b.data.as_str().len() + 240)
+            .sum::<usize>();
+        self.blocks.extend(batch);
+        self.work += work;
+        if self.work > ours {
+            return Ok(());
+        }
+        if self.blocks.len() > MAX_PENDING_BLOCKS || self.bytes > MAX_PENDING_BYTES {
+            return Err(PendingError::TooLarge {
+                blocks: self.blocks.len(),
+                bytes: self.bytes,
+            });
+        }
+        let per = self.bytes / self.blocks.len().max(1);
+        let room = (MAX_PENDING_BLOCKS - self.blocks.len())
+            .min((MAX_PENDING_BYTES - self.bytes) / per.max(1)) as u128;
+        let needed = ours - self.work + 1;
+        if needed.div_ceil(last_work) > room {
+            return Err(PendingError::TooLight {
+                needed,
+                per_block: last_work,
+                room,
+            });
+        }
+        Ok(())
+    }
+
+    /// Tells whether the branch outweighs `ours`.
+    pub fn outweighs(&self, ours: u128) -> bool {
+        self.work > ours
+    }
+
+    /// Returns the newest block held.
+    pub fn last(&self) -> Option<&Block> {
+        self.blocks.last()
+    }
+
+    /// Takes the blocks out, leaving the branch empty.
+    pub fn take(&mut self) -> Vec<Block> {
+        self.bytes = 0;
+        self.work = 0;
+        std::mem::take(&mut self.blocks)
+    }
+
+    /// Tells whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+}
 
 impl Node {
-    /// Applies `blocks` above `fork` (an extension or a reorg) in memory and in one store
-    /// transaction, which also queues the data of blocks left behind to be mined again and
-    /// drops the queue entry `job` whose data these blocks carry. Returns the blocks left
-    /// behind. The caller holds the writer lock.
-    async fn apply(
-        self: &Arc<Self>,
-        fork: u64,
-        blocks: Vec<Block>,
-        job: Option<u64>,
-    ) -> Result<Vec<Block>, String> {
-        let (left, (requeue, ours)) = {
-            let mut chain = self.chain();
-            let left = chain
-                .replace_from(fork, blocks.clone())
-                .map_err(|e| e.to_string())?;
-            if left.is_empty() {
-                (left, (Vec::new(), Vec::new()))
-            } else {
-                let kept: HashSet<&str> = chain
-                    .iter()
-                    .skip(fork as usize + 1)
-                    .map(|b| b.data.as_str())
-                    .collect();
-                let (requeue, ours): (Vec<BlockData>, Vec<bool>) = left
-                    .iter()
-                    .filter(|b| !b.data.is_empty() && !kept.contains(b.data.as_str()))
-                    .map(|b| (b.data.clone(), self.mining.is_mined_here(&b.hash)))
-                    .unzip();
-                (left, (requeue, ours))
-            }
-        };
-        let node = self.clone();
-        let tip = blocks.last().map(|b| b.hash);
-        let queued = requeue.clone();
-        let committed =
-            tokio::task::spawn_blocking(move || node.store.commit(fork, &blocks, &queued, job))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-        let ids = match committed {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::error!("store commit failed, chain change undone: {e}");
-                self.chain().rewind(fork, left);
-                return Err(format!("could not store the block: {e}"));
-            }
-        };
-        if let Some(tip) = tip {
-            self.tip.send_replace(tip);
-        }
-        if !left.is_empty() {
-            let height = self.chain().height();
+    /// Follows up a change: logs a reorg and mines again the data it left behind.
+    fn follow_up(self: &Arc<Self>, applied: &Applied) {
+        if !applied.left.is_empty() {
             tracing::warn!(
-                fork,
-                left_behind = left.len(),
-                requeued = ids.len(),
-                new_height = height,
+                fork = applied.fork,
+                left_behind = applied.left.len(),
+                requeued = applied.requeued.len(),
+                new_height = self.chain().height(),
                 "reorg to a chain with more work"
             );
         }
-        for ((id, data), ours) in ids.into_iter().zip(requeue).zip(ours) {
-            let delay = if ours {
+        for (id, block) in &applied.requeued {
+            let delay = if self.mining.is_mined_here(&block.hash) {
                 Duration::ZERO
             } else {
                 REMINE_DELAY_OTHERS
             };
-            self.spawn_remine(id, data, delay);
+            self.spawn_remine(*id, block.data.clone(), delay);
         }
-        Ok(left)
+    }
+
+    /// Applies `blocks` above `fork` (the caller holds the writer lock) and follows up.
+    async fn apply(
+        self: &Arc<Self>,
+        writer: &WriterGuard<'_>,
+        fork: u64,
+        blocks: Vec<Block>,
+    ) -> Result<(), ApplyError> {
+        let applied = self.state.apply(writer, fork, blocks, None).await?;
+        self.follow_up(&applied);
+        Ok(())
     }
 
     /// Mines again, in the background, data that a reorg left behind (queue entry `id`).
@@ -118,27 +192,22 @@ impl Node {
         });
     }
 
-    /// Extends the tip with `block` if it links to it; `None` when it does not link.
+    /// Extends the tip with `block` (for queue entry `job`, if any) if it links to it and
+    /// follows up; `None` when it does not link.
     async fn try_extend(
         self: &Arc<Self>,
         block: &Block,
         job: Option<u64>,
-    ) -> Option<Result<(), String>> {
-        let _writer = self.writer.lock().await;
-        let height = {
-            let chain = self.chain();
-            if block.index != chain.height() + 1 || block.prev_hash != chain.tip().hash.to_hex() {
-                return None;
-            }
-            if let Err(e) = chain.check_next(block) {
-                return Some(Err(e.to_string()));
-            }
-            chain.height()
-        };
-        Some(self.apply(height, vec![block.clone()], job).await.map(drop))
+    ) -> Option<Result<(), ApplyError>> {
+        let result = self.state.extend(block, job).await?;
+        Some(result.map(|applied| self.follow_up(&applied)))
     }
 
-    /// Handles a block from a peer (`from`) or a user: append and relay, ignore, or sync.
+    /// Handles a block from a peer (`from`, its listen address) or a client: append and
+    /// relay, ignore, or, for a peer's block that does not link, sync with that peer (at
+    /// most once per [`UNLINKED_SYNC_INTERVAL`]). A client's block that does not link is
+    /// refused: a client is nobody to sync with, and syncing with every peer on its word
+    /// would let any client make the node flood its peers.
     pub async fn offer_block(
         self: &Arc<Self>,
         block: Block,
@@ -167,28 +236,48 @@ impl Node {
                 self.relay(&block, from.as_deref());
                 (BlockOutcome::Appended, None)
             }
-            Some(Err(reason)) => {
+            Some(Err(e)) => {
+                let reason = e.to_string();
                 if let Some(peer) = &from {
                     self.peers.strike(peer, &reason);
                 }
                 (BlockOutcome::Rejected, Some(reason))
             }
-            None => {
-                let changed = match &from {
-                    Some(peer) => self.sync_with(peer).await,
-                    None => self.sync_all().await,
-                };
-                if changed {
-                    (BlockOutcome::Synced, None)
-                } else {
-                    let reason = format!(
-                        "block {} links to unknown parent {} and no peer has a chain with more work",
-                        block.index,
-                        block.prev_hash.chars().take(16).collect::<String>()
-                    );
-                    (BlockOutcome::Rejected, Some(reason))
-                }
-            }
+            None => self.on_unlinked(&block, from.as_deref()).await,
+        }
+    }
+
+    /// Answers a block above our height that does not link to our tip.
+    async fn on_unlinked(
+        self: &Arc<Self>,
+        block: &Block,
+        from: Option<&str>,
+    ) -> (BlockOutcome, Option<String>) {
+        let parent: String = block.prev_hash.chars().take(16).collect();
+        let Some(peer) = from.filter(|p| self.peers.client(p).is_some()) else {
+            let reason = format!(
+                "block {} links to unknown parent {parent}, not to our tip; only a peer's \
+                 block makes the node sync (ask it to sync instead)",
+                block.index
+            );
+            return (BlockOutcome::Rejected, Some(reason));
+        };
+        if !self.unlinked_syncs.allow(peer, Instant::now()) {
+            let reason = format!(
+                "block {} does not link; a sync with {peer} ran less than {} ms ago",
+                block.index,
+                UNLINKED_SYNC_INTERVAL.as_millis()
+            );
+            return (BlockOutcome::Ignored, Some(reason));
+        }
+        if self.sync_with(peer).await {
+            (BlockOutcome::Synced, None)
+        } else {
+            let reason = format!(
+                "block {} links to unknown parent {parent} and {peer} has no chain with more work",
+                block.index
+            );
+            (BlockOutcome::Rejected, Some(reason))
         }
     }
 
@@ -198,7 +287,7 @@ impl Node {
         self: &Arc<Self>,
         block: &Block,
         job: Option<u64>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ApplyError> {
         match self.try_extend(block, job).await {
             Some(Ok(())) => {
                 tracing::info!(height = block.index, hash = %block.hash.short(), "mined block stored");
@@ -227,23 +316,9 @@ impl Node {
 
     /// Adopts a whole pushed chain if it is valid and has more work (legacy push).
     pub async fn adopt_chain(self: &Arc<Self>, blocks: Vec<Block>, from: Option<String>) -> bool {
-        let writer = self.writer.lock().await;
-        let common = {
-            let chain = self.chain();
-            blocks
-                .iter()
-                .zip(chain.iter())
-                .take_while(|(a, b)| a == b)
-                .count()
-        };
-        if common == 0 {
-            return false;
-        }
-        let fork = (common - 1) as u64;
-        let rest: Vec<Block> = blocks.into_iter().skip(common).collect();
-        match self.apply(fork, rest, None).await {
-            Ok(_) => {
-                drop(writer);
+        match self.state.adopt_chain(blocks).await {
+            Ok(applied) => {
+                self.follow_up(&applied);
                 self.relay_tip(from.as_deref());
                 true
             }
@@ -263,16 +338,16 @@ impl Node {
     /// Catches up with `addr` through block locators; true when our chain changed.
     ///
     /// Blocks that extend our tip are applied batch by batch. A competing branch is checked
-    /// batch by batch for what needs no chain below it, and adopted as soon as it has more
-    /// work than ours above the fork, so a peer cannot make us hold a long worthless branch.
+    /// batch by batch for what needs no chain below it, held within caps of blocks, bytes
+    /// and work ([`PendingBranch`]), and adopted as soon as it has more work than ours above
+    /// the fork, so a peer cannot make us hold a long worthless branch.
     pub async fn sync_with(self: &Arc<Self>, addr: &str) -> bool {
         let client = self
             .peers
             .client(addr)
             .unwrap_or_else(|| Arc::new(NodeClient::new(addr)));
         let mut changed = false;
-        let mut pending: Vec<Block> = Vec::new();
-        let mut pending_work = 0u128;
+        let mut pending = PendingBranch::default();
         let mut fork = 0u64;
         loop {
             if self.shutdown.is_cancelled() {
@@ -299,15 +374,15 @@ impl Node {
                 (at, chain.height(), at.and_then(|h| chain.get(h).cloned()))
             };
             if pending.is_empty() && known == Some(height) {
-                let writer = self.writer.lock().await;
+                let writer = self.state.writer().await;
                 if self.chain().height() != height {
                     continue;
                 }
-                match self.apply(height, batch, None).await {
+                match self.apply(&writer, height, batch).await {
                     Ok(_) => changed = true,
                     Err(e) => {
                         drop(writer);
-                        self.peers.strike(addr, &e);
+                        self.peers.strike(addr, &e.to_string());
                         break;
                     }
                 }
@@ -321,29 +396,28 @@ impl Node {
                 }
                 _ => break,
             };
-            match check_branch(&self.config.params, &parent, &batch) {
-                Ok(work) => pending_work += work,
+            let params = self.config.params.clone();
+            let work = match check_branch(&params, &parent, &batch) {
+                Ok(work) => work,
                 Err(e) => {
                     self.peers.strike(addr, &format!("competing branch: {e}"));
                     return changed;
                 }
+            };
+            let ours = self.chain().work_above(fork);
+            if let Err(e) = pending.push(batch, work, ours) {
+                tracing::warn!(peer = %addr, "sync abandoned: {e}");
+                return changed;
             }
-            pending.extend(batch);
-            if pending_work > self.chain().work_above(fork) {
-                let _writer = self.writer.lock().await;
-                match self.apply(fork, std::mem::take(&mut pending), None).await {
-                    Ok(_) => {
-                        changed = true;
-                        pending_work = 0;
-                    }
+            if pending.outweighs(self.chain().work_above(fork)) {
+                let writer = self.state.writer().await;
+                match self.apply(&writer, fork, pending.take()).await {
+                    Ok(_) => changed = true,
                     Err(e) => {
                         tracing::debug!(peer = %addr, "competing branch not adopted: {e}");
                         return changed;
                     }
                 }
-            } else if pending.len() > MAX_PENDING {
-                tracing::warn!(peer = %addr, "competing branch too long without more work; sync abandoned");
-                return changed;
             }
         }
         if changed {
@@ -364,5 +438,82 @@ impl Node {
             changed |= self.sync_with(&addr).await;
         }
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{Blockchain, mine_next};
+    use crate::params::ChainParams;
+    use serde_json::json;
+
+    fn blocks(difficulty: u32, n: usize, pad: usize) -> Vec<Block> {
+        let mut c = Blockchain::new(ChainParams::with_difficulty(difficulty));
+        for i in 0..n {
+            let data = BlockData::new(&json!({ "i": i, "pad": "x".repeat(pad) }));
+            c.push(mine_next(&c, data, 1)).unwrap();
+        }
+        c.blocks_from(1)
+    }
+
+    /// A branch that outweighs ours is accepted whatever its size.
+    #[test]
+    fn pending_branch_that_outweighs_ours_is_kept() {
+        let mut p = PendingBranch::default();
+        let batch = blocks(0, 10, 0);
+        assert_eq!(p.push(batch, 10, 9), Ok(()));
+        assert!(p.outweighs(9));
+        assert_eq!(p.take().len(), 10);
+        assert!(p.is_empty());
+    }
+
+    /// A branch of big blocks is given up by bytes long before the block cap.
+    #[test]
+    fn pending_branch_is_bounded_in_bytes() {
+        let mut p = PendingBranch::default();
+        let batch = blocks(0, 40, 1_000_000);
+        let mut result = Ok(());
+        for _ in 0..10 {
+            result = p.push(batch.clone(), 40, u128::MAX - 1);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(
+                result,
+                Err(PendingError::TooLarge { .. } | PendingError::TooLight { .. })
+            ),
+            "{result:?}"
+        );
+        assert!(p.bytes <= MAX_PENDING_BYTES + 40 * 1_000_300);
+    }
+
+    /// A branch whose difficulty walked down (as retargeting allows) is given up as soon as
+    /// it could not outweigh ours within the caps, not after filling them.
+    #[test]
+    fn pending_branch_too_light_to_ever_win_is_given_up_early() {
+        let mut p = PendingBranch::default();
+        // Ours above the fork: 2^40 of work; theirs: difficulty-0 blocks (work 1 each).
+        let err = p.push(blocks(0, 100, 0), 100, 1 << 40).unwrap_err();
+        assert!(
+            matches!(err, PendingError::TooLight { per_block: 1, .. }),
+            "{err}"
+        );
+        // The same branch against a chain it can still overtake within the caps is kept.
+        let mut q = PendingBranch::default();
+        assert_eq!(q.push(blocks(0, 100, 0), 100, 10_000), Ok(()));
+    }
+
+    /// A peer's unlinked block makes us sync with it at most once per interval.
+    #[test]
+    fn unlinked_syncs_are_rate_limited_per_peer() {
+        let limiter = SyncLimiter::default();
+        let t0 = Instant::now();
+        assert!(limiter.allow("a:1", t0));
+        assert!(!limiter.allow("a:1", t0 + Duration::from_millis(500)));
+        assert!(limiter.allow("b:1", t0 + Duration::from_millis(500)));
+        assert!(limiter.allow("a:1", t0 + UNLINKED_SYNC_INTERVAL));
     }
 }

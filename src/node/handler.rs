@@ -147,7 +147,7 @@ impl Node {
     async fn validate_stored(self: &Arc<Self>) -> Response {
         let node = self.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let blocks = node.store.load().map_err(|e| e.to_string())?;
+            let blocks = node.state.store().load().map_err(|e| e.to_string())?;
             crate::chain::Blockchain::from_blocks(node.config.params.clone(), blocks)
                 .map(drop)
                 .map_err(|e| e.to_string())

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::Node;
+use super::state::ApplyError;
 use crate::block::{Block, BlockData, BlockHash};
 use crate::message::ErrorCode;
 use crate::pow::{self, MineControl};
@@ -72,8 +73,8 @@ pub enum MineError {
     #[error("data of {size} bytes makes a block over the {max} byte cap")]
     TooLarge { size: usize, max: usize },
     /// The block could not be stored.
-    #[error("{0}")]
-    Failed(String),
+    #[error(transparent)]
+    Failed(#[from] ApplyError),
 }
 
 impl MineError {
@@ -99,17 +100,23 @@ impl Node {
     /// Mines a block with `data` on the current tip; returns it once stored. A new tip
     /// cancels the attempt and restarts it on the new tip with the same data.
     pub async fn mine(self: &Arc<Self>, data: Value) -> Result<Block, MineError> {
-        self.mine_job(BlockData::new(&data), None).await
+        loop {
+            // Without a queue entry nothing ends the job but a block (or an error).
+            if let Some(block) = self.mine_job(BlockData::new(&data), None).await? {
+                return Ok(block);
+            }
+        }
     }
 
-    /// Mines `data`; with `job` (a queue entry of data left behind by a reorg) the job ends
-    /// without mining once the chain holds that data again, and the block that carries it
-    /// drops the entry in the same transaction.
+    /// Mines `data`; returns the block once stored. With `job` (a queue entry of data left
+    /// behind by a reorg) the job ends without mining, returning `None`, once the chain
+    /// holds that data again, and the block that carries it drops the entry in the same
+    /// transaction.
     pub(super) async fn mine_job(
         self: &Arc<Self>,
         data: BlockData,
         job: Option<u64>,
-    ) -> Result<Block, MineError> {
+    ) -> Result<Option<Block>, MineError> {
         let max = self.config.params.max_block_size;
         // The block adds its fixed fields (under 400 bytes) to the data.
         if data.as_str().len() + 400 >= max {
@@ -134,9 +141,13 @@ impl Node {
                     job = id,
                     "data left behind is in the chain again; not mining it"
                 );
-                let node = self.clone();
-                let _ = tokio::task::spawn_blocking(move || node.store.drop_pending(id)).await;
-                return Ok(self.chain().tip().clone());
+                let store = self.state.store().clone();
+                match tokio::task::spawn_blocking(move || store.drop_pending(id)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(job = id, "could not drop the queue entry: {e}"),
+                    Err(e) => tracing::warn!(job = id, "could not drop the queue entry: {e}"),
+                }
+                return Ok(None);
             }
             let Some(block) = self.run_miner(template).await else {
                 continue;
@@ -144,7 +155,7 @@ impl Node {
             // Recorded first: a reorg right after the commit must know the block is ours.
             self.mining.record_mined(block.hash);
             match self.commit_mined(&block, job).await {
-                Ok(true) => return Ok(block),
+                Ok(true) => return Ok(Some(block)),
                 Ok(false) => continue,
                 Err(e) => return Err(MineError::Failed(e)),
             }
@@ -160,7 +171,7 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .push(control.clone());
         self.mining.active.fetch_add(1, Ordering::Relaxed);
-        let mut tip = self.tip.subscribe();
+        let mut tip = self.state.subscribe_tip();
         tip.mark_unchanged();
         let threads = self.config.threads;
         let (c2, t2) = (control.clone(), template.clone());

@@ -9,14 +9,15 @@ mod connection;
 mod handler;
 mod miner;
 mod peers;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,7 +25,8 @@ use crate::block::BlockHash;
 use crate::chain::Blockchain;
 use crate::params::ChainParams;
 use crate::registry::Registry;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
+use state::ChainState;
 
 pub use miner::MiningStats;
 pub use peers::{PeerSet, normalize_addr};
@@ -81,18 +83,18 @@ pub enum NodeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Opening the store failed unexpectedly.
+    #[error("could not open the store: {0}")]
+    Task(String),
 }
 
 /// The state every task of a node shares.
 pub struct Node {
     config: Config,
     listen: SocketAddr,
-    chain: Mutex<Blockchain>,
-    store: Store,
-    /// Serializes changes to the chain, so that check, commit and apply are one step.
-    writer: tokio::sync::Mutex<()>,
-    tip: watch::Sender<BlockHash>,
+    state: Arc<ChainState>,
     peers: PeerSet,
+    unlinked_syncs: chainops::SyncLimiter,
     mining: MiningStats,
     cookie: String,
     shutdown: CancellationToken,
@@ -109,29 +111,36 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Opens the store and writes the cookie; the node does not serve yet.
-    pub fn open(
+    /// Opens the store and writes the cookie, off the async runtime (loading a long chain
+    /// takes a while); the node does not serve yet.
+    pub async fn open(
         config: Config,
         listen: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<Arc<Node>, NodeError> {
-        let (store, chain) = Store::open(&config.data_dir, &config.params)?;
-        let cookie = write_cookie(&config.data_dir)?;
-        let (tip, _) = watch::channel(chain.tip().hash);
+        let (dir, params) = (config.data_dir.clone(), config.params.clone());
+        let (state, cookie) = tokio::task::spawn_blocking(move || {
+            let state = ChainState::open(&dir, &params)?;
+            let cookie = write_cookie(&dir)?;
+            Ok::<_, NodeError>((state, cookie))
+        })
+        .await
+        .map_err(|e| NodeError::Task(e.to_string()))??;
         let registry = config.registry.clone().map(Registry::new);
-        tracing::info!(
-            height = chain.height(),
-            tip = %chain.tip().hash.short(),
-            genesis = %chain.genesis().hash.short(),
-            data_dir = %config.data_dir.display(),
-            "chain loaded and validated"
-        );
+        {
+            let chain = state.chain();
+            tracing::info!(
+                height = chain.height(),
+                tip = %chain.tip().hash.short(),
+                genesis = %chain.genesis().hash.short(),
+                data_dir = %config.data_dir.display(),
+                "chain loaded and validated"
+            );
+        }
         Ok(Arc::new(Node {
-            chain: Mutex::new(chain),
-            store,
-            writer: tokio::sync::Mutex::new(()),
-            tip,
+            state: Arc::new(state),
             peers: PeerSet::default(),
+            unlinked_syncs: chainops::SyncLimiter::default(),
             mining: MiningStats::default(),
             cookie,
             shutdown,
@@ -144,7 +153,7 @@ impl Node {
 
     /// Locks the in-memory chain; never held across an `.await`.
     fn chain(&self) -> MutexGuard<'_, Blockchain> {
-        self.chain.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.chain()
     }
 
     /// Returns the address the node listens on, as peers should dial it.
@@ -188,7 +197,7 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
-    let node = Node::open(config, listen, shutdown.clone())?;
+    let node = Node::open(config, listen, shutdown.clone()).await?;
     serve(node, listener).await;
     Ok(())
 }
@@ -202,7 +211,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
         tracing::warn!("could not register in {}: {e}", registry.path().display());
     }
     peers::start(&node);
-    match node.store.pending() {
+    match node.state.store().pending() {
         Ok(queued) => {
             for (id, data) in queued {
                 node.spawn_remine(id, data, chainops::REMINE_DELAY_STARTUP);
