@@ -414,6 +414,12 @@ impl Blockchain {
         self.blocks.iter().cloned().collect()
     }
 
+    /// Returns a copy of the newest `count` blocks, oldest first.
+    pub fn tail(&self, count: usize) -> Vec<Block> {
+        let skip = self.blocks.len().saturating_sub(count);
+        self.blocks.iter().skip(skip).cloned().collect()
+    }
+
     /// Returns a copy of the blocks from `height` on.
     pub fn blocks_from(&self, height: u64) -> Vec<Block> {
         self.blocks.iter().skip(height as usize).cloned().collect()

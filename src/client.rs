@@ -288,6 +288,14 @@ impl NodeClient {
         }
     }
 
+    /// Returns the newest `count` blocks (at most 5,000), oldest first.
+    pub async fn get_tail(&self, count: usize) -> Result<Vec<Block>, ClientError> {
+        match self.expect(Request::GetTail { count }).await? {
+            Response::Blocks { blocks } => Ok(blocks),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Offers a block; returns the outcome and the node's reason.
     pub async fn new_block(
         &self,

@@ -5,6 +5,8 @@ use serde_json::Value;
 
 use crate::block::{Block, BlockHash};
 
+/// Most blocks one `get_blocks` or `get_tail` reply carries.
+pub const MAX_BLOCKS_PER_REPLY: usize = 5000;
 /// Protocol version sent in `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The legacy reply to a chain push that was adopted.
@@ -118,6 +120,11 @@ pub enum Request {
         #[serde(default)]
         limit: Option<usize>,
     },
+    /// The newest `count` blocks, oldest first.
+    GetTail {
+        /// How many (at most 5,000 are sent).
+        count: usize,
+    },
     /// A block offered by a peer or a user.
     NewBlock {
         /// The block.
@@ -172,11 +179,12 @@ impl Request {
     }
 
     /// Every request `type` tag, as [`Request::kind`] returns them.
-    pub const TYPES: [&'static str; 12] = [
+    pub const TYPES: [&'static str; 13] = [
         "hello",
         "status",
         "get_chain",
         "get_blocks",
+        "get_tail",
         "new_block",
         "mine",
         "get_peers",
@@ -194,6 +202,7 @@ impl Request {
             Request::Status => "status",
             Request::GetChain => "get_chain",
             Request::GetBlocks { .. } => "get_blocks",
+            Request::GetTail { .. } => "get_tail",
             Request::NewBlock { .. } => "new_block",
             Request::Mine { .. } => "mine",
             Request::GetPeers => "get_peers",
@@ -508,6 +517,7 @@ mod tests {
                 locator: vec![],
                 limit: None,
             },
+            Request::GetTail { count: 3 },
             Request::NewBlock { block: g },
             Request::Mine { data: json!(1) },
             Request::GetPeers,

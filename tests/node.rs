@@ -445,3 +445,19 @@ async fn oversized_replies_get_an_error_and_stalled_readers_are_cut_off() {
     flood.abort();
     assert_eq!(c.status().await.unwrap().height, 3);
 }
+
+/// `get_tail` returns the newest blocks, oldest first, capped at 5,000: what the probe's
+/// `GET /block` and `GET /blocks?last=N` ask for instead of the whole chain.
+#[tokio::test]
+async fn get_tail_returns_the_newest_blocks() {
+    let net = network(isolated(1).difficulty(0)).await;
+    let c = net.client(0);
+    for i in 0..5 {
+        c.mine(json!(i)).await.unwrap();
+    }
+    let chain = c.get_chain().await.unwrap();
+    assert_eq!(c.get_tail(2).await.unwrap(), chain[4..].to_vec());
+    assert_eq!(c.get_tail(1).await.unwrap(), vec![chain[5].clone()]);
+    assert_eq!(c.get_tail(1_000_000).await.unwrap(), chain);
+    assert!(c.get_tail(0).await.unwrap().is_empty());
+}

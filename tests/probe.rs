@@ -505,3 +505,33 @@ async fn spawn_brings_up_and_tears_down_a_network() {
         "spawned nodes left the registry"
     );
 }
+
+/// A stopping probe lets requests in flight finish for a few seconds only: a `mine` that
+/// cannot finish (difficulty 40) does not hold it for the 600 s mining timeout.
+#[tokio::test]
+async fn probe_stops_promptly_with_a_mine_request_in_flight() {
+    let net = TestNetwork::start(
+        NODE,
+        Options::new(1).topology(Topology::Isolated).difficulty(40),
+    )
+    .await
+    .unwrap();
+    let mut probe = start_probe(net.home(), &[]).await;
+    let url = format!("{}/append/{}", probe.url, net.node(0).port());
+    let pending =
+        tokio::spawn(async move { reqwest::Client::new().post(url).body("never").send().await });
+    let client = net.client(0);
+    wait_for(DEADLINE, "the node to be mining", || async {
+        client.status().await.ok()?.mining.then_some(())
+    })
+    .await
+    .unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(probe.child.id().unwrap() as i32, libc::SIGTERM) };
+    let status = tokio::time::timeout(DEADLINE, probe.child.wait())
+        .await
+        .expect("the probe stopped within the deadline")
+        .unwrap();
+    assert!(status.success());
+    assert!(pending.await.unwrap().is_err(), "the request was cut off");
+}

@@ -76,9 +76,13 @@ async fn main() -> std::process::ExitCode {
         println!("  curl http://{addr}/validate/{port}");
     }
     let state = ProbeState::new(args.node_host, powchain::home::home());
-    let served = axum::serve(listener, probe::app(state))
-        .with_graceful_shutdown(powchain::cli::shutdown_signal())
-        .await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        powchain::cli::shutdown_signal().await;
+        trigger.cancel();
+    });
+    let served = probe::serve(listener, state, shutdown).await;
     spawn::stop_nodes(nodes).await;
     match served {
         Ok(()) => std::process::ExitCode::SUCCESS,

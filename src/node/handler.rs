@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use super::Node;
 use super::connection::Peer;
-use crate::message::{ErrorCode, Hello, PROTOCOL_VERSION, Request, Response, Status};
-
-/// Most blocks one `get_blocks` reply carries.
-pub const MAX_BLOCKS_PER_REPLY: usize = 5000;
+use crate::message::{
+    ErrorCode, Hello, MAX_BLOCKS_PER_REPLY, PROTOCOL_VERSION, Request, Response, Status,
+};
 
 impl Node {
     /// Answers one request; every request gets exactly one reply.
@@ -24,6 +23,12 @@ impl Node {
                     .clamp(1, MAX_BLOCKS_PER_REPLY);
                 Response::Blocks {
                     blocks: self.chain().blocks_after(&locator, limit),
+                }
+            }
+            Request::GetTail { count } => {
+                let count = count.min(MAX_BLOCKS_PER_REPLY);
+                Response::Blocks {
+                    blocks: self.chain().tail(count),
                 }
             }
             Request::NewBlock { block } => {

@@ -205,13 +205,23 @@ pub async fn run(
 /// Runs an opened node on `listener` until its shutdown token is cancelled.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     let permits = Arc::new(Semaphore::new(node.config.max_connections));
-    if let Some(registry) = &node.registry
-        && let Err(e) = registry.add(node.listen.port(), &node.listen.ip().to_string())
-    {
-        tracing::warn!("could not register in {}: {e}", registry.path().display());
-    }
-    peers::start(&node);
-    match node.state.store().pending() {
+    // The registry and the store are files under locks: touched off the runtime.
+    let (port, host) = (node.listen.port(), node.listen.ip().to_string());
+    let (registry, store) = (node.registry.clone(), node.state.store().clone());
+    let (entries, queued) = tokio::task::spawn_blocking(move || {
+        let entries = registry.map(|r| {
+            if let Err(e) = r.add(port, &host) {
+                tracing::warn!("could not register in {}: {e}", r.path().display());
+            }
+            r.entries()
+                .map_err(|e| format!("could not read the registry {}: {e}", r.path().display()))
+        });
+        (entries, store.pending())
+    })
+    .await
+    .unwrap_or_else(|e| (Some(Err(e.to_string())), Ok(Vec::new())));
+    peers::start(&node, entries);
+    match queued {
         Ok(queued) => {
             for (id, data) in queued {
                 node.spawn_remine(id, data, chainops::REMINE_DELAY_STARTUP);
@@ -254,10 +264,11 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     {
         tracing::warn!("some connections did not finish within 5 s; closing them");
     }
-    if let Some(registry) = &node.registry
-        && let Err(e) = registry.remove(node.listen.port())
-    {
-        tracing::warn!("could not leave the registry: {e}");
+    if let Some(registry) = node.registry.clone() {
+        let left = tokio::task::spawn_blocking(move || registry.remove(port)).await;
+        if let Ok(Err(e)) = left {
+            tracing::warn!("could not leave the registry: {e}");
+        }
     }
     tracing::info!("store closed, bye");
 }

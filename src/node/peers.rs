@@ -189,23 +189,19 @@ impl PeerSet {
     }
 }
 
-/// Connects to the configured peers and to every node of the registry.
-pub fn start(node: &Arc<Node>) {
+/// Connects to the configured peers and to the registry's `entries` (read by the caller).
+pub fn start(node: &Arc<Node>, entries: Option<Result<Vec<(u16, String)>, String>>) {
     for addr in &node.config.peers {
         node.peers.learn(node, addr);
     }
-    if let Some(registry) = &node.registry {
-        match registry.entries() {
-            Ok(entries) => {
-                for (port, host) in entries {
-                    node.peers.learn(node, &format!("{host}:{port}"));
-                }
+    match entries {
+        Some(Ok(entries)) => {
+            for (port, host) in entries {
+                node.peers.learn(node, &format!("{host}:{port}"));
             }
-            Err(e) => tracing::warn!(
-                "could not read the registry {}: {e}",
-                registry.path().display()
-            ),
         }
+        Some(Err(e)) => tracing::warn!("{e}"),
+        None => {}
     }
 }
 
@@ -258,7 +254,7 @@ async fn keep_link(node: Arc<Node>, addr: String, stop: CancellationToken) {
                 node.peers.set_connected(&addr, false);
                 if failures == 1 {
                     tracing::info!(peer = %addr, "peer unreachable, retrying with backoff: {e}");
-                    prune_from_registry(&node, &addr);
+                    prune_from_registry(&node, &addr).await;
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -270,9 +266,9 @@ async fn keep_link(node: Arc<Node>, addr: String, stop: CancellationToken) {
     }
 }
 
-/// Removes a registry entry whose node does not answer.
-fn prune_from_registry(node: &Node, addr: &str) {
-    let Some(registry) = &node.registry else {
+/// Removes a registry entry whose node does not answer (off the runtime: a file lock).
+async fn prune_from_registry(node: &Node, addr: &str) {
+    let Some(registry) = node.registry.clone() else {
         return;
     };
     let Some((host, port)) = addr.rsplit_once(':') else {
@@ -281,9 +277,11 @@ fn prune_from_registry(node: &Node, addr: &str) {
     let Ok(port) = port.parse::<u16>() else {
         return;
     };
-    match registry.remove_if(port, host) {
-        Ok(true) => tracing::info!(peer = %addr, "pruned dead node from the registry"),
-        Ok(false) => {}
+    let host = host.to_owned();
+    match tokio::task::spawn_blocking(move || registry.remove_if(port, &host)).await {
+        Ok(Ok(true)) => tracing::info!(peer = %addr, "pruned dead node from the registry"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::debug!("registry prune failed: {e}"),
         Err(e) => tracing::debug!("registry prune failed: {e}"),
     }
 }

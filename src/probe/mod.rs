@@ -12,7 +12,34 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use error::ProbeError;
-pub use routes::app;
+pub use routes::{MAX_IN_FLIGHT, app};
+
+/// How long a stopping probe lets requests in flight finish (a `mine` may take minutes).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves the probe on `listener` until `shutdown` is cancelled, then lets requests in
+/// flight finish for at most [`SHUTDOWN_GRACE`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ProbeState>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let graceful = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tokio::select! {
+        served = graceful => served,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(
+                "requests still in flight {} s after the stop; closing them",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    }
+}
 
 use crate::client::{NodeClient, read_cookie};
 
@@ -106,10 +133,15 @@ impl ProbeState {
         }
     }
 
-    /// Returns a fresh client of the node on `port` carrying its cookie (for admin calls).
-    pub fn admin_client(&self, port: u16) -> NodeClient {
+    /// Returns a fresh client of the node on `port` carrying its cookie (for admin calls);
+    /// the cookie file is read off the runtime.
+    pub async fn admin_client(&self, port: u16) -> NodeClient {
+        let dir = self.home.join("nodes").join(port.to_string());
+        let cookie = tokio::task::spawn_blocking(move || read_cookie(&dir))
+            .await
+            .unwrap_or_default();
         NodeClient::new(self.addr(port))
             .with_timeout(self.timeout)
-            .with_cookie(read_cookie(&self.home.join("nodes").join(port.to_string())))
+            .with_cookie(cookie)
     }
 }

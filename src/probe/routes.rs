@@ -21,6 +21,9 @@ use crate::message::BlockOutcome;
 use crate::registry::Registry;
 
 type Shared = State<Arc<ProbeState>>;
+
+/// Most requests the probe serves at once.
+pub const MAX_IN_FLIGHT: usize = 512;
 type Reply = Result<Response, ProbeError>;
 
 /// The dashboard page, embedded in the binary.
@@ -48,6 +51,13 @@ pub fn app(state: Arc<ProbeState>) -> Router {
             ProbeError::NotFound("no such route; see GET / for the dashboard".into())
         })
         .method_not_allowed_fallback(|| async { ProbeError::MethodNotAllowed })
+        // Backstops: every request ends (node calls have their own, shorter timeouts), and
+        // requests beyond the limit wait for a slot instead of piling up node connections.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            state.mine_timeout + Duration::from_secs(10),
+        ))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
         .with_state(state)
 }
 
@@ -194,21 +204,31 @@ async fn blocks(
                 .map_err(|_| ProbeError::BadRequest(format!("last={n:?} is not a count")))?,
         ),
     };
-    let mut chain = s
-        .with_node(port, |c| async move { c.get_chain().await })
-        .await?;
-    if let Some(n) = last {
-        chain.drain(..chain.len().saturating_sub(n));
-    }
+    let chain = match last {
+        // The node sends at most MAX_BLOCKS_PER_REPLY newest blocks; beyond, take the chain.
+        Some(n) if n <= crate::message::MAX_BLOCKS_PER_REPLY => {
+            s.with_node(port, |c| async move { c.get_tail(n).await })
+                .await?
+        }
+        _ => {
+            let mut chain = s
+                .with_node(port, |c| async move { c.get_chain().await })
+                .await?;
+            if let Some(n) = last {
+                chain.drain(..chain.len().saturating_sub(n));
+            }
+            chain
+        }
+    };
     Ok(Json(chain).into_response())
 }
 
 async fn last_block(State(s): Shared, Path(port): Path<String>) -> Reply {
     let port = port_of(&port)?;
-    let chain = s
-        .with_node(port, |c| async move { c.get_chain().await })
+    let tail = s
+        .with_node(port, |c| async move { c.get_tail(1).await })
         .await?;
-    let tip = chain.into_iter().next_back().ok_or(ProbeError::Node {
+    let tip = tail.into_iter().next_back().ok_or(ProbeError::Node {
         port,
         message: "empty chain".into(),
     })?;
@@ -254,6 +274,7 @@ async fn validate(State(s): Shared, Path(port): Path<String>) -> Reply {
 async fn shutdown(State(s): Shared, Path(port): Path<String>) -> Reply {
     let port = port_of(&port)?;
     s.admin_client(port)
+        .await
         .shutdown()
         .await
         .map_err(|e| ProbeError::from_client(port, e))?;
@@ -276,6 +297,7 @@ async fn add_peer(State(s): Shared, Path(port): Path<String>, body: Body) -> Rep
     let port = port_of(&port)?;
     let peer = peer_text(&read_text(body).await?)?;
     s.admin_client(port)
+        .await
         .add_peer(&peer)
         .await
         .map_err(|e| ProbeError::from_client(port, e))?;
@@ -289,6 +311,7 @@ async fn remove_peer(State(s): Shared, Path(port): Path<String>, body: Body) -> 
     let port = port_of(&port)?;
     let peer = peer_text(&read_text(body).await?)?;
     s.admin_client(port)
+        .await
         .remove_peer(&peer)
         .await
         .map_err(|e| ProbeError::from_client(port, e))?;
@@ -318,10 +341,18 @@ async fn status(State(s): Shared, Path(port): Path<String>) -> Reply {
 /// Lists the registry's nodes, each asked for its status (only on the probe's node host).
 async fn nodes(State(s): Shared) -> Reply {
     let registry = Registry::in_home(&s.home);
-    let entries = registry.entries().map_err(|e| ProbeError::Node {
-        port: 0,
-        message: format!("cannot read {}: {e}", registry.path().display()),
-    })?;
+    let path = registry.path().to_path_buf();
+    // The registry is read under a file lock: off the runtime.
+    let entries = tokio::task::spawn_blocking(move || registry.entries())
+        .await
+        .map_err(|e| ProbeError::Node {
+            port: 0,
+            message: format!("registry task failed: {e}"),
+        })?
+        .map_err(|e| ProbeError::Node {
+            port: 0,
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
     let checks = entries.into_iter().map(|(port, host)| {
         let s = s.clone();
         async move {
