@@ -3,14 +3,13 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use powchain::NodeClient;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use powchain::process::spawn_announced;
 
 const CLIENTS: usize = 64;
 const REQUESTS: usize = 10_000;
@@ -67,17 +66,15 @@ fn status_bench(c: &mut Criterion) {
         .and_then(|p| p.parse().ok())
         .expect("port");
     let (mut probe, url) = rt.block_on(async {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe"));
+        command
             .args(["--port", "0"])
             .env("POWCHAIN_HOME", home.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("probe");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let line = lines.next_line().await.expect("read").expect("line");
-        (child, line.trim_start_matches("listening on ").to_owned())
+            .env("RUST_LOG", "warn");
+        let started = spawn_announced(&mut command, Duration::from_secs(60))
+            .await
+            .expect("the probe listens");
+        (started.child, started.addr)
     });
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)

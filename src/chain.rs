@@ -426,10 +426,17 @@ impl Blockchain {
     }
 }
 
-/// Mines one block with `data` on top of `chain` (a helper for tests, tools and benches).
+/// Mines one block with `data` on top of `chain`, blocking until it is found (a helper for
+/// tests, tools and benches; a node mines through its cancellable jobs).
 pub fn mine_next(chain: &Blockchain, data: BlockData, threads: usize) -> Block {
-    let control = pow::MineControl::default();
-    pow::mine(&chain.template(data), threads, &control).unwrap_or_else(|| chain.tip().clone())
+    let template = chain.template(data);
+    loop {
+        // Nothing cancels this run, so `mine` returns a block; the loop only spares a
+        // sentinel for the cancelled case.
+        if let Some(block) = pow::mine(&template, threads, &pow::MineControl::default()) {
+            return block;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::block::BlockHash;
 use crate::client::{NodeClient, read_cookie};
+use crate::process::spawn_announced;
 
 /// How the nodes of a test network find each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,34 +219,22 @@ impl TestNetwork {
             .create(true)
             .append(true)
             .open(&node.log)?;
-        let mut child = Command::new(&self.bin)
+        let mut command = Command::new(&self.bin);
+        command
             .arg(port.to_string())
             .args(&node.args)
             .env("POWCHAIN_HOME", self.home.path())
             .env("RUST_LOG", self.log_filter())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("node stdout not captured")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .stderr(log);
+        let started = spawn_announced(&mut command, Duration::from_secs(60))
             .await
-            .map_err(|_| {
-                format!(
-                    "node did not print its address within 60 s; see {}",
-                    node.log.display()
-                )
-            })??
-            .ok_or_else(|| {
+            .map_err(|e| {
                 let log = std::fs::read_to_string(&node.log).unwrap_or_default();
-                format!("node exited before listening: {log}")
+                format!("{e}; its log ({}):\n{log}", node.log.display())
             })?;
-        node.addr = line
-            .strip_prefix("listening on ")
-            .ok_or(format!("unexpected first line {line:?}"))?
-            .to_owned();
+        let child = started.child;
+        node.addr = started.addr;
         node.data_dir = self.home.path().join("nodes").join(node.port().to_string());
         node.child = Some(child);
         Ok(())

@@ -1,4 +1,26 @@
-//! powchain: a proof-of-work blockchain toolkit: blocks, chain rules and a midstate miner.
+//! powchain: a proof-of-work blockchain toolkit: blocks, chain rules and a midstate miner,
+//! a TCP node and an HTTP probe.
+//!
+//! Modules, from the leaves up (each imports only modules above it in this list):
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`block`] | `Block`, `BlockHash`, canonical `BlockData`, the preimage, timestamps, work |
+//! | [`params`] | `ChainParams`, `Retarget`, the fixed genesis, limits |
+//! | [`pow`] | the midstate multi-threaded miner (`NonceSearch`, `mine`) |
+//! | [`rules`] | the consensus rules over any `History`, `BlockError`, `check_branch` |
+//! | [`chain`] | `Blockchain` over a `VecDeque<Block>`: fork choice, locator, `Branch`, reorgs |
+//! | [`frame`] | the 10-byte length-header codec (tokio-util `Decoder`/`Encoder`) |
+//! | [`message`] | `Request`, `Response`, `ErrorCode`, the legacy text commands |
+//! | [`store`] | the chain on disk (redb) |
+//! | [`registry`] | `nodes.json`, the shared list of running nodes |
+//! | [`home`] | `POWCHAIN_HOME` and default data directories |
+//! | [`client`] | `NodeClient`: one typed call per request, with timeouts |
+//! | [`process`] | spawning our binaries and waiting for their `listening on` line |
+//! | [`node`] | the node: `ChainState`, handler, connection loop, peers, sync, mining |
+//! | [`probe`] | the HTTP API and dashboard |
+//! | [`cli`] | the command lines of the binaries |
+//! | [`harness`] | real node networks for integration tests |
 
 pub mod block;
 pub mod chain;
@@ -19,6 +41,7 @@ pub mod home;
 pub mod message;
 pub mod node;
 pub mod probe;
+pub mod process;
 pub mod registry;
 pub mod store;
 

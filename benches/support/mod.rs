@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use powchain::process::spawn_announced;
 use powchain::store::Store;
 use powchain::{Block, BlockData, Blockchain, ChainParams};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Builds a chain of `n` blocks at difficulty 0 with about 100 bytes of data each.
@@ -40,24 +40,18 @@ pub struct BenchNode {
 
 /// Starts the node binary on a free port with `args`; returns once it listens.
 pub async fn start_node(home: &Path, args: &[&str]) -> BenchNode {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_node"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_node"));
+    command
         .arg("0")
         .args(args)
         .env("POWCHAIN_HOME", home)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .stderr(Stdio::null());
+    let started = spawn_announced(&mut command, Duration::from_secs(120))
         .await
-        .expect("node listens in time")
-        .expect("read")
-        .expect("line");
+        .expect("the node listens in time");
     BenchNode {
-        child,
-        addr: line.trim_start_matches("listening on ").to_owned(),
+        child: started.child,
+        addr: started.addr,
     }
 }

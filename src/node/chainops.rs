@@ -205,7 +205,7 @@ impl Node {
 
     /// Handles a block from a peer (`from`, its listen address) or a client: append and
     /// relay, ignore, or, for a peer's block that does not link, sync with that peer (at
-    /// most once per [`UNLINKED_SYNC_INTERVAL`]). A client's block that does not link is
+    /// most once per `UNLINKED_SYNC_INTERVAL`). A client's block that does not link is
     /// refused: a client is nobody to sync with, and syncing with every peer on its word
     /// would let any client make the node flood its peers.
     pub async fn offer_block(
@@ -339,7 +339,7 @@ impl Node {
     ///
     /// Blocks that extend our tip are applied batch by batch. A competing branch is checked
     /// batch by batch for what needs no chain below it, held within caps of blocks, bytes
-    /// and work ([`PendingBranch`]), and adopted as soon as it has more work than ours above
+    /// and work (`PendingBranch`), and adopted as soon as it has more work than ours above
     /// the fork, so a peer cannot make us hold a long worthless branch.
     pub async fn sync_with(self: &Arc<Self>, addr: &str) -> bool {
         let client = self

@@ -1,17 +1,77 @@
-//! One `match` from a request to its reply.
+//! From a payload to its reply: one `match` over the requests, the legacy commands, and
+//! what each exchange means for the connection ([`Effect`]). No sockets here: the
+//! connection loop sends what this returns.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::Node;
-use super::connection::Peer;
 use crate::message::{
-    ErrorCode, Hello, MAX_BLOCKS_PER_REPLY, PROTOCOL_VERSION, Request, Response, Status,
+    self, BlockOutcome, ErrorCode, Hello, Incoming, Legacy, MAX_BLOCKS_PER_REPLY, PROTOCOL_VERSION,
+    Request, Response, Status,
 };
 
+/// Invalid blocks one connection may send before it is closed.
+const MAX_INVALID_PER_CONNECTION: u32 = 5;
+/// Blocks already held that one connection may send again before it is closed.
+const MAX_REPLAYS_PER_CONNECTION: u32 = 1000;
+
+/// What a connection has learned of the other side.
+#[derive(Debug, Default, Clone)]
+pub struct Peer {
+    /// Socket address of the other side.
+    pub remote: Option<SocketAddr>,
+    /// Listen address announced in `hello`, when the other side is a node.
+    pub node: Option<String>,
+    /// Invalid blocks (or pushed chains) received on this connection.
+    pub invalid: u32,
+    /// Blocks already held received again on this connection.
+    pub replays: u32,
+}
+
+impl Peer {
+    /// Names the other side for logs.
+    pub fn who(&self) -> String {
+        match (&self.node, self.remote) {
+            (Some(n), _) => format!("peer {n}"),
+            (None, Some(r)) => format!("client {r}"),
+            (None, None) => "client".into(),
+        }
+    }
+
+    /// Counts what a reply says of the sender; returns why to close the connection, if so.
+    fn judge(&mut self, reply: &Response) -> Option<String> {
+        match reply {
+            Response::BlockResult {
+                result: BlockOutcome::Rejected,
+                reason,
+            } => {
+                self.invalid += 1;
+                let reason = reason.as_deref().unwrap_or("invalid block");
+                if self.invalid == 1 {
+                    tracing::info!("rejected a block from {}: {reason}", self.who());
+                }
+                (self.invalid >= MAX_INVALID_PER_CONNECTION)
+                    .then(|| format!("{} invalid blocks (last: {reason})", self.invalid))
+            }
+            Response::BlockResult {
+                result: BlockOutcome::Ignored,
+                ..
+            } => {
+                self.replays += 1;
+                (self.replays >= MAX_REPLAYS_PER_CONNECTION)
+                    .then(|| format!("{} blocks we already held, sent again", self.replays))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Node {
-    /// Answers one request; every request gets exactly one reply.
-    pub async fn handle(self: &Arc<Self>, request: Request, peer: &mut Peer) -> Response {
-        match request {
+    /// Answers one request, and says what the connection does next; every request gets
+    /// exactly one reply.
+    pub async fn handle(self: &Arc<Self>, request: Request, peer: &mut Peer) -> (Response, Effect) {
+        let reply = match request {
             Request::Hello(hello) => self.on_hello(hello, peer),
             Request::Status => Response::Status(self.status()),
             Request::GetChain => Response::Chain {
@@ -44,7 +104,7 @@ impl Node {
             },
             Request::AddPeer { addr, cookie } => {
                 if !self.cookie_ok(cookie.as_deref()) {
-                    return unauthorized("add_peer");
+                    return (unauthorized("add_peer"), Effect::Continue);
                 }
                 match self.add_peer(&addr) {
                     Ok(()) => Response::Ok,
@@ -53,7 +113,7 @@ impl Node {
             }
             Request::RemovePeer { addr, cookie } => {
                 if !self.cookie_ok(cookie.as_deref()) {
-                    return unauthorized("remove_peer");
+                    return (unauthorized("remove_peer"), Effect::Continue);
                 }
                 if self.peers.remove(&addr) {
                     tracing::info!(peer = %addr, "peer removed");
@@ -77,12 +137,13 @@ impl Node {
             Request::Validate => self.validate_stored().await,
             Request::Shutdown { cookie } => {
                 if !self.cookie_ok(cookie.as_deref()) {
-                    return unauthorized("shutdown");
+                    return (unauthorized("shutdown"), Effect::Continue);
                 }
                 tracing::info!(remote = ?peer.remote, "shutdown requested");
-                Response::Exiting
+                return (Response::Exiting, Effect::Shutdown);
             }
-        }
+        };
+        (reply, Effect::Continue)
     }
 
     /// Returns this node's handshake values.
@@ -181,4 +242,234 @@ fn unauthorized(what: &str) -> Response {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A reply before encoding.
+enum Reply {
+    Json(Response),
+    Text(&'static str),
+    /// The chain as a bare JSON array (`GET CHAIN`).
+    Raw(Vec<u8>),
+    /// `BLOCKCHAIN REJECTED`, counted as an invalid block.
+    Rejected,
+}
+
+/// Payloads larger than this are parsed on a blocking thread (a pushed chain may be 64 MiB).
+const PARSE_OFF_RUNTIME: usize = 1024 * 1024;
+
+/// What the connection does after sending a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Keep serving the connection.
+    Continue,
+    /// Close this connection, for this reason.
+    Close(String),
+    /// Shut the whole node down.
+    Shutdown,
+}
+
+/// Answers one payload: the reply's bytes and what to do once it is sent.
+pub async fn answer(node: &Arc<Node>, payload: Vec<u8>, peer: &mut Peer) -> (Vec<u8>, Effect) {
+    let incoming = if payload.len() > PARSE_OFF_RUNTIME {
+        tokio::task::spawn_blocking(move || message::parse_incoming(&payload))
+            .await
+            .unwrap_or(Incoming::InvalidJson)
+    } else {
+        message::parse_incoming(&payload)
+    };
+    let (reply, exit) = reply_to(node, incoming, peer).await;
+    let close = match &reply {
+        Reply::Json(r) => peer.judge(r),
+        Reply::Rejected => peer.judge(&Response::BlockResult {
+            result: BlockOutcome::Rejected,
+            reason: Some("pushed chain rejected".into()),
+        }),
+        Reply::Text(_) | Reply::Raw(_) => None,
+    };
+    let bytes = match reply {
+        Reply::Json(r) => serde_json::to_vec(&r).unwrap_or_default(),
+        Reply::Text(t) => t.as_bytes().to_vec(),
+        Reply::Raw(bytes) => bytes,
+        Reply::Rejected => message::LEGACY_REJECTED.as_bytes().to_vec(),
+    };
+    let effect = match (exit, close) {
+        (true, _) => Effect::Shutdown,
+        (false, Some(why)) => Effect::Close(why),
+        (false, None) => Effect::Continue,
+    };
+    (bytes, effect)
+}
+
+async fn reply_to(node: &Arc<Node>, incoming: Incoming, peer: &mut Peer) -> (Reply, bool) {
+    match incoming {
+        Incoming::Request(request) => {
+            let kind = request.kind();
+            tracing::debug!(
+                request = kind,
+                peer = peer.node.as_deref().unwrap_or("client"),
+                "request"
+            );
+            let (reply, effect) = node.handle(*request, peer).await;
+            if let Response::Error { code, message } = &reply {
+                tracing::debug!(request = kind, code = code.as_str(), "refused: {message}");
+            }
+            (Reply::Json(reply), effect == Effect::Shutdown)
+        }
+        Incoming::BadRequest(reply) => (Reply::Json(reply), false),
+        Incoming::InvalidJson => (Reply::Text(message::LEGACY_INVALID_JSON), false),
+        Incoming::Legacy(Legacy::GetChain) => {
+            let blocks = node.chain().to_vec();
+            (
+                Reply::Raw(serde_json::to_vec(&blocks).unwrap_or_default()),
+                false,
+            )
+        }
+        Incoming::Legacy(Legacy::Shutdown) => {
+            if node.legacy_shutdown_allowed(peer) {
+                tracing::info!(remote = ?peer.remote, "SHUTDOWN received");
+                (Reply::Text(message::LEGACY_EXITING), true)
+            } else {
+                let reply = Response::error(
+                    ErrorCode::Unauthorized,
+                    "bare SHUTDOWN is refused here: send {\"type\":\"shutdown\",\"cookie\":..} with the node's .cookie",
+                );
+                (Reply::Json(reply), false)
+            }
+        }
+        Incoming::Legacy(Legacy::NotAChain(why)) => {
+            tracing::debug!(remote = ?peer.remote, "pushed array is not a chain: {why}");
+            (Reply::Rejected, false)
+        }
+        Incoming::Legacy(Legacy::PushChain(blocks)) => {
+            if node.adopt_chain(blocks, peer.node.clone()).await {
+                (Reply::Text(message::LEGACY_ACCEPTED), false)
+            } else {
+                (Reply::Rejected, false)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::Config;
+    use crate::params::ChainParams;
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+
+    async fn node() -> (tempfile::TempDir, Arc<Node>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path().to_path_buf());
+        config.params = ChainParams::with_difficulty(0);
+        config.threads = 1;
+        let listen = "127.0.0.1:1".parse().unwrap();
+        let node = Node::open(config, listen, CancellationToken::new())
+            .await
+            .unwrap();
+        (dir, node)
+    }
+
+    fn client() -> Peer {
+        Peer {
+            remote: Some("127.0.0.1:9".parse().unwrap()),
+            ..Peer::default()
+        }
+    }
+
+    /// Requests are answered in-process: mine, status, get_tail, validate, peers.
+    #[tokio::test]
+    async fn requests_are_answered_without_a_socket() {
+        let (_dir, node) = node().await;
+        let mut peer = client();
+        let (mined, effect) = node
+            .handle(Request::Mine { data: json!("x") }, &mut peer)
+            .await;
+        assert_eq!(effect, Effect::Continue);
+        let Response::Mined { block } = mined else {
+            panic!("{mined:?}")
+        };
+        let (status, _) = node.handle(Request::Status, &mut peer).await;
+        assert!(matches!(status, Response::Status(ref s) if s.height == 1 && s.tip == block.hash));
+        let (tail, _) = node.handle(Request::GetTail { count: 1 }, &mut peer).await;
+        assert_eq!(
+            tail,
+            Response::Blocks {
+                blocks: vec![block]
+            }
+        );
+        let (valid, _) = node.handle(Request::Validate, &mut peer).await;
+        assert_eq!(
+            valid,
+            Response::Validation {
+                valid: true,
+                error: None
+            }
+        );
+        let (removed, _) = node
+            .handle(
+                Request::RemovePeer {
+                    addr: "127.0.0.1:2".into(),
+                    cookie: Some(node.cookie.clone()),
+                },
+                &mut peer,
+            )
+            .await;
+        assert!(matches!(
+            removed,
+            Response::Error {
+                code: ErrorCode::UnknownPeer,
+                ..
+            }
+        ));
+    }
+
+    /// Shutdown needs the cookie; with it the reply is `exiting` and the effect stops the
+    /// node (nothing inspects the reply for that).
+    #[tokio::test]
+    async fn shutdown_needs_the_cookie_and_is_an_effect() {
+        let (_dir, node) = node().await;
+        let mut peer = client();
+        let (refused, effect) = node
+            .handle(Request::Shutdown { cookie: None }, &mut peer)
+            .await;
+        assert!(matches!(
+            refused,
+            Response::Error {
+                code: ErrorCode::Unauthorized,
+                ..
+            }
+        ));
+        assert_eq!(effect, Effect::Continue);
+        let cookie = Some(node.cookie.clone());
+        let (reply, effect) = node.handle(Request::Shutdown { cookie }, &mut peer).await;
+        assert_eq!((reply, effect), (Response::Exiting, Effect::Shutdown));
+        let (bytes, effect) = answer(&node, b"SHUTDOWN".to_vec(), &mut peer).await;
+        assert_eq!(
+            (bytes.as_slice(), effect),
+            (&b"EXITING"[..], Effect::Shutdown)
+        );
+    }
+
+    /// Legacy payloads get their text replies; a connection that keeps pushing what is no
+    /// chain is closed after five.
+    #[tokio::test]
+    async fn legacy_payloads_and_the_close_effect() {
+        let (_dir, node) = node().await;
+        let mut peer = client();
+        let (bytes, _) = answer(&node, b"GET CHAIN".to_vec(), &mut peer).await;
+        let chain: Vec<crate::Block> = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(chain.len(), 1);
+        let (bytes, _) = answer(&node, b"hello?".to_vec(), &mut peer).await;
+        assert_eq!(bytes, b"INVALID JSON");
+        for i in 1..=5 {
+            let (bytes, effect) = answer(&node, b"[1]".to_vec(), &mut peer).await;
+            assert_eq!(bytes, b"BLOCKCHAIN REJECTED");
+            assert_eq!(
+                matches!(effect, Effect::Close(_)),
+                i == 5,
+                "push {i}: {effect:?}"
+            );
+        }
+    }
 }

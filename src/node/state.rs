@@ -1,7 +1,7 @@
 //! `ChainState`: the node's chain in memory and on disk, changed only in whole validated
 //! steps (an extension or a reorg), each committed to the store before it is acknowledged.
 //!
-//! A change is checked as a [`Branch`] apart from the chain, so the chain's lock is held only
+//! A change is checked as a [`Branch`](crate::chain::Branch) apart from the chain, so the chain's lock is held only
 //! to copy out what the rules look back on and to swap the blocks in; a long branch is
 //! checked on a blocking thread. One writer at a time (an async lock), readers never wait
 //! for a validation.

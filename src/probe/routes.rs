@@ -7,7 +7,8 @@ use std::time::Duration;
 use axum::body::{Body, to_bytes};
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -61,10 +62,26 @@ pub fn app(state: Arc<ProbeState>) -> Router {
         .with_state(state)
 }
 
-fn port_of(raw: &str) -> Result<u16, ProbeError> {
-    raw.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| {
-        ProbeError::BadRequest(format!("port {raw:?} is not a number from 1 to 65535"))
-    })
+/// The port of the node a route names (`/status/{port}`), from 1 to 65535; anything else
+/// is refused with 400 before the handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePort(pub u16);
+
+impl<S: Send + Sync> FromRequestParts<S> for NodePort {
+    type Rejection = ProbeError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ProbeError::BadRequest(e.body_text()))?;
+        raw.parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .map(NodePort)
+            .ok_or_else(|| {
+                ProbeError::BadRequest(format!("port {raw:?} is not a number from 1 to 65535"))
+            })
+    }
 }
 
 async fn read_body(body: Body) -> Result<Vec<u8>, ProbeError> {
@@ -152,8 +169,7 @@ fn mined_reply(block: &Block) -> Reply {
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-async fn mine_block(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply {
-    let port = port_of(&port)?;
+async fn mine_block(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
     let bytes = read_body(body).await?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ProbeError::BadRequest(format!("body is not JSON: {e}")))?;
@@ -164,8 +180,7 @@ async fn mine_block(State(s): Shared, Path(port): Path<String>, body: Body) -> R
     mined_reply(&block)
 }
 
-async fn append(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply {
-    let port = port_of(&port)?;
+async fn append(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
     let text = read_text(body).await?;
     if text.is_empty() {
         return Err(ProbeError::BadRequest(
@@ -178,8 +193,7 @@ async fn append(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply
     Ok((StatusCode::CREATED, Json(block)).into_response())
 }
 
-async fn get_chain(State(s): Shared, Path(port): Path<String>) -> Reply {
-    let port = port_of(&port)?;
+async fn get_chain(State(s): Shared, NodePort(port): NodePort) -> Reply {
     let chain = s
         .with_node(port, |c| async move { c.get_chain().await })
         .await?;
@@ -193,10 +207,9 @@ async fn get_chain(State(s): Shared, Path(port): Path<String>) -> Reply {
 /// `GET /blocks/{port}`: the whole chain, or with `?last=N` only its newest N blocks.
 async fn blocks(
     State(s): Shared,
-    Path(port): Path<String>,
+    NodePort(port): NodePort,
     Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
-    let port = port_of(&port)?;
     let last = match q.get("last") {
         None => None,
         Some(n) => Some(
@@ -223,8 +236,7 @@ async fn blocks(
     Ok(Json(chain).into_response())
 }
 
-async fn last_block(State(s): Shared, Path(port): Path<String>) -> Reply {
-    let port = port_of(&port)?;
+async fn last_block(State(s): Shared, NodePort(port): NodePort) -> Reply {
     let tail = s
         .with_node(port, |c| async move { c.get_tail(1).await })
         .await?;
@@ -235,8 +247,7 @@ async fn last_block(State(s): Shared, Path(port): Path<String>) -> Reply {
     Ok(Json(tip).into_response())
 }
 
-async fn post_block(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply {
-    let port = port_of(&port)?;
+async fn post_block(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
     let bytes = read_body(body).await?;
     let block: Block = serde_json::from_slice(&bytes)
         .map_err(|e| ProbeError::BadRequest(format!("body is not a block: {e}")))?;
@@ -254,8 +265,7 @@ async fn post_block(State(s): Shared, Path(port): Path<String>, body: Body) -> R
     }
 }
 
-async fn validate(State(s): Shared, Path(port): Path<String>) -> Reply {
-    let port = port_of(&port)?;
+async fn validate(State(s): Shared, NodePort(port): NodePort) -> Reply {
     match s
         .with_node(port, |c| async move { c.validate().await })
         .await?
@@ -271,8 +281,7 @@ async fn validate(State(s): Shared, Path(port): Path<String>) -> Reply {
     }
 }
 
-async fn shutdown(State(s): Shared, Path(port): Path<String>) -> Reply {
-    let port = port_of(&port)?;
+async fn shutdown(State(s): Shared, NodePort(port): NodePort) -> Reply {
     s.admin_client(port)
         .await
         .shutdown()
@@ -281,8 +290,7 @@ async fn shutdown(State(s): Shared, Path(port): Path<String>) -> Reply {
     ok(StatusCode::OK, json!({ "message": "server is shutdown" }))
 }
 
-async fn get_peers(State(s): Shared, Path(port): Path<String>) -> Reply {
-    let port = port_of(&port)?;
+async fn get_peers(State(s): Shared, NodePort(port): NodePort) -> Reply {
     let peers = s
         .with_node(port, |c| async move { c.get_peers().await })
         .await?;
@@ -293,8 +301,7 @@ fn peer_text(text: &str) -> Result<String, ProbeError> {
     crate::node::normalize_addr(text).map_err(ProbeError::BadRequest)
 }
 
-async fn add_peer(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply {
-    let port = port_of(&port)?;
+async fn add_peer(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
     let peer = peer_text(&read_text(body).await?)?;
     s.admin_client(port)
         .await
@@ -307,8 +314,7 @@ async fn add_peer(State(s): Shared, Path(port): Path<String>, body: Body) -> Rep
     )
 }
 
-async fn remove_peer(State(s): Shared, Path(port): Path<String>, body: Body) -> Reply {
-    let port = port_of(&port)?;
+async fn remove_peer(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
     let peer = peer_text(&read_text(body).await?)?;
     s.admin_client(port)
         .await
@@ -321,8 +327,7 @@ async fn remove_peer(State(s): Shared, Path(port): Path<String>, body: Body) -> 
     )
 }
 
-async fn sync(State(s): Shared, Path(port): Path<String>) -> Reply {
-    let port = port_of(&port)?;
+async fn sync(State(s): Shared, NodePort(port): NodePort) -> Reply {
     let (height, tip, replaced) = s.with_node(port, |c| async move { c.sync().await }).await?;
     ok(
         StatusCode::OK,
@@ -330,8 +335,7 @@ async fn sync(State(s): Shared, Path(port): Path<String>) -> Reply {
     )
 }
 
-async fn status(State(s): Shared, Path(port): Path<String>) -> Reply {
-    let port = port_of(&port)?;
+async fn status(State(s): Shared, NodePort(port): NodePort) -> Reply {
     let status = s
         .with_node(port, |c| async move { c.status().await })
         .await?;
@@ -368,4 +372,62 @@ async fn nodes(State(s): Shared) -> Reply {
     });
     let list = futures::future::join_all(checks).await;
     Ok(Json(list).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn router() -> Router {
+        let home = std::env::temp_dir().join("powchain-probe-unit-no-home");
+        app(ProbeState::with_timeouts(
+            "127.0.0.1".parse().unwrap(),
+            home,
+            Duration::from_millis(500),
+            Duration::from_millis(500),
+        ))
+    }
+
+    async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
+        let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = to_bytes(resp.into_body(), MAX_BODY).await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A path port outside 1..=65535 is a 400 naming it, before any node is called.
+    #[tokio::test]
+    async fn node_port_is_checked_before_the_handler() {
+        let r = router();
+        for bad in ["0", "65536", "abc", "-1"] {
+            let (status, body) = get(&r, &format!("/status/{bad}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(body["message"].as_str().unwrap().contains(bad), "{body}");
+        }
+    }
+
+    /// Transactions are checked item by item, naming the first bad one.
+    #[test]
+    fn transactions_are_checked_item_by_item() {
+        let good = json!([{"transaction": {"from": "a", "to": "b", "amount": 1}}]);
+        assert_eq!(check_transactions(&good), Ok(()));
+        let bad = json!([
+            {"transaction": {"from": "a", "to": "b", "amount": 1}},
+            {"transaction": {"from": "a", "to": "", "amount": 1}}
+        ]);
+        assert_eq!(
+            check_transactions(&bad),
+            Err("item 1: \"to\" must be a non-empty string".into())
+        );
+        assert!(check_transactions(&json!([])).is_err());
+        assert!(check_transactions(&json!({"transaction": {}})).is_err());
+        let zero = json!([{"transaction": {"from": "a", "to": "b", "amount": 0}}]);
+        assert!(check_transactions(&zero).unwrap_err().contains("amount"));
+    }
 }

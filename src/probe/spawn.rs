@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::process::{SpawnError, spawn_announced};
 
 /// A node process started by the probe.
 #[derive(Debug)]
@@ -35,25 +36,23 @@ async fn start_one(
     port: u16,
     args: &[String],
 ) -> std::io::Result<Option<Spawned>> {
-    let mut child = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args(mode)
         .arg(port.to_string())
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let Some(stdout) = child.stdout.take() else {
-        return Ok(None);
-    };
-    let mut lines = BufReader::new(stdout).lines();
-    match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
-        Ok(Ok(Some(line))) => Ok(line.strip_prefix("listening on ").map(|a| Spawned {
-            addr: a.to_owned(),
-            child,
+        .stderr(Stdio::inherit());
+    match spawn_announced(&mut command, Duration::from_secs(60)).await {
+        Ok(node) => Ok(Some(Spawned {
+            addr: node.addr,
+            child: node.child,
         })),
-        _ => Ok(None),
+        Err(SpawnError::Start { source, .. }) => Err(source),
+        Err(e) => {
+            tracing::debug!("{e}");
+            Ok(None)
+        }
     }
 }
 

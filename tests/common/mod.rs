@@ -76,27 +76,16 @@ pub async fn start_probe_bin(
     home: &std::path::Path,
     extra: &[&str],
 ) -> Probe {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(bin)
+    let mut command = tokio::process::Command::new(bin);
+    command
         .args(["--port", "0"])
         .args(extra)
         .env("POWCHAIN_HOME", home)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("probe starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut out = tokio::io::BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(DEADLINE, out.next_line())
+        .stderr(std::process::Stdio::null());
+    let started = powchain::process::spawn_announced(&mut command, DEADLINE)
         .await
-        .expect("address in time")
-        .expect("read")
-        .expect("a line");
-    let url = first
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .to_owned();
+        .expect("the probe announces its address");
+    let (child, url, mut out) = (started.child, started.addr, started.lines);
     let mut lines = Vec::new();
     if extra.contains(&"--spawn") {
         while let Ok(Ok(Some(l))) =
