@@ -88,6 +88,8 @@ impl Branch {
     /// cores), judging future timestamps against `now`, and adds them.
     pub fn extend(&mut self, blocks: Vec<Block>, now: i64) -> Result<(), BlockError> {
         let checked = check_all(&blocks);
+        self.blocks.reserve(blocks.len());
+        self.times.reserve(blocks.len());
         for (block, c) in blocks.into_iter().zip(checked) {
             let time = rules::check_next(self, &block, &c, now)?;
             self.times.push(time);

@@ -1,12 +1,16 @@
-//! Changing the chain from the outside: offered blocks, pushed chains and locator sync, each
+//! Changing the chain: offered blocks, pushed chains, locator sync and mining jobs, each
 //! applied through [`ChainState`](super::state::ChainState) and followed by what a change
-//! implies (relay, mining left-behind data again).
+//! implies (relay, mining left-behind data again). Mining itself is the
+//! [`Miner`](super::miner::Miner)'s; this module hands it templates and commits its blocks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use super::Node;
+use super::miner::MineError;
 use super::state::{Applied, ApplyError, WriterGuard};
 use crate::block::{Block, BlockData, BlockHash};
 use crate::client::NodeClient;
@@ -26,6 +30,8 @@ const MAX_PENDING_BLOCKS: usize = 500_000;
 const MAX_PENDING_BYTES: usize = 128 * 1024 * 1024;
 /// A peer's block that does not link makes us sync with that peer at most this often.
 const UNLINKED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// How many recent blocks a re-mining job searches for its data.
+const RECENT_SCAN: usize = 10_000;
 /// Most peers whose last unlinked-block sync is remembered.
 const MAX_SYNC_MEMORY: usize = 1024;
 
@@ -438,6 +444,79 @@ impl Node {
             changed |= self.sync_with(&addr).await;
         }
         changed
+    }
+}
+
+impl Node {
+    /// Mines a block with `data` on the current tip; returns it once stored. A new tip
+    /// cancels the attempt and restarts it on the new tip with the same data.
+    pub async fn mine(self: &Arc<Self>, data: Value) -> Result<Block, MineError> {
+        loop {
+            // Without a queue entry nothing ends the job but a block (or an error).
+            if let Some(block) = self.mine_job(BlockData::new(&data), None).await? {
+                return Ok(block);
+            }
+        }
+    }
+
+    /// Mines `data`; returns the block once stored. With `job` (a queue entry of data left
+    /// behind by a reorg) the job ends without mining, returning `None`, once the chain
+    /// holds that data again, and the block that carries it drops the entry in the same
+    /// transaction.
+    pub(super) async fn mine_job(
+        self: &Arc<Self>,
+        data: BlockData,
+        job: Option<u64>,
+    ) -> Result<Option<Block>, MineError> {
+        let max = self.config.params.max_block_size;
+        // The block adds its fixed fields (under 400 bytes) to the data.
+        if data.as_str().len() + 400 >= max {
+            return Err(MineError::TooLarge {
+                size: data.as_str().len(),
+                max,
+            });
+        }
+        let _turn = self.mining.turn().await;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(MineError::ShuttingDown);
+            }
+            let (template, held) = {
+                let chain = self.chain();
+                let held =
+                    job.is_some() && chain.iter().rev().take(RECENT_SCAN).any(|b| b.data == data);
+                (chain.template(data.clone()), held)
+            };
+            if let (true, Some(id)) = (held, job) {
+                tracing::info!(
+                    job = id,
+                    "data left behind is in the chain again; not mining it"
+                );
+                let store = self.state.store().clone();
+                match tokio::task::spawn_blocking(move || store.drop_pending(id)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(job = id, "could not drop the queue entry: {e}"),
+                    Err(e) => tracing::warn!(job = id, "could not drop the queue entry: {e}"),
+                }
+                return Ok(None);
+            }
+            let tip = self.state.subscribe_tip();
+            let threads = self.config.threads;
+            let Some(block) = self
+                .mining
+                .run(template, threads, tip, &self.shutdown)
+                .await
+            else {
+                continue;
+            };
+            // Recorded first: a reorg right after the commit must know the block is ours.
+            self.mining.record_mined(block.hash);
+            match self.commit_mined(&block, job).await {
+                Ok(true) => return Ok(Some(block)),
+                Ok(false) => continue,
+                Err(e) => return Err(MineError::Failed(e)),
+            }
+        }
     }
 }
 

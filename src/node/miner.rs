@@ -1,21 +1,24 @@
-//! Mining jobs: one run at a time on all mining threads, restarted when the tip moves.
+//! `Miner`: mining runs on all mining threads, off the runtime, one job at a time, each
+//! restarted when the tip moves.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use super::Node;
 use super::state::ApplyError;
-use crate::block::{Block, BlockData, BlockHash};
+use crate::block::{Block, BlockHash};
 use crate::message::ErrorCode;
 use crate::pow::{self, MineControl};
 
-/// Mining state shared with `status`.
+/// The node's miner: one job at a time on all mining threads, its cancel handles, and the
+/// state `status` reports. It knows nothing of the node: callers hand it templates and
+/// commit what it finds.
 #[derive(Debug, Default)]
-pub struct MiningStats {
+pub struct Miner {
     active: AtomicUsize,
     rate_bits: AtomicU64,
     runs: Mutex<Vec<Arc<MineControl>>>,
@@ -24,7 +27,7 @@ pub struct MiningStats {
     mined: Mutex<HashSet<BlockHash>>,
 }
 
-impl MiningStats {
+impl Miner {
     /// Tells whether a run is in progress.
     pub fn is_active(&self) -> bool {
         self.active.load(Ordering::Relaxed) > 0
@@ -47,7 +50,13 @@ impl MiningStats {
             .contains(hash)
     }
 
-    fn record_mined(&self, hash: BlockHash) {
+    /// Waits for this node's turn to mine: jobs run one at a time.
+    pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
+    }
+
+    /// Remembers that this node mined the block `hash` (bounded).
+    pub fn record_mined(&self, hash: BlockHash) {
         let mut mined = self.mined.lock().unwrap_or_else(|e| e.into_inner());
         if mined.len() >= MINED_MEMORY {
             mined.clear();
@@ -90,90 +99,27 @@ impl MineError {
 
 /// Most hashes of self-mined blocks remembered.
 const MINED_MEMORY: usize = 100_000;
-/// How many recent blocks a re-mining job searches for its data.
-const RECENT_SCAN: usize = 10_000;
 /// A run lasting longer than this logs its progress.
 const PROGRESS_AFTER: Duration = Duration::from_secs(2);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-impl Node {
-    /// Mines a block with `data` on the current tip; returns it once stored. A new tip
-    /// cancels the attempt and restarts it on the new tip with the same data.
-    pub async fn mine(self: &Arc<Self>, data: Value) -> Result<Block, MineError> {
-        loop {
-            // Without a queue entry nothing ends the job but a block (or an error).
-            if let Some(block) = self.mine_job(BlockData::new(&data), None).await? {
-                return Ok(block);
-            }
-        }
-    }
-
-    /// Mines `data`; returns the block once stored. With `job` (a queue entry of data left
-    /// behind by a reorg) the job ends without mining, returning `None`, once the chain
-    /// holds that data again, and the block that carries it drops the entry in the same
-    /// transaction.
-    pub(super) async fn mine_job(
-        self: &Arc<Self>,
-        data: BlockData,
-        job: Option<u64>,
-    ) -> Result<Option<Block>, MineError> {
-        let max = self.config.params.max_block_size;
-        // The block adds its fixed fields (under 400 bytes) to the data.
-        if data.as_str().len() + 400 >= max {
-            return Err(MineError::TooLarge {
-                size: data.as_str().len(),
-                max,
-            });
-        }
-        let _turn = self.mining.turn.lock().await;
-        loop {
-            if self.shutdown.is_cancelled() {
-                return Err(MineError::ShuttingDown);
-            }
-            let (template, held) = {
-                let chain = self.chain();
-                let held =
-                    job.is_some() && chain.iter().rev().take(RECENT_SCAN).any(|b| b.data == data);
-                (chain.template(data.clone()), held)
-            };
-            if let (true, Some(id)) = (held, job) {
-                tracing::info!(
-                    job = id,
-                    "data left behind is in the chain again; not mining it"
-                );
-                let store = self.state.store().clone();
-                match tokio::task::spawn_blocking(move || store.drop_pending(id)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(job = id, "could not drop the queue entry: {e}"),
-                    Err(e) => tracing::warn!(job = id, "could not drop the queue entry: {e}"),
-                }
-                return Ok(None);
-            }
-            let Some(block) = self.run_miner(template).await else {
-                continue;
-            };
-            // Recorded first: a reorg right after the commit must know the block is ours.
-            self.mining.record_mined(block.hash);
-            match self.commit_mined(&block, job).await {
-                Ok(true) => return Ok(Some(block)),
-                Ok(false) => continue,
-                Err(e) => return Err(MineError::Failed(e)),
-            }
-        }
-    }
-
-    /// Runs the miner off the runtime until it finds a block, the tip moves or the node stops.
-    async fn run_miner(self: &Arc<Self>, template: pow::Template) -> Option<Block> {
+impl Miner {
+    /// Runs `template` on `threads` mining threads, off the runtime, until a block is found
+    /// (`Some`), the tip moves (a new value on `tip`) or `stop` is cancelled (`None`).
+    pub async fn run(
+        &self,
+        template: pow::Template,
+        threads: usize,
+        mut tip: watch::Receiver<BlockHash>,
+        stop: &CancellationToken,
+    ) -> Option<Block> {
         let control = Arc::new(MineControl::default());
-        self.mining
-            .runs
+        self.runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(control.clone());
-        self.mining.active.fetch_add(1, Ordering::Relaxed);
-        let mut tip = self.state.subscribe_tip();
+        self.active.fetch_add(1, Ordering::Relaxed);
         tip.mark_unchanged();
-        let threads = self.config.threads;
         let (c2, t2) = (control.clone(), template.clone());
         let mut handle = tokio::task::spawn_blocking(move || pow::mine(&t2, threads, &c2));
         let start = Instant::now();
@@ -188,18 +134,18 @@ impl Node {
                     }
                     control.cancel.store(true, Ordering::Relaxed);
                 }
-                _ = self.shutdown.cancelled() => control.cancel.store(true, Ordering::Relaxed),
+                _ = stop.cancelled() => control.cancel.store(true, Ordering::Relaxed),
                 _ = ticker.tick() => {
                     let attempts = control.attempts.load(Ordering::Relaxed);
                     let elapsed = start.elapsed();
-                    self.mining.set_rate(attempts as f64 / elapsed.as_secs_f64().max(1e-3));
+                    self.set_rate(attempts as f64 / elapsed.as_secs_f64().max(1e-3));
                     if elapsed >= PROGRESS_AFTER && last_log.elapsed() >= PROGRESS_EVERY {
                         last_log = Instant::now();
                         tracing::info!(
                             height = template.index,
                             difficulty = template.difficulty,
                             attempts,
-                            hash_rate = format!("{:.2} MH/s", self.mining.hash_rate() / 1e6),
+                            hash_rate = format!("{:.2} MH/s", self.hash_rate() / 1e6),
                             elapsed = format!("{:.1} s", elapsed.as_secs_f64()),
                             "mining"
                         );
@@ -208,11 +154,9 @@ impl Node {
             }
         };
         let attempts = control.attempts.load(Ordering::Relaxed);
-        self.mining
-            .set_rate(attempts as f64 / start.elapsed().as_secs_f64().max(1e-3));
-        self.mining.active.fetch_sub(1, Ordering::Relaxed);
-        self.mining
-            .runs
+        self.set_rate(attempts as f64 / start.elapsed().as_secs_f64().max(1e-3));
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.runs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|c| !Arc::ptr_eq(c, &control));

@@ -28,7 +28,7 @@ use crate::registry::Registry;
 use crate::store::StoreError;
 use state::ChainState;
 
-pub use miner::MiningStats;
+pub use miner::Miner;
 pub use peers::{PeerSet, normalize_addr};
 
 /// Everything a node is told at start.
@@ -95,7 +95,7 @@ pub struct Node {
     state: Arc<ChainState>,
     peers: PeerSet,
     unlinked_syncs: chainops::SyncLimiter,
-    mining: MiningStats,
+    mining: Miner,
     cookie: String,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -141,7 +141,7 @@ impl Node {
             state: Arc::new(state),
             peers: PeerSet::default(),
             unlinked_syncs: chainops::SyncLimiter::default(),
-            mining: MiningStats::default(),
+            mining: Miner::default(),
             cookie,
             shutdown,
             tasks: TaskTracker::new(),
