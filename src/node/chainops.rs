@@ -3,14 +3,14 @@
 //! implies (relay, mining left-behind data again). Mining itself is the
 //! [`Miner`](super::miner::Miner)'s; this module hands it templates and commits its blocks.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::Node;
+use super::core::Node;
 use super::miner::MineError;
+use super::peers::UNLINKED_SYNC_INTERVAL;
 use super::state::{Applied, ApplyError, WriterGuard};
 use crate::block::{Block, BlockData, BlockHash};
 use crate::client::NodeClient;
@@ -28,34 +28,8 @@ pub const SYNC_BATCH: usize = 5000;
 const MAX_PENDING_BLOCKS: usize = 500_000;
 /// Most bytes of a competing branch held in memory while it is fetched.
 const MAX_PENDING_BYTES: usize = 128 * 1024 * 1024;
-/// A peer's block that does not link makes us sync with that peer at most this often.
-const UNLINKED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How many recent blocks a re-mining job searches for its data.
 const RECENT_SCAN: usize = 10_000;
-/// Most peers whose last unlinked-block sync is remembered.
-const MAX_SYNC_MEMORY: usize = 1024;
-
-/// When each peer last made us sync by sending a block that did not link.
-#[derive(Debug, Default)]
-pub struct SyncLimiter(Mutex<HashMap<String, Instant>>);
-
-impl SyncLimiter {
-    /// Tells whether a sync with `peer` may start now, and if so records it.
-    fn allow(&self, peer: &str, now: Instant) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if last
-            .get(peer)
-            .is_some_and(|t| now.duration_since(*t) < UNLINKED_SYNC_INTERVAL)
-        {
-            return false;
-        }
-        if last.len() >= MAX_SYNC_MEMORY {
-            last.retain(|_, t| now.duration_since(*t) < UNLINKED_SYNC_INTERVAL);
-        }
-        last.insert(peer.to_owned(), now);
-        true
-    }
-}
 
 /// Why a competing branch being fetched was given up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -583,16 +557,5 @@ mod tests {
         // The same branch against a chain it can still overtake within the caps is kept.
         let mut q = PendingBranch::default();
         assert_eq!(q.push(blocks(0, 100, 0), 100, 10_000), Ok(()));
-    }
-
-    /// A peer's unlinked block makes us sync with it at most once per interval.
-    #[test]
-    fn unlinked_syncs_are_rate_limited_per_peer() {
-        let limiter = SyncLimiter::default();
-        let t0 = Instant::now();
-        assert!(limiter.allow("a:1", t0));
-        assert!(!limiter.allow("a:1", t0 + Duration::from_millis(500)));
-        assert!(limiter.allow("b:1", t0 + Duration::from_millis(500)));
-        assert!(limiter.allow("a:1", t0 + UNLINKED_SYNC_INTERVAL));
     }
 }

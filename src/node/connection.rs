@@ -9,7 +9,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-use super::Node;
+use super::core::Node;
 use super::handler::{self, Effect, Peer};
 use crate::frame::FrameCodec;
 use crate::message::{ErrorCode, Response};

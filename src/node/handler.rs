@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::Node;
+use super::core::Node;
 use crate::message::{
-    self, BlockOutcome, ErrorCode, Hello, Incoming, Legacy, MAX_BLOCKS_PER_REPLY, PROTOCOL_VERSION,
-    Request, Response, Status,
+    self, BlockOutcome, ErrorCode, Hello, Incoming, Legacy, MAX_BLOCKS_PER_REPLY, Request,
+    Response, Status,
 };
 
 /// Invalid blocks one connection may send before it is closed.
@@ -146,19 +146,6 @@ impl Node {
         (reply, Effect::Continue)
     }
 
-    /// Returns this node's handshake values.
-    pub fn hello(&self) -> Hello {
-        let chain = self.chain();
-        Hello {
-            version: PROTOCOL_VERSION,
-            genesis: chain.genesis().hash,
-            listen: self.listen_addr(),
-            height: chain.height(),
-            tip: chain.tip().hash,
-            work: chain.work().to_string(),
-        }
-    }
-
     fn on_hello(self: &Arc<Self>, hello: Hello, peer: &mut Peer) -> Response {
         let ours = self.hello();
         if hello.genesis != ours.genesis {
@@ -178,7 +165,7 @@ impl Node {
         }
         peer.node = Some(hello.listen.clone());
         if hello.listen != ours.listen {
-            self.peers.learn(self, &hello.listen);
+            self.learn_peer(&hello.listen);
         }
         Response::Hello(ours)
     }
@@ -353,7 +340,7 @@ async fn reply_to(node: &Arc<Node>, incoming: Incoming, peer: &mut Peer) -> (Rep
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::Config;
+    use crate::node::core::Config;
     use crate::params::ChainParams;
     use serde_json::json;
     use tokio_util::sync::CancellationToken;

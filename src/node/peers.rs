@@ -1,5 +1,5 @@
-//! Peers: the set a node knows, one task per peer keeping the link alive, peer sharing,
-//! backoff for lost peers and a temporary ban for peers that send invalid blocks.
+//! `PeerSet`: the peers a node knows, their clients, relay accounting, strikes and
+//! temporary bans. It knows nothing of the node; `links.rs` keeps the links.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::Node;
 use crate::client::NodeClient;
-use crate::message::ErrorCode;
 
 /// Unanswered relays to one peer beyond which new blocks are not sent to it.
 pub const MAX_RELAYS_IN_FLIGHT: usize = 4;
@@ -29,10 +27,6 @@ impl Drop for RelayGuard {
 const MAX_STRIKES: u32 = 5;
 /// How long a dropped peer stays banned.
 const BAN: Duration = Duration::from_secs(600);
-/// How often a link is checked and peer lists are exchanged.
-const KEEPALIVE: Duration = Duration::from_secs(2);
-/// Longest wait between two reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 struct Entry {
@@ -101,42 +95,52 @@ impl PeerSet {
             .collect()
     }
 
-    /// Starts keeping a link to `addr` unless it is ourselves, known already or banned.
-    pub fn learn(&self, node: &Arc<Node>, addr: &str) {
-        if addr == node.listen_addr() || node.shutdown.is_cancelled() {
-            return;
+    /// Adds `addr` unless it is `own` (ourselves), known already or banned; returns the
+    /// stop token of its link (a child of `parent`) when it is new, for the caller to start
+    /// keeping the link.
+    pub fn learn(
+        &self,
+        addr: &str,
+        own: &str,
+        parent: &CancellationToken,
+    ) -> Option<CancellationToken> {
+        if addr == own || parent.is_cancelled() {
+            return None;
         }
         {
             let mut banned = self.banned.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(until) = banned.get(addr) {
                 if Instant::now() < *until {
-                    return;
+                    return None;
                 }
                 banned.remove(addr);
             }
         }
-        let stop = node.shutdown.child_token();
-        {
-            let mut entries = self.lock();
-            if entries.contains_key(addr) {
-                return;
-            }
-            let client = Arc::new(NodeClient::new(addr).with_timeout(Duration::from_secs(10)));
-            entries.insert(
-                addr.to_owned(),
-                Entry {
-                    client,
-                    relays: Arc::new(AtomicUsize::new(0)),
-                    connected: false,
-                    strikes: 0,
-                    stop: stop.clone(),
-                },
-            );
+        let stop = parent.child_token();
+        let mut entries = self.lock();
+        if entries.contains_key(addr) {
+            return None;
         }
-        tracing::info!(peer = %addr, "new peer");
-        let (node2, addr2) = (node.clone(), addr.to_owned());
-        node.tasks
-            .spawn(async move { keep_link(node2, addr2, stop).await });
+        let client = Arc::new(NodeClient::new(addr).with_timeout(Duration::from_secs(10)));
+        entries.insert(
+            addr.to_owned(),
+            Entry {
+                client,
+                relays: Arc::new(AtomicUsize::new(0)),
+                connected: false,
+                strikes: 0,
+                stop: stop.clone(),
+            },
+        );
+        Some(stop)
+    }
+
+    /// Lifts a ban on `addr` (a user asked for it as a peer).
+    pub fn unban(&self, addr: &str) {
+        self.banned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(addr);
     }
 
     /// Forgets a peer; false if it was not known.
@@ -157,7 +161,8 @@ impl PeerSet {
         }
     }
 
-    fn set_connected(&self, addr: &str, connected: bool) {
+    /// Records whether the link to `addr` is up.
+    pub fn set_connected(&self, addr: &str, connected: bool) {
         if let Some(e) = self.lock().get_mut(addr) {
             e.connected = connected;
         }
@@ -179,7 +184,8 @@ impl PeerSet {
         }
     }
 
-    fn ban(&self, addr: &str, why: &str) {
+    /// Drops `addr` and refuses it for a while.
+    pub fn ban(&self, addr: &str, why: &str) {
         tracing::warn!(peer = %addr, "dropping peer for {} s: {why}", BAN.as_secs());
         self.remove(addr);
         self.banned
@@ -189,117 +195,30 @@ impl PeerSet {
     }
 }
 
-/// Connects to the configured peers and to the registry's `entries` (read by the caller).
-pub fn start(node: &Arc<Node>, entries: Option<Result<Vec<(u16, String)>, String>>) {
-    for addr in &node.config.peers {
-        node.peers.learn(node, addr);
-    }
-    match entries {
-        Some(Ok(entries)) => {
-            for (port, host) in entries {
-                node.peers.learn(node, &format!("{host}:{port}"));
-            }
-        }
-        Some(Err(e)) => tracing::warn!("{e}"),
-        None => {}
-    }
-}
+/// A peer's block that does not link makes us sync with that peer at most this often.
+pub const UNLINKED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Most peers whose last unlinked-block sync is remembered.
+const MAX_SYNC_MEMORY: usize = 1024;
 
-/// Keeps the link to one peer: handshake, share peers, sync, then check it regularly;
-/// reconnects with backoff when lost.
-async fn keep_link(node: Arc<Node>, addr: String, stop: CancellationToken) {
-    let Some(client) = node.peers.client(&addr) else {
-        return;
-    };
-    let mut backoff = Duration::from_millis(250);
-    let mut failures = 0u32;
-    loop {
-        match client.hello(node.hello()).await {
-            Ok(theirs) if theirs.genesis != node.genesis_hash() => {
-                let why = format!(
-                    "another network: its genesis is {}, ours is {}",
-                    theirs.genesis,
-                    node.genesis_hash()
-                );
-                node.peers.ban(&addr, &why);
-                return;
-            }
-            Ok(theirs) => {
-                if failures > 0 || !node.peers.connected().contains(&addr) {
-                    tracing::info!(peer = %addr, height = theirs.height, "peer connected");
-                }
-                failures = 0;
-                backoff = Duration::from_millis(250);
-                node.peers.set_connected(&addr, true);
-                if let Ok(peers) = client.get_peers().await {
-                    for p in peers {
-                        node.peers.learn(&node, &p);
-                    }
-                }
-                let ours: u128 = node.chain().work();
-                if theirs.work.parse::<u128>().is_ok_and(|w| w > ours) {
-                    node.sync_with(&addr).await;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(KEEPALIVE) => continue,
-                }
-            }
-            Err(e) if e.error_code() == Some(ErrorCode::WrongNetwork) => {
-                node.peers.ban(&addr, &e.to_string());
-                return;
-            }
-            Err(e) => {
-                failures += 1;
-                node.peers.set_connected(&addr, false);
-                if failures == 1 {
-                    tracing::info!(peer = %addr, "peer unreachable, retrying with backoff: {e}");
-                    prune_from_registry(&node, &addr).await;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
-}
+/// When each peer last made us sync by sending a block that did not link.
+#[derive(Debug, Default)]
+pub struct SyncLimiter(Mutex<HashMap<String, Instant>>);
 
-/// Removes a registry entry whose node does not answer (off the runtime: a file lock).
-async fn prune_from_registry(node: &Node, addr: &str) {
-    let Some(registry) = node.registry.clone() else {
-        return;
-    };
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return;
-    };
-    let Ok(port) = port.parse::<u16>() else {
-        return;
-    };
-    let host = host.to_owned();
-    match tokio::task::spawn_blocking(move || registry.remove_if(port, &host)).await {
-        Ok(Ok(true)) => tracing::info!(peer = %addr, "pruned dead node from the registry"),
-        Ok(Ok(false)) => {}
-        Ok(Err(e)) => tracing::debug!("registry prune failed: {e}"),
-        Err(e) => tracing::debug!("registry prune failed: {e}"),
-    }
-}
-
-impl Node {
-    /// Adds a peer by address (`host:port`, an `http://` prefix tolerated).
-    pub fn add_peer(self: &Arc<Self>, addr: &str) -> Result<(), String> {
-        let addr = normalize_addr(addr)?;
-        if addr == self.listen_addr() {
-            return Err(format!("{addr} is this node itself"));
+impl SyncLimiter {
+    /// Tells whether a sync with `peer` may start now, and if so records it.
+    pub fn allow(&self, peer: &str, now: Instant) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if last
+            .get(peer)
+            .is_some_and(|t| now.duration_since(*t) < UNLINKED_SYNC_INTERVAL)
+        {
+            return false;
         }
-        self.peers
-            .banned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&addr);
-        self.peers.learn(self, &addr);
-        Ok(())
+        if last.len() >= MAX_SYNC_MEMORY {
+            last.retain(|_, t| now.duration_since(*t) < UNLINKED_SYNC_INTERVAL);
+        }
+        last.insert(peer.to_owned(), now);
+        true
     }
 }
 
@@ -323,4 +242,20 @@ pub fn normalize_addr(addr: &str) -> Result<String, String> {
         host
     };
     Ok(format!("{host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer's unlinked block makes us sync with it at most once per interval.
+    #[test]
+    fn unlinked_syncs_are_rate_limited_per_peer() {
+        let limiter = SyncLimiter::default();
+        let t0 = Instant::now();
+        assert!(limiter.allow("a:1", t0));
+        assert!(!limiter.allow("a:1", t0 + Duration::from_millis(500)));
+        assert!(limiter.allow("b:1", t0 + Duration::from_millis(500)));
+        assert!(limiter.allow("a:1", t0 + UNLINKED_SYNC_INTERVAL));
+    }
 }
