@@ -52,12 +52,9 @@ pub fn app(state: Arc<ProbeState>) -> Router {
             ProbeError::NotFound("no such route; see GET / for the dashboard".into())
         })
         .method_not_allowed_fallback(|| async { ProbeError::MethodNotAllowed })
-        // Backstops: every request ends (node calls have their own, shorter timeouts), and
-        // requests beyond the limit wait for a slot instead of piling up node connections.
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            state.mine_timeout + Duration::from_secs(10),
-        ))
+        // Every node call has its own timeout (ProbeState's, 504 when it passes), and a stop
+        // waits for requests in flight at most SHUTDOWN_GRACE (probe::serve); requests
+        // beyond the limit wait for a slot instead of piling up node connections.
         .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
         .with_state(state)
 }
