@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use powchain::NodeClient;
-use powchain::harness::{Options, TestNetwork, Topology};
+use powchain_testkit::{Options, TestNetwork, Topology};
 
 async fn wait_height(client: &NodeClient, height: u64) {
     loop {

@@ -20,7 +20,9 @@
 //! | [`node`] | the node: `ChainState`, handler, connection loop, peers, sync, mining |
 //! | [`probe`] | the HTTP API and dashboard |
 //! | [`cli`] | the command lines of the binaries |
-//! | [`harness`] | real node networks for integration tests |
+//!
+//! Networks of real node processes for integration tests live in the `powchain-testkit`
+//! crate (`testkit/`), so the library does not depend on test-only crates.
 
 pub mod block;
 pub mod chain;
@@ -36,7 +38,6 @@ pub use rules::BlockError;
 pub mod cli;
 pub mod client;
 pub mod frame;
-pub mod harness;
 pub mod home;
 pub mod message;
 pub mod node;

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
-use powchain::harness::{Options, Topology, wait_for};
 use powchain::{BlockData, NodeClient};
+use powchain_testkit::{Options, Topology, wait_for};
 use serde_json::json;
 use tokio::task::JoinHandle;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use futures::{SinkExt, StreamExt};
-use powchain::harness::{Error, Options, TestNetwork, wait_for};
+use powchain_testkit::{Error, Options, TestNetwork, wait_for};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 

@@ -7,8 +7,8 @@ mod common;
 use std::process::Output;
 
 use common::*;
-use powchain::harness::{Options, Topology};
 use powchain::{Block, BlockData, Blockchain, ChainParams};
+use powchain_testkit::{Options, Topology};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;

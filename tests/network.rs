@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use powchain::harness::{Options, TestNetwork, Topology, wait_for};
 use powchain::registry::Registry;
+use powchain_testkit::{Options, TestNetwork, Topology, wait_for};
 use serde_json::json;
 
 /// Three nodes started with only a port and a shared home find each other and converge after

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
-use powchain::harness::{Options, Topology, wait_for};
 use powchain::message::{BlockOutcome, Request, Response};
 use powchain::{Block, Blockchain, ChainParams, NodeClient};
+use powchain_testkit::{Options, Topology, wait_for};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

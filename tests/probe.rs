@@ -9,8 +9,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::*;
-use powchain::harness::{Options, TestNetwork, Topology, wait_for};
 use powchain::probe::{ProbeState, app};
+use powchain_testkit::{Options, TestNetwork, Topology, wait_for};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use powchain::harness::{Options, wait_for};
 use powchain::{BlockData, NodeClient};
+use powchain_testkit::{Options, wait_for};
 use serde_json::json;
 
 /// Under load and restarts every node ends in agreement, none crashed, and the data of every

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use powchain::harness::{Options, TestNetwork};
+use powchain_testkit::{Options, TestNetwork};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -3,9 +3,9 @@
 //! for agreement under a deadline, stops, kills and restarts nodes, and cleans up on drop.
 //!
 //! ```no_run
-//! # async fn demo(node_binary: &str) -> Result<(), powchain::harness::Error> {
+//! # async fn demo(node_binary: &str) -> Result<(), powchain_testkit::Error> {
 //! use std::time::Duration;
-//! use powchain::harness::{Options, TestNetwork};
+//! use powchain_testkit::{Options, TestNetwork};
 //!
 //! // In an integration test, node_binary is env!("CARGO_BIN_EXE_node").
 //! let mut net = TestNetwork::start(node_binary, Options::new(3)).await?;
@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::block::BlockHash;
-use crate::client::{NodeClient, read_cookie};
-use crate::process::spawn_announced;
+use powchain::block::BlockHash;
+use powchain::client::{NodeClient, read_cookie};
+use powchain::process::spawn_announced;
 
 /// How the nodes of a test network find each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
