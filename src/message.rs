@@ -49,6 +49,20 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code a node sends.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::BadFrame,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownType,
+        ErrorCode::WrongNetwork,
+        ErrorCode::UnknownPeer,
+        ErrorCode::BadPeer,
+        ErrorCode::Unauthorized,
+        ErrorCode::TooLarge,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Internal,
+    ];
+
     /// Returns the code as it travels on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -484,18 +498,7 @@ mod tests {
     #[test]
     fn error_codes_round_trip_on_the_wire() {
         use ErrorCode::*;
-        for code in [
-            BadFrame,
-            BadRequest,
-            UnknownType,
-            WrongNetwork,
-            UnknownPeer,
-            BadPeer,
-            Unauthorized,
-            TooLarge,
-            ShuttingDown,
-            Internal,
-        ] {
+        for code in ErrorCode::ALL {
             let text = serde_json::to_string(&code).unwrap();
             assert_eq!(text, format!("\"{}\"", code.as_str()));
             assert_eq!(serde_json::from_str::<ErrorCode>(&text).unwrap(), code);

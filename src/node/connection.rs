@@ -45,7 +45,7 @@ pub async fn serve(node: Arc<Node>, stream: TcpStream, remote: SocketAddr) {
             }
             Ok(Some(Ok(p))) => p,
         };
-        let (reply, effect) = handler::answer(&node, payload.to_vec(), &mut peer).await;
+        let (reply, effect) = handler::answer(&node, payload, &mut peer).await;
         let reply = fit_frame(reply, node.config.max_frame);
         // A client that stops reading must not hold the task and its permit forever.
         match tokio::time::timeout(node.config.idle_timeout, framed.send(reply)).await {

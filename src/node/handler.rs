@@ -256,7 +256,7 @@ pub enum Effect {
 }
 
 /// Answers one payload: the reply's bytes and what to do once it is sent.
-pub async fn answer(node: &Arc<Node>, payload: Vec<u8>, peer: &mut Peer) -> (Vec<u8>, Effect) {
+pub async fn answer(node: &Arc<Node>, payload: bytes::Bytes, peer: &mut Peer) -> (Vec<u8>, Effect) {
     let incoming = if payload.len() > PARSE_OFF_RUNTIME {
         tokio::task::spawn_blocking(move || message::parse_incoming(&payload))
             .await
@@ -431,7 +431,8 @@ mod tests {
         let cookie = Some(node.cookie.clone());
         let (reply, effect) = node.handle(Request::Shutdown { cookie }, &mut peer).await;
         assert_eq!((reply, effect), (Response::Exiting, Effect::Shutdown));
-        let (bytes, effect) = answer(&node, b"SHUTDOWN".to_vec(), &mut peer).await;
+        let (bytes, effect) =
+            answer(&node, bytes::Bytes::from_static(b"SHUTDOWN"), &mut peer).await;
         assert_eq!(
             (bytes.as_slice(), effect),
             (&b"EXITING"[..], Effect::Shutdown)
@@ -444,13 +445,13 @@ mod tests {
     async fn legacy_payloads_and_the_close_effect() {
         let (_dir, node) = node().await;
         let mut peer = client();
-        let (bytes, _) = answer(&node, b"GET CHAIN".to_vec(), &mut peer).await;
+        let (bytes, _) = answer(&node, bytes::Bytes::from_static(b"GET CHAIN"), &mut peer).await;
         let chain: Vec<crate::Block> = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(chain.len(), 1);
-        let (bytes, _) = answer(&node, b"hello?".to_vec(), &mut peer).await;
+        let (bytes, _) = answer(&node, bytes::Bytes::from_static(b"hello?"), &mut peer).await;
         assert_eq!(bytes, b"INVALID JSON");
         for i in 1..=5 {
-            let (bytes, effect) = answer(&node, b"[1]".to_vec(), &mut peer).await;
+            let (bytes, effect) = answer(&node, bytes::Bytes::from_static(b"[1]"), &mut peer).await;
             assert_eq!(bytes, b"BLOCKCHAIN REJECTED");
             assert_eq!(
                 matches!(effect, Effect::Close(_)),

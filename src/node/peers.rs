@@ -216,6 +216,10 @@ impl SyncLimiter {
         }
         if last.len() >= MAX_SYNC_MEMORY {
             last.retain(|_, t| now.duration_since(*t) < UNLINKED_SYNC_INTERVAL);
+            if last.len() >= MAX_SYNC_MEMORY {
+                // Every slot synced within the interval: wait rather than grow.
+                return false;
+            }
         }
         last.insert(peer.to_owned(), now);
         true
@@ -257,5 +261,20 @@ mod tests {
         assert!(!limiter.allow("a:1", t0 + Duration::from_millis(500)));
         assert!(limiter.allow("b:1", t0 + Duration::from_millis(500)));
         assert!(limiter.allow("a:1", t0 + UNLINKED_SYNC_INTERVAL));
+    }
+
+    /// The limiter never holds more than its cap: when every slot synced within the
+    /// interval a new peer waits, and once they age out it gets its turn.
+    #[test]
+    fn unlinked_sync_memory_is_capped() {
+        let limiter = SyncLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_SYNC_MEMORY {
+            assert!(limiter.allow(&format!("p:{i}"), t0));
+        }
+        assert!(!limiter.allow("late:1", t0));
+        assert_eq!(limiter.0.lock().unwrap().len(), MAX_SYNC_MEMORY);
+        assert!(limiter.allow("late:1", t0 + UNLINKED_SYNC_INTERVAL));
+        assert_eq!(limiter.0.lock().unwrap().len(), 1);
     }
 }
