@@ -1,5 +1,7 @@
 //! Network speed: a fresh node syncing 100,000 blocks from one peer, a node catching up the
-//! last 1,000, and a block crossing eight nodes in a line.
+//! last 1,000, a block crossing eight nodes in a line, and networks of 16, 64 and 256 node
+//! processes in one home (`net/scale_N`: time to a connected graph, degrees, idle CPU, RSS,
+//! and a block reaching every node). `POWCHAIN_SCALE=16,64` picks the sizes.
 
 mod support;
 
@@ -141,5 +143,163 @@ fn propagation_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sync_benches, propagation_bench);
+/// CPU time (user + system) a process has used, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// Resident memory of a process in bytes, from `/proc/PID/status`.
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// When node `i` logged that it stored or appended the block `hash` (its log's timestamp).
+fn logged_at(net: &TestNetwork, i: usize, short: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    net.log(i)
+        .lines()
+        .filter(|l| {
+            l.contains(short)
+                && (l.contains("block appended")
+                    || l.contains("mined block stored")
+                    || l.contains("synced"))
+        })
+        .find_map(|l| {
+            let stamp = l.split_whitespace().next()?;
+            // The log is ANSI-free (not a terminal); the first word is an RFC 3339 time.
+            chrono::DateTime::parse_from_rfc3339(stamp)
+                .ok()
+                .map(|t| t.to_utc())
+        })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn scale_bench(c: &mut Criterion) {
+    let sizes: Vec<usize> = std::env::var("POWCHAIN_SCALE")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![16, 64, 256]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let node = env!("CARGO_BIN_EXE_node");
+    let mut g = c.benchmark_group("net");
+    g.sample_size(10);
+    for n in sizes {
+        let started = Instant::now();
+        let net = rt.block_on(async {
+            let net = TestNetwork::start(node, Options::new(n).log_filter("info"))
+                .await
+                .expect("network");
+            let listening = started.elapsed();
+            net.wait_peered(Duration::from_secs(300))
+                .await
+                .expect("connected");
+            (net, listening)
+        });
+        let (net, listening) = net;
+        let connected = started.elapsed();
+        let all: Vec<usize> = (0..n).collect();
+        let statuses = rt.block_on(net.statuses(&all)).expect("statuses");
+        let mut degrees: Vec<usize> = statuses.iter().map(|s| s.peers.len()).collect();
+        degrees.sort_unstable();
+        let pids: Vec<u32> = all.iter().filter_map(|&i| net.node(i).pid()).collect();
+        let before: Duration = pids.iter().map(|&p| cpu_time(p)).sum();
+        let idle_from = Instant::now();
+        std::thread::sleep(Duration::from_secs(10));
+        let idle_cpu = pids.iter().map(|&p| cpu_time(p)).sum::<Duration>() - before;
+        let idle_share = idle_cpu.as_secs_f64() / idle_from.elapsed().as_secs_f64();
+        let mut rss_list: Vec<u64> = pids.iter().map(|&p| rss(p)).collect();
+        rss_list.sort_unstable();
+        println!(
+            "net/scale_{n}: listening after {:.2} s, connected graph after {:.2} s; degree \
+             median {} max {}; idle CPU over 10 s, all nodes: {:.1}% of one core; RSS median \
+             {:.1} MiB",
+            listening.as_secs_f64(),
+            connected.as_secs_f64(),
+            percentile_usize(&degrees, 0.5),
+            degrees.last().copied().unwrap_or(0),
+            idle_share * 100.0,
+            rss_list[rss_list.len() / 2] as f64 / (1024.0 * 1024.0),
+        );
+        let mut seen: Vec<Duration> = Vec::new();
+        let mut round = 0u64;
+        let mut incomplete = 0usize;
+        g.bench_function(format!("scale_{n}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        round += 1;
+                        let miner = (round as usize * 7919) % n;
+                        let block = net
+                            .client(miner)
+                            .mine(serde_json::json!({ "scale": n, "round": round }))
+                            .await
+                            .expect("mined");
+                        net.wait_agree(Duration::from_secs(120))
+                            .await
+                            .expect("agreement");
+                        let short = block.hash.short();
+                        let at: Vec<_> = all
+                            .iter()
+                            .filter_map(|&i| logged_at(&net, i, &short))
+                            .collect();
+                        // A node that got the block through a sync logs no hash: such a
+                        // block is left out of the figures (and counted).
+                        let (Some(first), Some(last)) = (at.iter().min(), at.iter().max()) else {
+                            continue;
+                        };
+                        if at.len() < n {
+                            incomplete += 1;
+                            continue;
+                        }
+                        let took = (*last - *first).to_std().unwrap_or_default();
+                        seen.push(took);
+                        total += took;
+                    }
+                    total
+                })
+            })
+        });
+        seen.sort_unstable();
+        println!(
+            "net/scale_{n}: a block reached all {n} nodes (from the miner's log line to the last \
+             node's, over {} blocks; {} more reached some node by sync): p50 {:.1} ms, max {:.1} ms",
+            seen.len(),
+            incomplete,
+            percentile(&seen, 0.5).as_secs_f64() * 1e3,
+            seen.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        );
+        drop(net);
+    }
+    g.finish();
+}
+
+fn percentile_usize(sorted: &[usize], p: f64) -> usize {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+criterion_group!(benches, sync_benches, propagation_bench, scale_bench);
 criterion_main!(benches);

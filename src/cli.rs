@@ -90,6 +90,16 @@ pub struct NodeArgs {
     /// Do not join the shared registry ($POWCHAIN_HOME/nodes.json).
     #[arg(long)]
     pub no_registry: bool,
+    /// Most links this node dials itself (replaced from the address book when lost).
+    #[arg(long, default_value_t = 8)]
+    pub max_outbound: usize,
+    /// Most links other nodes may open to this one.
+    #[arg(long, default_value_t = 117)]
+    pub max_inbound: usize,
+    /// The address other nodes should dial, HOST:PORT, when the bound one is not it
+    /// (a node bound to 0.0.0.0, or behind a forwarded port).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
 }
 
 /// Runs a node with `args` until it is shut down: the whole of `node PORT [flags]`.
@@ -139,6 +149,19 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
     config.max_connections = args.max_connections.max(1);
     config.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
     config.strict_admin = args.strict_admin || !args.host.is_loopback();
+    config.limits = crate::node::Limits {
+        max_outbound: args.max_outbound,
+        max_inbound: args.max_inbound,
+    };
+    if let Some(advertise) = &args.advertise {
+        match crate::node::normalize_addr(advertise) {
+            Ok(a) => config.advertise = Some(a),
+            Err(e) => {
+                eprintln!("error: --advertise: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
 
     let shutdown = CancellationToken::new();
     let node = match node::Node::open(config, addr, shutdown.clone()).await {

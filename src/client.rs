@@ -1,6 +1,7 @@
 //! `NodeClient`: one typed async call per request, each under a timeout, over one connection.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use tokio_util::codec::Framed;
 
 use crate::block::{Block, BlockHash};
 use crate::frame::{FrameCodec, FrameError};
-use crate::message::{BlockOutcome, ErrorCode, Hello, Request, Response, Status};
+use crate::message::{BlockOutcome, ErrorCode, Hello, Pong, Request, Response, Status};
 
 /// Default time allowed for connecting and for one ordinary request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +64,18 @@ impl ClientError {
     }
 }
 
+/// Makes the request a client sends first on every connection it opens: a node's `hello`,
+/// so that the peer knows which node speaks on any connection of a link.
+pub type Greeting = Arc<dyn Fn() -> Request + Send + Sync>;
+
+struct GreetingSlot(Option<Greeting>);
+
+impl std::fmt::Debug for GreetingSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
 /// A kept connection idle at least this long is checked for closure before use.
 const CHECK_AFTER_IDLE_MS: u64 = 500;
 
@@ -92,6 +105,7 @@ pub struct NodeClient {
     mine_timeout: Duration,
     cookie: Option<String>,
     max_frame: usize,
+    greeting: GreetingSlot,
     conn: Mutex<Option<Framed<TcpStream, FrameCodec>>>,
     /// When the kept connection was last used, in ms since `born`.
     last_used_ms: AtomicU64,
@@ -107,6 +121,7 @@ impl NodeClient {
             mine_timeout: DEFAULT_MINE_TIMEOUT,
             cookie: None,
             max_frame: crate::frame::DEFAULT_MAX_FRAME,
+            greeting: GreetingSlot(None),
             conn: Mutex::new(None),
             last_used_ms: AtomicU64::new(0),
             born: Instant::now(),
@@ -116,6 +131,13 @@ impl NodeClient {
     /// Sets the admin cookie sent with `shutdown`, `add_peer` and `remove_peer`.
     pub fn with_cookie(mut self, cookie: Option<String>) -> Self {
         self.cookie = cookie;
+        self
+    }
+
+    /// Opens every new connection with `greeting`'s request (its reply is checked for an
+    /// error and otherwise dropped), unless the call itself is a `hello`.
+    pub fn with_greeting(mut self, greeting: Greeting) -> Self {
+        self.greeting = GreetingSlot(Some(greeting));
         self
     }
 
@@ -138,7 +160,7 @@ impl NodeClient {
 
     /// Sends one raw payload and returns the raw reply (for the legacy text commands).
     pub async fn raw(&self, payload: &[u8]) -> Result<String, ClientError> {
-        let reply = self.exchange(payload, self.timeout).await?;
+        let reply = self.exchange(payload, self.timeout, true).await?;
         Ok(String::from_utf8_lossy(&reply).into_owned())
     }
 
@@ -149,11 +171,12 @@ impl NodeClient {
             _ => self.timeout,
         };
         let payload = serde_json::to_vec(request).map_err(|e| self.unexpected(e))?;
-        let reply = match self.exchange(&payload, timeout).await {
+        let greet = !matches!(request, Request::Hello(_));
+        let reply = match self.exchange(&payload, timeout, greet).await {
             // The node closed the connection as the request went out (its idle timeout
             // racing our reuse): a request that is safe to repeat is sent once more.
             Err(ClientError::Closed { .. }) if request.is_safe_to_repeat() => {
-                self.exchange(&payload, timeout).await?
+                self.exchange(&payload, timeout, greet).await?
             }
             other => other?,
         };
@@ -167,6 +190,7 @@ impl NodeClient {
         &self,
         payload: &[u8],
         timeout: Duration,
+        greet: bool,
     ) -> Result<bytes::Bytes, ClientError> {
         let mut guard = self.conn.lock().await;
         let _mark = MarkUsed(self);
@@ -192,27 +216,24 @@ impl NodeClient {
                             reason: e.to_string(),
                         })?;
                 let _ = stream.set_nodelay(true);
-                *guard = Some(Framed::new(stream, FrameCodec::new(self.max_frame)));
+                let mut conn = Framed::new(stream, FrameCodec::new(self.max_frame));
+                if let (true, Some(greeting)) = (greet, &self.greeting.0) {
+                    let hello = serde_json::to_vec(&greeting()).map_err(|e| self.unexpected(e))?;
+                    let reply = self.send_on(&mut conn, &hello).await?;
+                    if let Ok(Response::Error { code, message }) = serde_json::from_slice(&reply) {
+                        return Err(ClientError::Node {
+                            addr: self.addr.clone(),
+                            code,
+                            message,
+                        });
+                    }
+                }
+                *guard = Some(conn);
             }
             let conn = guard.as_mut().ok_or_else(|| ClientError::Closed {
                 addr: self.addr.clone(),
             })?;
-            conn.send(payload)
-                .await
-                .map_err(|source| ClientError::Frame {
-                    addr: self.addr.clone(),
-                    source,
-                })?;
-            match conn.next().await {
-                Some(Ok(reply)) => Ok(reply),
-                Some(Err(source)) => Err(ClientError::Frame {
-                    addr: self.addr.clone(),
-                    source,
-                }),
-                None => Err(ClientError::Closed {
-                    addr: self.addr.clone(),
-                }),
-            }
+            self.send_on(conn, payload).await
         })
         .await;
         let result = result.unwrap_or_else(|_| {
@@ -226,6 +247,30 @@ impl NodeClient {
             *guard = None;
         }
         result
+    }
+
+    /// Sends one payload on `conn` and reads its reply.
+    async fn send_on(
+        &self,
+        conn: &mut Framed<TcpStream, FrameCodec>,
+        payload: &[u8],
+    ) -> Result<bytes::Bytes, ClientError> {
+        conn.send(payload)
+            .await
+            .map_err(|source| ClientError::Frame {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        match conn.next().await {
+            Some(Ok(reply)) => Ok(reply),
+            Some(Err(source)) => Err(ClientError::Frame {
+                addr: self.addr.clone(),
+                source,
+            }),
+            None => Err(ClientError::Closed {
+                addr: self.addr.clone(),
+            }),
+        }
     }
 
     fn unexpected(&self, reply: impl std::fmt::Display) -> ClientError {
@@ -251,6 +296,33 @@ impl NodeClient {
         match self.expect(Request::Hello(hello)).await? {
             Response::Hello(h) => Ok(h),
             other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Checks that the link is alive; returns the peer's tip as the pong tells it, or
+    /// `None` from a node that answers `ping` with something else (an older version).
+    pub async fn ping(&self) -> Result<Option<Pong>, ClientError> {
+        match self.call(&Request::Ping).await? {
+            Response::Pong(p) => Ok(Some(p)),
+            Response::Error {
+                code: ErrorCode::UnknownType,
+                ..
+            } => Ok(None),
+            Response::Error { code, message } => Err(ClientError::Node {
+                addr: self.addr.clone(),
+                code,
+                message,
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    /// Returns a sample of the addresses the node knows, for gossip (empty from a node
+    /// that does not answer `get_addr`).
+    pub async fn get_addr(&self) -> Result<Vec<String>, ClientError> {
+        match self.call(&Request::GetAddr).await? {
+            Response::Addr { addrs } => Ok(addrs),
+            _ => Ok(Vec::new()),
         }
     }
 

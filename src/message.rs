@@ -43,6 +43,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The node could not do it (a disk failure).
     Internal,
+    /// `hello` from a node when every inbound slot is taken: dial another node.
+    TooManyPeers,
     /// A code this version does not know (from a newer node).
     #[serde(other)]
     Unknown,
@@ -50,7 +52,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a node sends.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadFrame,
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
@@ -61,6 +63,7 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::TooManyPeers,
     ];
 
     /// Returns the code as it travels on the wire.
@@ -76,6 +79,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::TooManyPeers => "too_many_peers",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -108,6 +112,17 @@ pub struct Hello {
     pub genesis: BlockHash,
     /// Address the node listens on, `host:port`.
     pub listen: String,
+    /// Height of its tip.
+    pub height: u64,
+    /// Hash of its tip.
+    pub tip: BlockHash,
+    /// Total work of its chain, decimal.
+    pub work: String,
+}
+
+/// A peer's tip, as a `pong` tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
     /// Height of its tip.
     pub height: u64,
     /// Hash of its tip.
@@ -151,6 +166,10 @@ pub enum Request {
     },
     /// The node's peers.
     GetPeers,
+    /// Is the link alive? (a peer's small, regular check)
+    Ping,
+    /// A sample of the addresses the node knows, for gossip.
+    GetAddr,
     /// Add a peer (admin).
     AddPeer {
         /// `host:port`.
@@ -193,7 +212,7 @@ impl Request {
     }
 
     /// Every request `type` tag, as [`Request::kind`] returns them.
-    pub const TYPES: [&'static str; 13] = [
+    pub const TYPES: [&'static str; 15] = [
         "hello",
         "status",
         "get_chain",
@@ -202,6 +221,8 @@ impl Request {
         "new_block",
         "mine",
         "get_peers",
+        "ping",
+        "get_addr",
         "add_peer",
         "remove_peer",
         "sync",
@@ -220,6 +241,8 @@ impl Request {
             Request::NewBlock { .. } => "new_block",
             Request::Mine { .. } => "mine",
             Request::GetPeers => "get_peers",
+            Request::Ping => "ping",
+            Request::GetAddr => "get_addr",
             Request::AddPeer { .. } => "add_peer",
             Request::RemovePeer { .. } => "remove_peer",
             Request::Sync => "sync",
@@ -258,6 +281,12 @@ pub struct Status {
     pub difficulty: u32,
     /// Connected peers.
     pub peers: Vec<String>,
+    /// Connected peers this node dialled (outbound and manual links).
+    #[serde(default)]
+    pub outbound: Vec<String>,
+    /// Connected peers that dialled this node.
+    #[serde(default)]
+    pub inbound: Vec<String>,
     /// Whether a mining run is in progress.
     pub mining: bool,
     /// Attempts per second of the current or last mining run.
@@ -302,6 +331,13 @@ pub enum Response {
     Peers {
         /// `host:port` each.
         peers: Vec<String>,
+    },
+    /// The link is alive; the peer's tip.
+    Pong(Pong),
+    /// A sample of addresses the node knows.
+    Addr {
+        /// `host:port` each, at most 32.
+        addrs: Vec<String>,
     },
     /// Done.
     Ok,
@@ -524,6 +560,8 @@ mod tests {
             Request::NewBlock { block: g },
             Request::Mine { data: json!(1) },
             Request::GetPeers,
+            Request::Ping,
+            Request::GetAddr,
             Request::AddPeer {
                 addr: "a:1".into(),
                 cookie: None,

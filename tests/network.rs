@@ -190,3 +190,52 @@ async fn node_of_another_network_is_refused() {
     assert!(net.client(0).get_peers().await.unwrap().is_empty());
     assert!(other.client(0).status().await.unwrap().peers.is_empty());
 }
+
+/// 64 nodes found through one registry keep bounded links (no full mesh), form one
+/// connected graph, stay connected after a quarter of them are killed (lost outbound links
+/// are replaced from the address book), and every survivor gets a new block.
+#[tokio::test]
+async fn sixty_four_nodes_keep_bounded_links_and_survive_losing_a_quarter() {
+    let (max_out, max_in) = (4, 8);
+    let mut net = network(Options::new(64).args([
+        "--max-outbound".to_owned(),
+        max_out.to_string(),
+        "--max-inbound".to_owned(),
+        max_in.to_string(),
+    ]))
+    .await;
+    net.wait_peered(Duration::from_secs(90)).await.unwrap();
+    let all: Vec<usize> = (0..64).collect();
+    let statuses = net.statuses(&all).await.unwrap();
+    for (i, s) in statuses.iter().enumerate() {
+        assert!(s.outbound.len() <= max_out, "node {i}: {:?}", s.outbound);
+        assert!(s.inbound.len() <= max_in, "node {i}: {:?}", s.inbound);
+        assert!(s.peers.len() <= max_out + max_in, "node {i}: {:?}", s.peers);
+    }
+    // A quarter of the nodes crash.
+    for i in 48..64 {
+        net.kill(i).await.unwrap();
+    }
+    net.wait_peered(Duration::from_secs(90)).await.unwrap();
+    let block = net.client(7).mine(json!("after the losses")).await.unwrap();
+    let tip = net.wait_agree(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(tip, block.hash);
+    // Links to the dead are noticed (a failed relay, else the next ping) and replaced.
+    let alive: Vec<usize> = (0..48).collect();
+    let addrs: Vec<String> = alive.iter().map(|&i| net.addr(i)).collect();
+    wait_for(
+        Duration::from_secs(90),
+        "lost outbound links to be replaced",
+        || async {
+            let statuses = net.statuses(&alive).await?;
+            statuses
+                .iter()
+                .all(|s| {
+                    s.outbound.len() == max_out && s.outbound.iter().all(|p| addrs.contains(p))
+                })
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}

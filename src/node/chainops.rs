@@ -31,6 +31,38 @@ const MAX_PENDING_BYTES: usize = 128 * 1024 * 1024;
 /// How many recent blocks a re-mining job searches for its data.
 const RECENT_SCAN: usize = 10_000;
 
+/// Most blocks marked as being handled at once; beyond it a block is handled without the
+/// mark (a duplicate then costs a second look, never a wrong result).
+const MAX_HANDLING: usize = 256;
+
+/// Marks a block as being handled until dropped.
+struct Handling<'a> {
+    node: &'a Node,
+    hash: BlockHash,
+    marked: bool,
+}
+
+impl<'a> Handling<'a> {
+    /// Marks `hash`; `None` when it is being handled already.
+    fn start(node: &'a Node, hash: BlockHash) -> Option<Self> {
+        let mut set = node.handling.lock().unwrap_or_else(|e| e.into_inner());
+        if set.contains(&hash) {
+            return None;
+        }
+        let marked = set.len() < MAX_HANDLING && set.insert(hash);
+        Some(Handling { node, hash, marked })
+    }
+}
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        if self.marked {
+            let mut set = self.node.handling.lock().unwrap_or_else(|e| e.into_inner());
+            set.remove(&self.hash);
+        }
+    }
+}
+
 /// Why a competing branch being fetched was given up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PendingError {
@@ -193,6 +225,16 @@ impl Node {
         block: Block,
         from: Option<String>,
     ) -> (BlockOutcome, Option<String>) {
+        if let Some(peer) = &from {
+            self.peers.mark_known(peer, block.hash);
+        }
+        // The same block from several peers at once is handled once.
+        let Some(_handling) = Handling::start(self, block.hash) else {
+            return (
+                BlockOutcome::Ignored,
+                Some(format!("block {} is being handled already", block.index)),
+            );
+        };
         {
             let chain = self.chain();
             if chain.height_of(&block.hash).is_some() {
@@ -279,9 +321,10 @@ impl Node {
         }
     }
 
-    /// Sends `block` to every connected peer but `except`, without waiting for them.
+    /// Sends `block` to every connected peer but `except` and those known to hold it,
+    /// without waiting for them.
     fn relay(self: &Arc<Self>, block: &Block, except: Option<&str>) {
-        for (addr, client, guard) in self.peers.relay_targets(except) {
+        for (addr, client, guard) in self.peers.relay_targets(block.hash, except) {
             let block = block.clone();
             let node = self.clone();
             self.tasks.spawn(async move {

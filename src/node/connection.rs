@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -21,8 +22,24 @@ pub async fn serve(node: Arc<Node>, stream: TcpStream, remote: SocketAddr) {
     let mut framed = Framed::new(stream, FrameCodec::new(node.config.max_frame));
     let mut peer = Peer {
         remote: Some(remote),
+        conn: node.next_conn.fetch_add(1, Ordering::Relaxed),
         ..Peer::default()
     };
+    serve_frames(&node, &mut framed, &mut peer).await;
+    // The inbound link this connection's `hello` opened, if any, ends with it.
+    if let Some(addr) = &peer.node
+        && node.peers.inbound_closed(addr, peer.conn)
+    {
+        tracing::info!(peer = %addr, "peer disconnected (inbound)");
+    }
+}
+
+async fn serve_frames(
+    node: &Arc<Node>,
+    framed: &mut Framed<TcpStream, FrameCodec>,
+    peer: &mut Peer,
+) {
+    let remote = peer.remote;
     loop {
         let next = tokio::select! {
             _ = node.shutdown.cancelled() => return,
@@ -30,12 +47,12 @@ pub async fn serve(node: Arc<Node>, stream: TcpStream, remote: SocketAddr) {
         };
         let payload = match next {
             Err(_) => {
-                tracing::debug!(%remote, "closing idle connection");
+                tracing::debug!(?remote, "closing idle connection");
                 return;
             }
             Ok(None) => return,
             Ok(Some(Err(e))) => {
-                tracing::info!(%remote, "closing connection: {e}");
+                tracing::info!(?remote, "closing connection: {e}");
                 // Best effort: tell the client why before hanging up.
                 let reply = Response::error(ErrorCode::BadFrame, e.to_string());
                 let _ = framed
@@ -45,17 +62,17 @@ pub async fn serve(node: Arc<Node>, stream: TcpStream, remote: SocketAddr) {
             }
             Ok(Some(Ok(p))) => p,
         };
-        let (reply, effect) = handler::answer(&node, payload, &mut peer).await;
+        let (reply, effect) = handler::answer(node, payload, peer).await;
         let reply = fit_frame(reply, node.config.max_frame);
         // A client that stops reading must not hold the task and its permit forever.
         match tokio::time::timeout(node.config.idle_timeout, framed.send(reply)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::debug!(%remote, "reply not sent: {e}");
+                tracing::debug!(?remote, "reply not sent: {e}");
                 return;
             }
             Err(_) => {
-                tracing::info!(%remote, "closing connection: the client stopped reading");
+                tracing::info!(?remote, "closing connection: the client stopped reading");
                 return;
             }
         }

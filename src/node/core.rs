@@ -1,16 +1,18 @@
 //! `Node`: what every task of a node shares (its config, chain state, peers, miner and
 //! shutdown), and opening it. The behaviour lives in the modules beside this one.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, MutexGuard};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::miner::Miner;
-use super::peers::{PeerSet, SyncLimiter};
+use super::peers::{Limits, PeerSet, SyncLimiter};
 use super::state::ChainState;
 use crate::block::BlockHash;
 use crate::chain::Blockchain;
@@ -40,6 +42,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Refuse the bare `SHUTDOWN` even from loopback.
     pub strict_admin: bool,
+    /// How many links to dial and to accept.
+    pub limits: Limits,
+    /// The address peers should dial (`--advertise`), when the bound one is not it.
+    pub advertise: Option<String>,
 }
 
 impl Config {
@@ -55,6 +61,8 @@ impl Config {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(120),
             strict_admin: false,
+            limits: Limits::default(),
+            advertise: None,
         }
     }
 }
@@ -88,6 +96,11 @@ pub struct Node {
     pub(super) shutdown: CancellationToken,
     pub(super) tasks: TaskTracker,
     pub(super) registry: Option<Registry>,
+    /// Numbers accepted connections, so an inbound link knows the one that opened it.
+    pub(super) next_conn: AtomicU64,
+    /// Blocks being handled right now: the same block from another peer meanwhile is
+    /// ignored instead of handled twice.
+    pub(super) handling: Mutex<HashSet<BlockHash>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -125,17 +138,38 @@ impl Node {
                 "chain loaded and validated"
             );
         }
-        Ok(Arc::new(Node {
-            state: Arc::new(state),
-            peers: PeerSet::default(),
-            unlinked_syncs: SyncLimiter::default(),
-            mining: Miner::default(),
-            cookie,
-            shutdown,
-            tasks: TaskTracker::new(),
-            registry,
-            listen,
-            config,
+        let mut own = vec![listen.to_string()];
+        own.extend(config.advertise.clone());
+        let limits = config.limits;
+        Ok(Arc::new_cyclic(|weak: &Weak<Node>| {
+            let weak = weak.clone();
+            let greeting: crate::client::Greeting = Arc::new(move || {
+                crate::message::Request::Hello(match weak.upgrade() {
+                    Some(node) => node.hello(),
+                    None => Hello {
+                        version: PROTOCOL_VERSION,
+                        genesis: BlockHash::default(),
+                        listen: String::new(),
+                        height: 0,
+                        tip: BlockHash::default(),
+                        work: "0".into(),
+                    },
+                })
+            });
+            Node {
+                state: Arc::new(state),
+                peers: PeerSet::new(limits, own, Some(greeting)),
+                unlinked_syncs: SyncLimiter::default(),
+                mining: Miner::default(),
+                cookie,
+                shutdown,
+                tasks: TaskTracker::new(),
+                registry,
+                listen,
+                config,
+                next_conn: AtomicU64::new(0),
+                handling: Mutex::new(HashSet::new()),
+            }
         }))
     }
 
@@ -144,9 +178,12 @@ impl Node {
         self.state.chain()
     }
 
-    /// Returns the address the node listens on, as peers should dial it.
+    /// Returns the address peers should dial: `--advertise`, else the bound address.
     pub fn listen_addr(&self) -> String {
-        self.listen.to_string()
+        self.config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
     }
 
     /// Returns this node's handshake values.

@@ -4,10 +4,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
+use super::addrbook::Source;
 use super::core::Node;
+use super::peers::Accepted;
 use crate::message::{
-    self, BlockOutcome, ErrorCode, Hello, Incoming, Legacy, MAX_BLOCKS_PER_REPLY, Request,
+    self, BlockOutcome, ErrorCode, Hello, Incoming, Legacy, MAX_BLOCKS_PER_REPLY, Pong, Request,
     Response, Status,
 };
 
@@ -21,8 +24,11 @@ const MAX_REPLAYS_PER_CONNECTION: u32 = 1000;
 pub struct Peer {
     /// Socket address of the other side.
     pub remote: Option<SocketAddr>,
-    /// Listen address announced in `hello`, when the other side is a node.
+    /// Listen address announced in `hello`, when the other side is a node (as we would
+    /// dial it).
     pub node: Option<String>,
+    /// Number of the connection, for the inbound link its `hello` may open.
+    pub conn: u64,
     /// Invalid blocks (or pushed chains) received on this connection.
     pub invalid: u32,
     /// Blocks already held received again on this connection.
@@ -102,6 +108,19 @@ impl Node {
             Request::GetPeers => Response::Peers {
                 peers: self.peers.known(),
             },
+            Request::Ping => {
+                let chain = self.chain();
+                Response::Pong(Pong {
+                    height: chain.height(),
+                    tip: chain.tip().hash,
+                    work: chain.work().to_string(),
+                })
+            }
+            Request::GetAddr => Response::Addr {
+                addrs: self
+                    .peers
+                    .sample(peer.remote.map(|r| r.ip()), peer.node.as_deref()),
+            },
             Request::AddPeer { addr, cookie } => {
                 if !self.cookie_ok(cookie.as_deref()) {
                     return (unauthorized("add_peer"), Effect::Continue);
@@ -163,9 +182,46 @@ impl Node {
                 ),
             );
         }
-        peer.node = Some(hello.listen.clone());
-        if hello.listen != ours.listen {
-            self.learn_peer(&hello.listen);
+        let Some(addr) = self.dial_addr(&hello.listen, peer.remote) else {
+            return Response::error(
+                ErrorCode::BadPeer,
+                format!("listen address {:?} is not host:port", hello.listen),
+            );
+        };
+        if self.peers.is_own(&addr) {
+            // Ourselves (or a client borrowing our address): answered, never a link.
+            return Response::Hello(ours);
+        }
+        self.peers.learn(&addr, Source::Hello);
+        match self.peers.accept_inbound(&addr, peer.conn, &self.shutdown) {
+            Accepted::New => {
+                tracing::info!(peer = %addr, height = hello.height, "peer connected (inbound)")
+            }
+            Accepted::Known => {}
+            Accepted::Full => {
+                return Response::error(
+                    ErrorCode::TooManyPeers,
+                    format!(
+                        "every one of this node's {} inbound slots is taken; dial another node",
+                        self.peers.limits().max_inbound
+                    ),
+                );
+            }
+            Accepted::Banned => {
+                return Response::error(
+                    ErrorCode::BadPeer,
+                    format!("{addr} is banned here for a while"),
+                );
+            }
+        }
+        self.peers.mark_known(&addr, hello.tip);
+        peer.node = Some(addr.clone());
+        if self.has_less_work_than(&hello.work) && self.unlinked_syncs.allow(&addr, Instant::now())
+        {
+            let node = self.clone();
+            self.tasks.spawn(async move {
+                node.sync_with(&addr).await;
+            });
         }
         Response::Hello(ours)
     }
@@ -180,6 +236,8 @@ impl Node {
             work: chain.work().to_string(),
             difficulty: chain.next_difficulty(),
             peers: self.peers.connected(),
+            outbound: self.peers.outbound(),
+            inbound: self.peers.inbound(),
             mining: self.mining.is_active(),
             hash_rate: self.mining.hash_rate(),
             genesis: Some(chain.genesis().hash),

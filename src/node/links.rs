@@ -1,30 +1,54 @@
-//! Links to peers: one task per peer keeps its link (handshake, peer sharing, sync when it
-//! has more work, a regular check, reconnection with backoff), and the node learns peers
-//! from `--peer`, the registry, handshakes and peer lists.
+//! Links to peers. The peer manager keeps `--max-outbound` links dialled from the address
+//! book and replaces those that are lost; one task per outbound or manual link keeps it
+//! (handshake, address gossip, sync when the peer has more work, a small ping every
+//! [`PING_INTERVAL`]). Inbound links are taken from `hello`s by the handler.
 
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::addrbook::{MAX_SHARED, Source};
 use super::core::Node;
-use super::peers::normalize_addr;
-use crate::message::ErrorCode;
+use super::peers::{Direction, normalize_addr};
+use crate::client::{ClientError, NodeClient};
+use crate::message::{ErrorCode, Hello};
 
-/// How often a link is checked and peer lists are exchanged.
-const KEEPALIVE: Duration = Duration::from_secs(2);
-/// Longest wait between two reconnection attempts.
+/// How often a link is checked with a `ping`.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How often a link is checked while the peer claims more work than syncing with it gave
+/// us (a sync that failed, or a peer that lies): it is struck again, or we catch up.
+const BEHIND_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the peer manager looks at its links when nothing wakes it.
+const MANAGER_TICK: Duration = Duration::from_secs(2);
+/// Shortest time between two reads of the registry while outbound slots stay free.
+const REGISTRY_REREAD: Duration = Duration::from_secs(5);
+/// Longest wait between two attempts to re-dial a manual link.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Connects to the configured peers and to the registry's `entries` (read by the caller).
+/// Puts the configured peers and the registry's `entries` (read by the caller) into the
+/// address book and starts the peer manager.
 pub fn start(node: &Arc<Node>, entries: Option<Result<Vec<(u16, String)>, String>>) {
     for addr in &node.config.peers {
-        node.learn_peer(addr);
+        match normalize_addr(addr) {
+            Ok(a) => {
+                node.peers.learn(&a, Source::Seed);
+            }
+            Err(e) => tracing::warn!("ignoring --peer: {e}"),
+        }
     }
+    learn_registry(node, entries);
+    let manager = node.clone();
+    node.tasks.spawn(async move { manage(manager).await });
+}
+
+fn learn_registry(node: &Node, entries: Option<Result<Vec<(u16, String)>, String>>) {
     match entries {
         Some(Ok(entries)) => {
             for (port, host) in entries {
-                node.learn_peer(&format!("{host}:{port}"));
+                node.peers
+                    .learn(&format!("{host}:{port}"), Source::Registry);
             }
         }
         Some(Err(e)) => tracing::warn!("{e}"),
@@ -32,64 +56,193 @@ pub fn start(node: &Arc<Node>, entries: Option<Result<Vec<(u16, String)>, String
     }
 }
 
-/// Keeps the link to one peer: handshake, share peers, sync, then check it regularly;
-/// reconnects with backoff when lost.
+/// Keeps the outbound links filled from the address book until shutdown; reads the
+/// registry again (at most every few seconds) while the book has no candidate for a free
+/// slot, so nodes started at the same moment still find each other.
+async fn manage(node: Arc<Node>) {
+    let mut registry_read = Instant::now();
+    loop {
+        let wanted = node.peers.outbound_wanted();
+        let mut wait = MANAGER_TICK;
+        if wanted > 0 {
+            let (picked, retry) = node.peers.candidates(wanted);
+            let short = picked.len() < wanted;
+            for addr in picked {
+                node.dial(&addr, Direction::Outbound);
+            }
+            if let Some(at) = retry {
+                wait = wait.min(at.saturating_duration_since(Instant::now()));
+            }
+            if short && registry_read.elapsed() >= REGISTRY_REREAD {
+                registry_read = Instant::now();
+                if let Some(registry) = node.registry.clone() {
+                    let read = tokio::task::spawn_blocking(move || {
+                        registry.entries().map_err(|e| {
+                            format!(
+                                "could not read the registry {}: {e}",
+                                registry.path().display()
+                            )
+                        })
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                    learn_registry(&node, Some(read));
+                }
+            }
+        }
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = node.peers.changed() => {}
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
+        }
+    }
+}
+
+/// Why a handshake did not open a link.
+enum Refusal {
+    /// The peer is of another network, or banned us: never again (for a while).
+    Ban(String),
+    /// Every inbound slot of the peer is taken.
+    Full,
+    /// Nothing answered, or the link broke.
+    Down(ClientError),
+}
+
+async fn handshake(node: &Node, client: &NodeClient) -> Result<Hello, Refusal> {
+    match client.hello(node.hello()).await {
+        Ok(theirs) if theirs.genesis != node.genesis_hash() => Err(Refusal::Ban(format!(
+            "another network: its genesis is {}, ours is {}",
+            theirs.genesis,
+            node.genesis_hash()
+        ))),
+        Ok(theirs) => Ok(theirs),
+        Err(e) => match e.error_code() {
+            Some(ErrorCode::WrongNetwork) => Err(Refusal::Ban(e.to_string())),
+            Some(ErrorCode::TooManyPeers) => Err(Refusal::Full),
+            _ => Err(Refusal::Down(e)),
+        },
+    }
+}
+
+/// Keeps the link to one peer: handshake, gossip, sync, then a ping every
+/// [`PING_INTERVAL`]. An outbound link that fails or is lost ends, and the manager dials
+/// the next candidate; a manual one is re-dialled with backoff until removed.
 async fn keep_link(node: Arc<Node>, addr: String, stop: CancellationToken) {
     let Some(client) = node.peers.client(&addr) else {
         return;
     };
+    if node.leads_to_self(&addr) {
+        tracing::info!(peer = %addr, "address leads back to this node; not dialling it again");
+        node.peers.found_own(&addr);
+        node.peers.link_ended(&addr);
+        return;
+    }
     let mut backoff = Duration::from_millis(250);
     let mut failures = 0u32;
     loop {
-        match client.hello(node.hello()).await {
-            Ok(theirs) if theirs.genesis != node.genesis_hash() => {
-                let why = format!(
-                    "another network: its genesis is {}, ours is {}",
-                    theirs.genesis,
-                    node.genesis_hash()
-                );
+        let down = match handshake(&node, &client).await {
+            Ok(theirs) => {
+                failures = 0;
+                backoff = Duration::from_millis(250);
+                node.peers.connected_to(&addr);
+                tracing::info!(peer = %addr, height = theirs.height, "peer connected (outbound)");
+                node.peers.mark_known(&addr, theirs.tip);
+                if let Ok(addrs) = client.get_addr().await {
+                    for a in addrs.iter().take(MAX_SHARED) {
+                        if let Ok(a) = normalize_addr(a) {
+                            node.peers.learn(&a, Source::Gossip(addr.clone()));
+                        }
+                    }
+                }
+                if node.has_less_work_than(&theirs.work) {
+                    node.sync_with(&addr).await;
+                }
+                let behind = node.has_less_work_than(&theirs.work);
+                match watch(&node, &client, &addr, &stop, behind).await {
+                    None => return,
+                    Some(e) => {
+                        tracing::info!(peer = %addr, "peer lost: {e}");
+                        Some(e)
+                    }
+                }
+            }
+            Err(Refusal::Ban(why)) => {
                 node.peers.ban(&addr, &why);
                 return;
             }
-            Ok(theirs) => {
-                if failures > 0 || !node.peers.connected().contains(&addr) {
-                    tracing::info!(peer = %addr, height = theirs.height, "peer connected");
+            Err(Refusal::Full) => {
+                tracing::debug!(peer = %addr, "peer has no free inbound slot");
+                node.peers.unreachable(&addr);
+                if node.peers.direction(&addr) != Some(Direction::Manual) {
+                    node.peers.link_ended(&addr);
+                    return;
                 }
-                failures = 0;
-                backoff = Duration::from_millis(250);
-                node.peers.set_connected(&addr, true);
-                if let Ok(peers) = client.get_peers().await {
-                    for p in peers {
-                        node.learn_peer(&p);
-                    }
-                }
-                let ours: u128 = node.chain().work();
-                if theirs.work.parse::<u128>().is_ok_and(|w| w > ours) {
-                    node.sync_with(&addr).await;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(KEEPALIVE) => continue,
-                }
+                None
             }
-            Err(e) if e.error_code() == Some(ErrorCode::WrongNetwork) => {
-                node.peers.ban(&addr, &e.to_string());
-                return;
+            Err(Refusal::Down(e)) => Some(e),
+        };
+        if let Some(e) = down {
+            failures += 1;
+            let aged_out = node.peers.unreachable(&addr);
+            if failures == 1 {
+                tracing::info!(peer = %addr, "peer unreachable: {e}");
+                prune_from_registry(&node, &addr).await;
             }
-            Err(e) => {
-                failures += 1;
-                node.peers.set_connected(&addr, false);
-                if failures == 1 {
-                    tracing::info!(peer = %addr, "peer unreachable, retrying with backoff: {e}");
-                    prune_from_registry(&node, &addr).await;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+            if aged_out {
+                tracing::debug!(peer = %addr, "address aged out of the book");
             }
         }
+        if node.peers.direction(&addr) != Some(Direction::Manual) {
+            node.peers.link_ended(&addr);
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Pings a connected peer every [`PING_INTERVAL`] (every [`BEHIND_INTERVAL`] while it
+/// claims more work than a sync with it brought us, and at once when a relay to it failed),
+/// syncing when its pong shows more work;
+/// returns why the link was lost, or `None` when told to stop.
+async fn watch(
+    node: &Arc<Node>,
+    client: &NodeClient,
+    addr: &str,
+    stop: &CancellationToken,
+    mut behind: bool,
+) -> Option<ClientError> {
+    let alarm = node.peers.alarm(addr)?;
+    loop {
+        let interval = if behind {
+            BEHIND_INTERVAL
+        } else {
+            PING_INTERVAL
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = alarm.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let work = match client.ping().await {
+            Ok(Some(pong)) => {
+                node.peers.mark_known(addr, pong.tip);
+                pong.work
+            }
+            // An older node without `ping`: the handshake is the check.
+            Ok(None) => match client.hello(node.hello()).await {
+                Ok(h) => h.work,
+                Err(e) => return Some(e),
+            },
+            Err(e) => return Some(e),
+        };
+        if node.has_less_work_than(&work) {
+            node.sync_with(addr).await;
+        }
+        behind = node.has_less_work_than(&work);
     }
 }
 
@@ -114,25 +267,72 @@ async fn prune_from_registry(node: &Node, addr: &str) {
 }
 
 impl Node {
-    /// Learns the address of a peer and, if it is new, starts keeping the link to it.
-    pub fn learn_peer(self: &Arc<Self>, addr: &str) {
-        let Some(stop) = self.peers.learn(addr, &self.listen_addr(), &self.shutdown) else {
+    /// Starts keeping a link to `addr` if it is not one already.
+    pub(super) fn dial(self: &Arc<Self>, addr: &str, direction: Direction) {
+        let Some(stop) = self.peers.dial(addr, direction, &self.shutdown) else {
             return;
         };
-        tracing::info!(peer = %addr, "new peer");
+        tracing::debug!(peer = %addr, ?direction, "dialling");
         let (node, addr) = (self.clone(), addr.to_owned());
         self.tasks
             .spawn(async move { keep_link(node, addr, stop).await });
     }
 
-    /// Adds a peer by address (`host:port`, an `http://` prefix tolerated).
+    /// Adds a peer by address (`host:port`, an `http://` prefix tolerated): a manual link,
+    /// kept and re-dialled until removed.
     pub fn add_peer(self: &Arc<Self>, addr: &str) -> Result<(), String> {
         let addr = normalize_addr(addr)?;
-        if addr == self.listen_addr() {
+        if self.peers.is_own(&addr) {
             return Err(format!("{addr} is this node itself"));
         }
-        self.peers.unban(&addr);
-        self.learn_peer(&addr);
+        self.peers.learn(&addr, Source::Seed);
+        self.dial(&addr, Direction::Manual);
+        if !self.peers.is_link(&addr) {
+            return Err(format!(
+                "{addr} was not added: this node keeps at most {} manual peers",
+                super::peers::MAX_MANUAL
+            ));
+        }
         Ok(())
     }
+
+    /// Tells whether our chain has less work than `work` (a peer's, as a decimal string).
+    pub(super) fn has_less_work_than(&self, work: &str) -> bool {
+        work.parse::<u128>()
+            .is_ok_and(|theirs| theirs > self.chain().work())
+    }
+
+    /// Tells whether dialling `addr` would reach this node: its listen address, or, when
+    /// bound to every interface, the same port on an address of this machine.
+    pub(super) fn leads_to_self(&self, addr: &str) -> bool {
+        let Ok(target) = addr.parse::<SocketAddr>() else {
+            return false;
+        };
+        if target.port() != self.listen.port() {
+            return false;
+        }
+        let ip = self.listen.ip();
+        target.ip() == ip || (ip.is_unspecified() && is_local_ip(target.ip()))
+    }
+
+    /// Returns the address to dial a peer that announced `listen` on a connection from
+    /// `remote`: a peer bound to every interface (`0.0.0.0:P`) is dialled at the address
+    /// its connection came from, on port `P`.
+    pub(super) fn dial_addr(&self, listen: &str, remote: Option<SocketAddr>) -> Option<String> {
+        let addr = normalize_addr(listen).ok()?;
+        let (host, port) = addr.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match (host.parse::<IpAddr>(), remote) {
+            (Ok(ip), Some(remote)) if ip.is_unspecified() => {
+                Some(SocketAddr::new(remote.ip(), port.parse().ok()?).to_string())
+            }
+            (Ok(ip), None) if ip.is_unspecified() => None,
+            _ => Some(addr),
+        }
+    }
+}
+
+/// Tells whether `ip` is an address of this machine (binding a socket to it succeeds).
+fn is_local_ip(ip: IpAddr) -> bool {
+    ip.is_loopback() || UdpSocket::bind((ip, 0)).is_ok()
 }

@@ -4,6 +4,7 @@
 //! a `shutdown` request), then stops accepting, cancels mining, lets in-flight replies finish,
 //! leaves the registry and closes the store.
 
+mod addrbook;
 mod chainops;
 mod connection;
 mod core;
@@ -21,8 +22,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use self::core::{Config, Node, NodeError};
+pub use addrbook::{AddrBook, Source};
+pub use links::PING_INTERVAL;
 pub use miner::Miner;
-pub use peers::{PeerSet, normalize_addr};
+pub use peers::{Direction, Limits, PeerSet, normalize_addr};
 
 /// Serves `listener` until `shutdown` is cancelled; returns once everything is closed.
 pub async fn run(
@@ -43,7 +46,14 @@ pub async fn run(
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     let permits = Arc::new(Semaphore::new(node.config.max_connections));
     // The registry and the store are files under locks: touched off the runtime.
-    let (port, host) = (node.listen.port(), node.listen.ip().to_string());
+    // The registry is this machine's: a node bound to every interface is found on loopback.
+    let ip = node.listen.ip();
+    let host = if ip.is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        ip.to_string()
+    };
+    let port = node.listen.port();
     let (registry, store) = (node.registry.clone(), node.state.store().clone());
     let (entries, queued) = tokio::task::spawn_blocking(move || {
         let entries = registry.map(|r| {

@@ -1,17 +1,29 @@
-//! `PeerSet`: the peers a node knows, their clients, relay accounting, strikes and
-//! temporary bans. It knows nothing of the node; `links.rs` keeps the links.
+//! `PeerSet`: the links a node keeps (outbound ones it dialled, inbound ones that dialled it,
+//! manual ones a user added), their clients, what each peer is known to hold, relay
+//! accounting, strikes and bans, and the [`AddrBook`] of candidates. It knows nothing of the
+//! node; `links.rs` keeps the links.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::NodeClient;
+use super::addrbook::{AddrBook, MAX_SHARED, Source};
+use crate::block::BlockHash;
+use crate::client::{Greeting, NodeClient};
 
 /// Unanswered relays to one peer beyond which new blocks are not sent to it.
 pub const MAX_RELAYS_IN_FLIGHT: usize = 4;
+/// Block hashes remembered per link as held by the peer (so no block is sent back).
+const KNOWN_PER_LINK: usize = 64;
+/// Most manual links (`add_peer`), which do not count against `--max-outbound`.
+pub const MAX_MANUAL: usize = 8;
+/// Timeout of a peer's requests (handshake, ping, relay, one batch of a sync).
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counts one relay in flight until dropped.
 #[derive(Debug)]
@@ -28,156 +40,446 @@ const MAX_STRIKES: u32 = 5;
 /// How long a dropped peer stays banned.
 const BAN: Duration = Duration::from_secs(600);
 
+/// Who opened a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// We dialled a candidate from the address book (counts against `--max-outbound`).
+    Outbound,
+    /// It dialled us (counts against `--max-inbound`).
+    Inbound,
+    /// A user asked for it (`add_peer`): kept and re-dialled until removed.
+    Manual,
+}
+
 #[derive(Debug)]
-struct Entry {
+struct Link {
+    direction: Direction,
     client: Arc<NodeClient>,
     /// Relays sent to this peer and not yet answered.
     relays: Arc<AtomicUsize>,
     connected: bool,
     strikes: u32,
     stop: CancellationToken,
+    /// Recent blocks the peer is known to hold (sent by it, or to it).
+    known: VecDeque<BlockHash>,
+    /// For an inbound link, the connection whose `hello` opened it.
+    conn: Option<u64>,
+    /// Wakes the link's task to check the link now (a relay to it failed).
+    alarm: Arc<Notify>,
 }
 
-/// The peers a node knows.
-#[derive(Debug, Default)]
+impl Link {
+    fn knows(&self, hash: &BlockHash) -> bool {
+        self.known.contains(hash)
+    }
+
+    fn remember(&mut self, hash: BlockHash) {
+        if self.knows(&hash) {
+            return;
+        }
+        if self.known.len() >= KNOWN_PER_LINK {
+            self.known.pop_front();
+        }
+        self.known.push_back(hash);
+    }
+}
+
+/// How many links of each kind a node keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Links it dials itself.
+    pub max_outbound: usize,
+    /// Links others dial to it.
+    pub max_inbound: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_outbound: 8,
+            max_inbound: 117,
+        }
+    }
+}
+
+/// What a `hello` on an accepted connection means for the links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// A new inbound link.
+    New,
+    /// A link we already have (ours to it, or its to us on another connection).
+    Known,
+    /// Every inbound slot is taken.
+    Full,
+    /// The address is banned.
+    Banned,
+}
+
+/// The peers a node keeps links to, and the addresses it could dial.
 pub struct PeerSet {
-    entries: Mutex<HashMap<String, Entry>>,
-    banned: Mutex<HashMap<String, Instant>>,
+    links: Mutex<HashMap<String, Link>>,
+    book: Mutex<AddrBook>,
+    limits: Limits,
+    greeting: Option<Greeting>,
+    /// Wakes the peer manager: a link ended or an address was learned.
+    changed: Notify,
+}
+
+impl std::fmt::Debug for PeerSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSet")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PeerSet {
+    fn default() -> Self {
+        PeerSet::new(Limits::default(), Vec::new(), None)
+    }
 }
 
 impl PeerSet {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    /// Returns an empty set keeping `limits`, never dialling `own` addresses; every new
+    /// connection of a link's client opens with `greeting` (the node's `hello`), so the peer
+    /// knows who speaks whichever connection carries it.
+    pub fn new(limits: Limits, own: Vec<String>, greeting: Option<Greeting>) -> Self {
+        PeerSet {
+            links: Mutex::new(HashMap::new()),
+            book: Mutex::new(AddrBook::new(own)),
+            limits,
+            greeting,
+            changed: Notify::new(),
+        }
     }
 
-    /// Returns every known peer, connected or being retried, sorted.
-    pub fn known(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.lock().keys().cloned().collect();
-        v.sort();
-        v
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Link>> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Returns the peers currently connected, sorted.
-    pub fn connected(&self) -> Vec<String> {
+    fn book(&self) -> MutexGuard<'_, AddrBook> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns the limits kept.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Waits until a link ends or an address is learned.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    fn new_client(&self, addr: &str) -> Arc<NodeClient> {
+        let client = NodeClient::new(addr).with_timeout(PEER_TIMEOUT);
+        Arc::new(match &self.greeting {
+            Some(g) => client.with_greeting(g.clone()),
+            None => client,
+        })
+    }
+
+    fn sorted(&self, keep: impl Fn(&Link) -> bool) -> Vec<String> {
         let mut v: Vec<String> = self
             .lock()
             .iter()
-            .filter(|(_, e)| e.connected)
+            .filter(|(_, l)| keep(l))
             .map(|(a, _)| a.clone())
             .collect();
         v.sort();
         v
     }
 
-    /// Returns the client of a known peer.
-    pub fn client(&self, addr: &str) -> Option<Arc<NodeClient>> {
-        self.lock().get(addr).map(|e| e.client.clone())
+    /// Returns every link, connected or being dialled, sorted (what `get_peers` lists).
+    pub fn known(&self) -> Vec<String> {
+        self.sorted(|_| true)
     }
 
-    /// Returns the connected peers other than `except` that can take one more relay, each
-    /// with its client and a guard that counts the relay until dropped. A peer with
-    /// [`MAX_RELAYS_IN_FLIGHT`] unanswered relays is skipped: a slow or stalled peer costs
-    /// bounded memory, and catches up through a locator sync once it answers again.
+    /// Returns the peers currently connected, sorted.
+    pub fn connected(&self) -> Vec<String> {
+        self.sorted(|l| l.connected)
+    }
+
+    /// Returns the connected peers we dialled (outbound and manual links), sorted.
+    pub fn outbound(&self) -> Vec<String> {
+        self.sorted(|l| l.connected && l.direction != Direction::Inbound)
+    }
+
+    /// Returns the connected peers that dialled us, sorted.
+    pub fn inbound(&self) -> Vec<String> {
+        self.sorted(|l| l.connected && l.direction == Direction::Inbound)
+    }
+
+    /// Returns how many more outbound links the node should dial.
+    pub fn outbound_wanted(&self) -> usize {
+        let have = self
+            .lock()
+            .values()
+            .filter(|l| l.direction == Direction::Outbound)
+            .count();
+        self.limits.max_outbound.saturating_sub(have)
+    }
+
+    /// Returns the client of a link.
+    pub fn client(&self, addr: &str) -> Option<Arc<NodeClient>> {
+        self.lock().get(addr).map(|l| l.client.clone())
+    }
+
+    /// Returns who opened the link to `addr`, if it is one.
+    pub fn direction(&self, addr: &str) -> Option<Direction> {
+        self.lock().get(addr).map(|l| l.direction)
+    }
+
+    /// Tells whether `addr` is a link (connected or being dialled).
+    pub fn is_link(&self, addr: &str) -> bool {
+        self.lock().contains_key(addr)
+    }
+
+    /// Returns the connected peers other than `except` that are not known to hold `hash`
+    /// and can take one more relay, each with its client and a guard that counts the relay
+    /// until dropped; each is then taken to hold it. A peer with [`MAX_RELAYS_IN_FLIGHT`]
+    /// unanswered relays is skipped: a slow or stalled peer costs bounded memory, and
+    /// catches up through a locator sync once it answers again.
     pub fn relay_targets(
         &self,
+        hash: BlockHash,
         except: Option<&str>,
     ) -> Vec<(String, Arc<NodeClient>, RelayGuard)> {
         self.lock()
-            .iter()
-            .filter(|(a, e)| e.connected && Some(a.as_str()) != except)
-            .filter_map(|(a, e)| {
-                if e.relays.fetch_add(1, Ordering::AcqRel) >= MAX_RELAYS_IN_FLIGHT {
-                    e.relays.fetch_sub(1, Ordering::AcqRel);
+            .iter_mut()
+            .filter(|(a, l)| l.connected && Some(a.as_str()) != except && !l.knows(&hash))
+            .filter_map(|(a, l)| {
+                if l.relays.fetch_add(1, Ordering::AcqRel) >= MAX_RELAYS_IN_FLIGHT {
+                    l.relays.fetch_sub(1, Ordering::AcqRel);
                     return None;
                 }
-                Some((a.clone(), e.client.clone(), RelayGuard(e.relays.clone())))
+                l.remember(hash);
+                Some((a.clone(), l.client.clone(), RelayGuard(l.relays.clone())))
             })
             .collect()
     }
 
-    /// Adds `addr` unless it is `own` (ourselves), known already or banned; returns the
-    /// stop token of its link (a child of `parent`) when it is new, for the caller to start
-    /// keeping the link.
-    pub fn learn(
+    /// Records that the peer at `addr` holds `hash` (it sent it, or it is its tip).
+    pub fn mark_known(&self, addr: &str, hash: BlockHash) {
+        if let Some(l) = self.lock().get_mut(addr) {
+            l.remember(hash);
+        }
+    }
+
+    /// Adds `addr`, heard of from `source`, to the address book; true when it is new.
+    pub fn learn(&self, addr: &str, source: Source) -> bool {
+        let new = self.book().add(addr, source, Instant::now());
+        if new {
+            self.changed.notify_one();
+        }
+        new
+    }
+
+    /// Returns up to `n` addresses of the book to dial now (not linked, not waiting out a
+    /// failure), and when to look again if there are none.
+    pub fn candidates(&self, n: usize) -> (Vec<String>, Option<Instant>) {
+        let links = self.lock();
+        let book = self.book();
+        let now = Instant::now();
+        let picked = book.candidates(n, now, |a| links.contains_key(a), &mut rand::rng());
+        (picked, book.next_retry(now))
+    }
+
+    /// Returns a sample of good addresses to share with the peer at `to` (its address as
+    /// the connection shows it) whose listen address is `exclude`.
+    pub fn sample(&self, to: Option<IpAddr>, exclude: Option<&str>) -> Vec<String> {
+        self.book()
+            .sample(MAX_SHARED, to, exclude, &mut rand::rng())
+    }
+
+    /// Returns the number of addresses in the book.
+    pub fn book_len(&self) -> usize {
+        self.book().len()
+    }
+
+    /// Tells whether the book holds `addr`.
+    pub fn book_contains(&self, addr: &str) -> bool {
+        self.book().contains(addr)
+    }
+
+    /// Starts an outbound or manual link to `addr` unless it is known already, our own or
+    /// banned (a manual link lifts a ban: a user asked for it); returns the stop token of
+    /// its task (a child of `parent`), for the caller to start keeping the link.
+    pub fn dial(
         &self,
         addr: &str,
-        own: &str,
+        direction: Direction,
         parent: &CancellationToken,
     ) -> Option<CancellationToken> {
-        if addr == own || parent.is_cancelled() {
+        if parent.is_cancelled() {
             return None;
         }
+        let mut links = self.lock();
         {
-            let mut banned = self.banned.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(until) = banned.get(addr) {
-                if Instant::now() < *until {
-                    return None;
-                }
-                banned.remove(addr);
+            let mut book = self.book();
+            if direction == Direction::Manual {
+                book.unban(addr);
+            }
+            if book.is_own(addr) || book.is_banned(addr, Instant::now()) {
+                return None;
             }
         }
-        let stop = parent.child_token();
-        let mut entries = self.lock();
-        if entries.contains_key(addr) {
+        if let Some(l) = links.get_mut(addr) {
+            // A user asking for a link we keep makes it manual: kept until removed. An
+            // inbound one gets a task of its own to keep it.
+            if direction != Direction::Manual || l.direction == Direction::Manual {
+                return None;
+            }
+            let was = std::mem::replace(&mut l.direction, Direction::Manual);
+            l.conn = None;
+            if was == Direction::Outbound {
+                return None;
+            }
+            l.stop = parent.child_token();
+            return Some(l.stop.clone());
+        }
+        let manual = links
+            .values()
+            .filter(|l| l.direction == Direction::Manual)
+            .count();
+        if direction == Direction::Manual && manual >= MAX_MANUAL {
             return None;
         }
-        let client = Arc::new(NodeClient::new(addr).with_timeout(Duration::from_secs(10)));
-        entries.insert(
+        let stop = parent.child_token();
+        links.insert(
             addr.to_owned(),
-            Entry {
-                client,
+            Link {
+                direction,
+                client: self.new_client(addr),
                 relays: Arc::new(AtomicUsize::new(0)),
                 connected: false,
                 strikes: 0,
                 stop: stop.clone(),
+                known: VecDeque::new(),
+                conn: None,
+                alarm: Arc::new(Notify::new()),
             },
         );
         Some(stop)
     }
 
-    /// Lifts a ban on `addr` (a user asked for it as a peer).
-    pub fn unban(&self, addr: &str) {
-        self.banned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(addr);
-    }
-
-    /// Forgets a peer; false if it was not known.
-    pub fn remove(&self, addr: &str) -> bool {
-        match self.lock().remove(addr) {
-            Some(e) => {
-                e.stop.cancel();
-                true
+    /// Takes a `hello` from `addr` on accepted connection `conn`: a new inbound link if a
+    /// slot is free, nothing new if it is a link already.
+    pub fn accept_inbound(&self, addr: &str, conn: u64, parent: &CancellationToken) -> Accepted {
+        if self.book().is_banned(addr, Instant::now()) {
+            return Accepted::Banned;
+        }
+        let mut links = self.lock();
+        if let Some(l) = links.get_mut(addr) {
+            if l.direction == Direction::Inbound {
+                l.conn = Some(conn);
+                l.connected = true;
             }
-            None => false,
+            return Accepted::Known;
         }
+        let inbound = links
+            .values()
+            .filter(|l| l.direction == Direction::Inbound)
+            .count();
+        if inbound >= self.limits.max_inbound {
+            return Accepted::Full;
+        }
+        links.insert(
+            addr.to_owned(),
+            Link {
+                direction: Direction::Inbound,
+                client: self.new_client(addr),
+                relays: Arc::new(AtomicUsize::new(0)),
+                connected: true,
+                strikes: 0,
+                stop: parent.child_token(),
+                known: VecDeque::new(),
+                conn: Some(conn),
+                alarm: Arc::new(Notify::new()),
+            },
+        );
+        Accepted::New
     }
 
-    /// Marks a peer as lost; its task reconnects with backoff.
+    /// Ends the inbound link of `addr` if connection `conn` opened it (the connection closed).
+    pub fn inbound_closed(&self, addr: &str, conn: u64) -> bool {
+        let mut links = self.lock();
+        let ours = links
+            .get(addr)
+            .is_some_and(|l| l.direction == Direction::Inbound && l.conn == Some(conn));
+        if ours && let Some(l) = links.remove(addr) {
+            l.stop.cancel();
+        }
+        ours
+    }
+
+    /// Records a successful handshake with `addr`: connected, and good in the book.
+    pub fn connected_to(&self, addr: &str) {
+        if let Some(l) = self.lock().get_mut(addr) {
+            l.connected = true;
+        }
+        self.book().succeeded(addr, Instant::now());
+    }
+
+    /// Records that `addr` could not be reached (or its link was lost); true when it aged
+    /// out of the book.
+    pub fn unreachable(&self, addr: &str) -> bool {
+        if let Some(l) = self.lock().get_mut(addr) {
+            l.connected = false;
+        }
+        self.book().failed(addr, Instant::now())
+    }
+
+    /// Ends the link of a task that stopped keeping it, and wakes the manager to replace it.
+    pub fn link_ended(&self, addr: &str) {
+        self.lock().remove(addr);
+        self.changed.notify_one();
+    }
+
+    /// Records that `addr` leads back to this node; it is never dialled again.
+    pub fn found_own(&self, addr: &str) {
+        self.book().add_own(addr);
+    }
+
+    /// Tells whether `addr` is one of this node's own addresses.
+    pub fn is_own(&self, addr: &str) -> bool {
+        self.book().is_own(addr)
+    }
+
+    /// Forgets a peer: its link ends and its address leaves the book; false if it was
+    /// neither linked nor in the book.
+    pub fn remove(&self, addr: &str) -> bool {
+        let link = self.lock().remove(addr);
+        let booked = self.book().remove(addr);
+        if let Some(l) = &link {
+            l.stop.cancel();
+            self.changed.notify_one();
+        }
+        link.is_some() || booked
+    }
+
+    /// Tells the task of the link to `addr` to check it now: a relay to it failed.
     pub fn mark_lost(&self, addr: &str) {
-        if let Some(e) = self.lock().get_mut(addr) {
-            e.connected = false;
+        if let Some(l) = self.lock().get(addr) {
+            l.alarm.notify_one();
         }
     }
 
-    /// Records whether the link to `addr` is up.
-    pub fn set_connected(&self, addr: &str, connected: bool) {
-        if let Some(e) = self.lock().get_mut(addr) {
-            e.connected = connected;
-        }
+    /// Returns what wakes the task of the link to `addr` to check it at once.
+    pub fn alarm(&self, addr: &str) -> Option<Arc<Notify>> {
+        self.lock().get(addr).map(|l| l.alarm.clone())
     }
 
     /// Counts an invalid block against a peer; drops and bans it after too many.
     pub fn strike(&self, addr: &str, reason: &str) {
         let dropped = {
-            let mut entries = self.lock();
-            let Some(e) = entries.get_mut(addr) else {
+            let mut links = self.lock();
+            let Some(l) = links.get_mut(addr) else {
                 return;
             };
-            e.strikes += 1;
-            tracing::warn!(peer = %addr, strikes = e.strikes, "peer sent an invalid block: {reason}");
-            e.strikes >= MAX_STRIKES
+            l.strikes += 1;
+            tracing::warn!(peer = %addr, strikes = l.strikes, "peer sent an invalid block: {reason}");
+            l.strikes >= MAX_STRIKES
         };
         if dropped {
             self.ban(addr, "too many invalid blocks");
@@ -188,10 +490,8 @@ impl PeerSet {
     pub fn ban(&self, addr: &str, why: &str) {
         tracing::warn!(peer = %addr, "dropping peer for {} s: {why}", BAN.as_secs());
         self.remove(addr);
-        self.banned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(addr.to_owned(), Instant::now() + BAN);
+        let now = Instant::now();
+        self.book().ban(addr, now + BAN, now);
     }
 }
 
@@ -251,6 +551,70 @@ pub fn normalize_addr(addr: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hash(n: u8) -> BlockHash {
+        format!("{n:02x}").repeat(32).parse().unwrap()
+    }
+
+    /// A block goes to each peer at most once, and never back to a peer that has it.
+    #[test]
+    fn relays_reach_each_peer_once_and_never_echo() {
+        let set = PeerSet::default();
+        let root = CancellationToken::new();
+        assert!(set.dial("10.0.0.1:1", Direction::Outbound, &root).is_some());
+        assert_eq!(set.accept_inbound("10.0.0.2:1", 7, &root), Accepted::New);
+        set.connected_to("10.0.0.1:1");
+        set.mark_known("10.0.0.2:1", hash(1));
+        let first: Vec<String> = set
+            .relay_targets(hash(1), None)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(
+            first,
+            vec!["10.0.0.1:1".to_owned()],
+            "not back to the peer that sent it"
+        );
+        assert!(
+            set.relay_targets(hash(1), None).is_empty(),
+            "each peer once"
+        );
+        assert_eq!(set.relay_targets(hash(2), Some("10.0.0.1:1")).len(), 1);
+    }
+
+    /// Inbound links are capped, end with the connection that opened them, and a hello
+    /// from a peer we dialled opens nothing new.
+    #[test]
+    fn inbound_links_are_capped_and_end_with_their_connection() {
+        let limits = Limits {
+            max_outbound: 1,
+            max_inbound: 2,
+        };
+        let set = PeerSet::new(limits, vec!["127.0.0.1:9".into()], None);
+        let root = CancellationToken::new();
+        assert_eq!(set.accept_inbound("10.0.0.1:1", 1, &root), Accepted::New);
+        assert_eq!(set.accept_inbound("10.0.0.2:1", 2, &root), Accepted::New);
+        assert_eq!(set.accept_inbound("10.0.0.3:1", 3, &root), Accepted::Full);
+        assert_eq!(set.accept_inbound("10.0.0.1:1", 4, &root), Accepted::Known);
+        assert!(
+            !set.inbound_closed("10.0.0.1:1", 1),
+            "a newer connection holds it"
+        );
+        assert!(set.inbound_closed("10.0.0.1:1", 4));
+        assert_eq!(set.inbound(), vec!["10.0.0.2:1".to_owned()]);
+        assert_eq!(set.outbound_wanted(), 1);
+        assert!(set.dial("10.0.0.5:1", Direction::Outbound, &root).is_some());
+        assert_eq!(set.outbound_wanted(), 0);
+        assert_eq!(set.accept_inbound("10.0.0.5:1", 5, &root), Accepted::Known);
+        assert!(
+            set.dial("127.0.0.1:9", Direction::Manual, &root).is_none(),
+            "never ourselves"
+        );
+        // Candidates skip what is linked already.
+        set.learn("10.0.0.5:1", Source::Registry);
+        set.learn("10.0.0.6:1", Source::Registry);
+        assert_eq!(set.candidates(8).0, vec!["10.0.0.6:1".to_owned()]);
+    }
 
     /// A peer's unlinked block makes us sync with it at most once per interval.
     #[test]

@@ -26,6 +26,7 @@ use tokio::process::{Child, Command};
 
 use powchain::block::BlockHash;
 use powchain::client::{NodeClient, read_cookie};
+use powchain::message::Status;
 use powchain::process::spawn_announced;
 
 /// How the nodes of a test network find each other.
@@ -140,6 +141,26 @@ pub struct TestNetwork {
     nodes: Vec<TestNode>,
 }
 
+/// Most nodes [`TestNetwork::start`] launches at the same moment.
+pub const START_AT_ONCE: usize = 32;
+
+/// Tells whether the nodes at `addrs`, whose statuses list their peers, form one connected
+/// graph (links count in both directions).
+pub fn is_connected(addrs: &[String], statuses: &[Status]) -> bool {
+    let index = |a: &str| addrs.iter().position(|x| x == a);
+    let mut reached = vec![false; addrs.len()];
+    let mut stack = vec![0];
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut reached[i], true) {
+            continue;
+        }
+        let out = statuses[i].peers.iter().filter_map(|p| index(p));
+        let back = (0..addrs.len()).filter(|&j| statuses[j].peers.contains(&addrs[i]));
+        stack.extend(out.chain(back).filter(|&j| !reached[j]));
+    }
+    addrs.is_empty() || reached.iter().all(|&r| r)
+}
+
 /// Polls `check` every 25 ms until it returns `Some`, or fails after `timeout` naming `what`.
 pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T, Error>
 where
@@ -159,7 +180,9 @@ where
 }
 
 impl TestNetwork {
-    /// Starts `options.nodes` nodes of the binary `bin` and waits until each listens.
+    /// Starts `options.nodes` nodes of the binary `bin` and waits until each listens. Nodes
+    /// found through the registry (or isolated) are started together, at most
+    /// [`START_AT_ONCE`] at a time, not one after the other; a line is started in order.
     pub async fn start(bin: impl AsRef<Path>, options: Options) -> Result<Self, Error> {
         let home = tempfile::Builder::new()
             .prefix("powchain-test-")
@@ -170,15 +193,33 @@ impl TestNetwork {
             options: options.clone(),
             nodes: Vec::new(),
         };
-        for _ in 0..options.nodes {
-            net.add_node(&[]).await?;
+        if options.topology == Topology::Line {
+            for _ in 0..options.nodes {
+                net.add_node(&[]).await?;
+            }
+            return Ok(net);
         }
+        let mut pending: Vec<TestNode> = (0..options.nodes).map(|i| net.new_node(i, &[])).collect();
+        for chunk in pending.chunks_mut(START_AT_ONCE) {
+            let launched =
+                futures::future::join_all(chunk.iter_mut().map(|n| net.launch(n, 0))).await;
+            launched.into_iter().collect::<Result<Vec<()>, Error>>()?;
+        }
+        net.nodes = pending;
         Ok(net)
     }
 
     /// Starts one more node with `extra` flags; returns its index.
     pub async fn add_node(&mut self, extra: &[&str]) -> Result<usize, Error> {
         let i = self.nodes.len();
+        let mut node = self.new_node(i, extra);
+        self.launch(&mut node, 0).await?;
+        self.nodes.push(node);
+        Ok(i)
+    }
+
+    /// Describes node `i` (not started yet), with its flags.
+    fn new_node(&self, i: usize, extra: &[&str]) -> TestNode {
         // The default data directory ($POWCHAIN_HOME/nodes/<port>), as users get it; known
         // once the node has bound its port.
         let data_dir = PathBuf::new();
@@ -202,16 +243,13 @@ impl TestNetwork {
         args.extend(self.options.args.iter().cloned());
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let log = self.home.path().join(format!("node{i}.log"));
-        let mut node = TestNode {
+        TestNode {
             addr: String::new(),
             data_dir,
             log,
             args,
             child: None,
-        };
-        self.launch(&mut node, 0).await?;
-        self.nodes.push(node);
-        Ok(i)
+        }
     }
 
     async fn launch(&self, node: &mut TestNode, port: u16) -> Result<(), Error> {
@@ -288,41 +326,45 @@ impl TestNetwork {
             .collect()
     }
 
-    /// Waits until every running node is connected to at least `min(running - 1, 1)` peers
-    /// and, with the registry topology, to all the others.
+    /// Waits until the running nodes form one connected graph in which every node has at
+    /// least 2 peers (with the registry; 1 in a line; fewer when there are fewer nodes).
+    /// Isolated nodes are not linked: this only checks that they answer.
     pub async fn wait_peered(&self, timeout: Duration) -> Result<(), Error> {
         let running = self.running();
         let want = match self.options.topology {
-            Topology::Registry => running.len().saturating_sub(1),
+            Topology::Registry => running.len().saturating_sub(1).min(2),
             Topology::Line => usize::from(running.len() > 1),
             Topology::Isolated => 0,
         };
+        let connected = self.options.topology != Topology::Isolated;
         wait_for(timeout, "nodes to be peered", || async {
-            for &i in &running {
-                let status = self.client(i).status().await.ok()?;
-                if status.peers.len() < want {
-                    return None;
-                }
+            let statuses = self.statuses(&running).await?;
+            let addrs: Vec<String> = running.iter().map(|&i| self.addr(i)).collect();
+            // Links to stopped nodes that a node has not noticed yet do not count.
+            let live = |s: &Status| s.peers.iter().filter(|p| addrs.contains(p)).count();
+            if statuses.iter().any(|s| live(s) < want) {
+                return None;
             }
-            Some(())
+            (!connected || is_connected(&addrs, &statuses)).then_some(())
         })
         .await
+    }
+
+    /// Returns the status of each of `nodes`, asked concurrently; `None` if one fails.
+    pub async fn statuses(&self, nodes: &[usize]) -> Option<Vec<Status>> {
+        let asked = nodes
+            .iter()
+            .map(|&i| async move { self.client(i).status().await.ok() });
+        futures::future::join_all(asked).await.into_iter().collect()
     }
 
     /// Waits until every running node has the same tip; returns it.
     pub async fn wait_agree(&self, timeout: Duration) -> Result<BlockHash, Error> {
         let running = self.running();
         wait_for(timeout, "all nodes to agree on the tip", || async {
-            let mut tip = None;
-            for &i in &running {
-                let s = self.client(i).status().await.ok()?;
-                match tip {
-                    None => tip = Some(s.tip),
-                    Some(t) if t != s.tip => return None,
-                    Some(_) => {}
-                }
-            }
-            tip
+            let statuses = self.statuses(&running).await?;
+            let tip = statuses.first()?.tip;
+            statuses.iter().all(|s| s.tip == tip).then_some(tip)
         })
         .await
     }
