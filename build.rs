@@ -1,6 +1,7 @@
 //! Detects the programs some integration tests need: Chromium for the dashboard's browser
-//! tests, python3 for the second client's test. Without one, those tests are compiled as
-//! ignored, so `cargo test` reports them as ignored rather than passed.
+//! tests, python3 for the second client's test, root and `ip` (iproute2) for the multi-host
+//! test on network namespaces. Without one, those tests are compiled as ignored, so
+//! `cargo test` reports them as ignored rather than passed.
 //!
 //! Only paths that exist are watched: cargo re-runs a build script on every build when a
 //! watched path is missing. After installing Chromium or python3 into a directory already
@@ -40,4 +41,20 @@ fn main() {
         &["chromium", "chromium-browser", "google-chrome"],
     );
     detect("has_python3", "PYTHON3", &["python3"]);
+    println!("cargo:rustc-check-cfg=cfg(has_netns)");
+    if is_root() && on_path(&["ip"]).is_some() {
+        println!("cargo:rustc-cfg=has_netns");
+    }
+}
+
+/// Tells whether the build runs as root (network namespaces need it).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|uids| uids.split_whitespace().next() == Some("0"))
+        })
+        .unwrap_or(false)
 }

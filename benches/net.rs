@@ -1,7 +1,8 @@
 //! Network speed: a fresh node syncing 100,000 blocks from one peer, a node catching up the
 //! last 1,000, a block crossing eight nodes in a line, and networks of 16, 64 and 256 node
 //! processes in one home (`net/scale_N`: time to a connected graph, degrees, idle CPU, RSS,
-//! and a block reaching every node). `POWCHAIN_SCALE=16,64` picks the sizes.
+//! and a block reaching every node). `POWCHAIN_SCALE=16,64` picks the sizes;
+//! `POWCHAIN_BENCH_NODE=path/to/node` measures another build's node binary.
 
 mod support;
 
@@ -200,7 +201,10 @@ fn scale_bench(c: &mut Criterion) {
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![16, 64, 256]);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let node = env!("CARGO_BIN_EXE_node");
+    // Another build's node (say, an older release) can be measured the same way.
+    let node =
+        std::env::var("POWCHAIN_BENCH_NODE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_node").into());
+    let node = node.as_str();
     let mut g = c.benchmark_group("net");
     g.sample_size(10);
     for n in sizes {

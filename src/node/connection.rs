@@ -15,6 +15,9 @@ use super::handler::{self, Effect, Peer};
 use crate::frame::FrameCodec;
 use crate::message::{ErrorCode, Response};
 
+/// Longest silence on a connection that opened an inbound link before it is closed.
+const INBOUND_SILENCE: std::time::Duration = std::time::Duration::from_secs(75);
+
 /// Serves one connection until the client closes it, idles out, breaks framing, misbehaves
 /// or the node shuts down. A failure here ends this connection only.
 pub async fn serve(node: Arc<Node>, stream: TcpStream, remote: SocketAddr) {
@@ -41,9 +44,15 @@ async fn serve_frames(
 ) {
     let remote = peer.remote;
     loop {
+        // The node behind an inbound link pings at least every PING_INTERVAL: silence
+        // well beyond it means the link is dead (a host gone without closing).
+        let limit = match peer.node {
+            Some(_) => node.config.idle_timeout.min(INBOUND_SILENCE),
+            None => node.config.idle_timeout,
+        };
         let next = tokio::select! {
             _ = node.shutdown.cancelled() => return,
-            r = tokio::time::timeout(node.config.idle_timeout, framed.next()) => r,
+            r = tokio::time::timeout(limit, framed.next()) => r,
         };
         let payload = match next {
             Err(_) => {

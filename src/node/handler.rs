@@ -14,6 +14,9 @@ use crate::message::{
     Response, Status,
 };
 
+/// How long a `hello` that greets a new connection of a known link waits before its news
+/// (more work) makes us sync: the request it precedes usually brings that news.
+const GREETING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Invalid blocks one connection may send before it is closed.
 const MAX_INVALID_PER_CONNECTION: u32 = 5;
 /// Blocks already held that one connection may send again before it is closed.
@@ -193,11 +196,14 @@ impl Node {
             return Response::Hello(ours);
         }
         self.peers.learn(&addr, Source::Hello);
-        match self.peers.accept_inbound(&addr, peer.conn, &self.shutdown) {
+        let new = match self.peers.accept_inbound(&addr, peer.conn, &self.shutdown) {
             Accepted::New => {
-                tracing::info!(peer = %addr, height = hello.height, "peer connected (inbound)")
+                tracing::info!(peer = %addr, height = hello.height, "peer connected (inbound)");
+                true
             }
-            Accepted::Known => {}
+            // A link's client greeting us on a new connection: what follows (a relay, a
+            // ping) brings its news, so no sync on its word.
+            Accepted::Known => false,
             Accepted::Full => {
                 return Response::error(
                     ErrorCode::TooManyPeers,
@@ -213,14 +219,25 @@ impl Node {
                     format!("{addr} is banned here for a while"),
                 );
             }
-        }
+        };
         self.peers.mark_known(&addr, hello.tip);
         peer.node = Some(addr.clone());
-        if self.has_less_work_than(&hello.work) && self.unlinked_syncs.allow(&addr, Instant::now())
-        {
-            let node = self.clone();
+        if self.has_less_work_than(&hello.work) {
+            // A peer with more work is synced with; after a greeting, only if the relay or
+            // ping that follows it on the connection did not bring us up to it.
+            let (node, work) = (self.clone(), hello.work);
             self.tasks.spawn(async move {
-                node.sync_with(&addr).await;
+                if !new {
+                    tokio::select! {
+                        _ = node.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(GREETING_GRACE) => {}
+                    }
+                }
+                if node.has_less_work_than(&work)
+                    && node.unlinked_syncs.allow(&addr, Instant::now())
+                {
+                    node.sync_with(&addr).await;
+                }
             });
         }
         Response::Hello(ours)
