@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::block::{Block, BlockData, BlockHash, parse_timestamp};
 pub use crate::params::{ChainParams, Retarget};
-use crate::pow::{self, Template};
+use crate::pow::Template;
 use crate::rules::{self, Checked, History, check_all, check_one};
 pub use crate::rules::{BlockError, check_branch};
 
@@ -428,14 +428,18 @@ impl Blockchain {
     }
 }
 
-/// Mines one block with `data` on top of `chain`, blocking until it is found (a helper for
-/// tests, tools and benches; a node mines through its cancellable jobs).
+/// Mines one block with `data` on top of `chain`, blocking until it is found: a helper for
+/// tests and benches, built only for them (`cfg(test)` or the `testkit` feature, which the
+/// `powchain-testkit` crate turns on); a node mines through its cancellable jobs.
+#[cfg(any(test, feature = "testkit"))]
 pub fn mine_next(chain: &Blockchain, data: BlockData, threads: usize) -> Block {
     let template = chain.template(data);
     loop {
         // Nothing cancels this run, so `mine` returns a block; the loop only spares a
         // sentinel for the cancelled case.
-        if let Some(block) = pow::mine(&template, threads, &pow::MineControl::default()) {
+        if let Some(block) =
+            crate::pow::mine(&template, threads, &crate::pow::MineControl::default())
+        {
             return block;
         }
     }
