@@ -301,3 +301,79 @@ async fn dashboard_marks_a_crashed_node_down() {
         json!(1)
     );
 }
+
+/// Serves `html` to every request on a free loopback port: a second origin (another port
+/// of the same host, so the browser calls it same-site, not same-origin).
+async fn serve_page(html: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let html = html.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                    html.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// A page of another origin tries what any web site could: an `<img>` of
+/// `/shutdown/{port}`, a `no-cors` POST to `/append/{port}`, and form POSTs to `/append` and
+/// `/shutdown`. The probe refuses all four, and the node is still up with its chain unchanged.
+#[tokio::test]
+#[cfg_attr(
+    not(has_chromium),
+    ignore = "needs Chromium (apt-get install chromium)"
+)]
+async fn pages_of_other_origins_cannot_drive_the_probe() {
+    let net = TestNetwork::start(NODE, Options::new(1)).await.unwrap();
+    let port = net.node(0).port();
+    let log = net.home().join("probe.log");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe"));
+    command
+        .args(["--port", "0"])
+        .env("POWCHAIN_HOME", net.home())
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let probe = powchain::process::spawn_announced(&mut command, DEADLINE)
+        .await
+        .unwrap();
+    let p = probe.addr.clone();
+    let attack = format!(
+        r#"<!doctype html><title>a web site</title>
+<iframe name="sink1"></iframe><iframe name="sink2"></iframe>
+<form id="append" method="POST" action="{p}/append/{port}" target="sink1" enctype="text/plain"><input name="x" value="y"></form>
+<form id="stop" method="POST" action="{p}/shutdown/{port}" target="sink2"></form>
+<img src="{p}/shutdown/{port}">
+<script>
+fetch("{p}/append/{port}", {{method: "POST", mode: "no-cors", body: "attack"}}).catch(() => {{}});
+document.getElementById("append").submit();
+document.getElementById("stop").submit();
+</script>"#
+    );
+    let page_url = serve_page(attack).await;
+    let _page = Browser::open(&format!("{page_url}/")).await.unwrap();
+    wait_for(
+        DEADLINE,
+        "the probe to refuse all four requests",
+        || async {
+            let text = std::fs::read_to_string(&log).ok()?;
+            (text.matches("refused cross-site request").count() >= 4).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let status = net.client(0).status().await.unwrap();
+    assert_eq!(status.height, 0, "nothing was appended");
+    // The probe still serves its own pages and curl.
+    let ok = reqwest::get(format!("{p}/status/{port}")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+}

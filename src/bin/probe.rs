@@ -24,8 +24,12 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 0)]
     spawn: usize,
     /// Difficulty of spawned nodes.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=64))]
     difficulty: u32,
+    /// A host name the probe answers to besides its addresses and localhost (repeatable);
+    /// other names are refused, against DNS rebinding.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
 }
 
 #[tokio::main]
@@ -75,7 +79,7 @@ async fn main() -> std::process::ExitCode {
         println!("  curl http://{addr}/get_chain/{port}");
         println!("  curl http://{addr}/validate/{port}");
     }
-    let state = ProbeState::new(args.node_host, powchain::home::home());
+    let state = ProbeState::for_hosts(args.node_host, powchain::home::home(), args.allow_hosts);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

@@ -1,4 +1,5 @@
-//! `ProbeError`: every failure of a route as a status code and a JSON `{"message"}`.
+//! `ProbeError`: every failure of a route as a status code and a JSON `{"code","message"}`;
+//! a node's own error code is passed through.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -34,7 +35,24 @@ pub enum ProbeError {
     Timeout { port: u16 },
     /// The node answered with an error the probe cannot map more precisely (502).
     #[error("node on port {port} failed: {message}")]
-    Node { port: u16, message: String },
+    Node {
+        port: u16,
+        code: ErrorCode,
+        message: String,
+    },
+    /// The node refused an admin request: the probe lacks its cookie (403).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A page of another origin asked for a change (403).
+    #[error("refused a cross-site request ({0}); use the dashboard on this probe, or curl")]
+    CrossSite(String),
+    /// The request names the probe by a host name it does not answer to (421): a DNS name
+    /// pointed at the probe by someone else (rebinding).
+    #[error(
+        "this probe does not answer to the host {0:?}; use its address, localhost, or start \
+         it with --allow-host NAME"
+    )]
+    Misdirected(String),
 }
 
 impl ProbeError {
@@ -47,13 +65,15 @@ impl ProbeError {
                 ErrorCode::BadPeer | ErrorCode::TooLarge | ErrorCode::BadRequest => {
                     ProbeError::BadRequest(message)
                 }
-                ErrorCode::Unauthorized => ProbeError::Node {
+                ErrorCode::Unauthorized => ProbeError::Unauthorized(format!(
+                    "node on port {port} refused: {message}; the probe reads it from \
+                     $POWCHAIN_HOME/nodes/{port}/.cookie"
+                )),
+                code => ProbeError::Node {
                     port,
-                    message: format!(
-                        "{message}; the probe reads it from $POWCHAIN_HOME/nodes/{port}/.cookie"
-                    ),
+                    code,
+                    message,
                 },
-                _ => ProbeError::Node { port, message },
             },
             ClientError::Unreachable { reason, .. } => ProbeError::Unreachable {
                 port,
@@ -75,6 +95,26 @@ impl ProbeError {
             ProbeError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ProbeError::Unreachable { .. } | ProbeError::Node { .. } => StatusCode::BAD_GATEWAY,
             ProbeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProbeError::Unauthorized(_) | ProbeError::CrossSite(_) => StatusCode::FORBIDDEN,
+            ProbeError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+        }
+    }
+
+    /// Returns the machine-readable code of the error body: the node's own code when the
+    /// node refused, else the probe's.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProbeError::BadRequest(_) => "bad_request",
+            ProbeError::TooLarge(_) => "too_large",
+            ProbeError::NotFound(_) => "not_found",
+            ProbeError::MethodNotAllowed => "method_not_allowed",
+            ProbeError::Rejected(_) => "rejected",
+            ProbeError::Unreachable { .. } => "unreachable",
+            ProbeError::Timeout { .. } => "timeout",
+            ProbeError::Node { code, .. } => code.as_str(),
+            ProbeError::Unauthorized(_) => "unauthorized",
+            ProbeError::CrossSite(_) => "cross_site",
+            ProbeError::Misdirected(_) => "misdirected",
         }
     }
 }
@@ -85,6 +125,7 @@ impl IntoResponse for ProbeError {
         if status.is_server_error() {
             tracing::warn!("{status}: {self}");
         }
-        (status, Json(json!({ "message": self.to_string() }))).into_response()
+        let body = json!({ "code": self.code(), "message": self.to_string() });
+        (status, Json(body)).into_response()
     }
 }

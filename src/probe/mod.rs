@@ -2,6 +2,7 @@
 //! live dashboard.
 
 mod error;
+mod guard;
 mod routes;
 pub mod spawn;
 
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use error::ProbeError;
+pub use guard::host_allowed;
 pub use routes::{MAX_IN_FLIGHT, app};
 
 /// How long a stopping probe lets requests in flight finish (a `mine` may take minutes).
@@ -57,6 +59,8 @@ pub struct ProbeState {
     pub timeout: Duration,
     /// Timeout of mining calls.
     pub mine_timeout: Duration,
+    /// Host names the probe answers to besides addresses and loopback names.
+    pub allowed_hosts: Vec<String>,
     pool: Mutex<HashMap<u16, Vec<NodeClient>>>,
 }
 
@@ -83,8 +87,17 @@ impl ProbeState {
             home,
             timeout,
             mine_timeout,
+            allowed_hosts: Vec::new(),
             pool: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// As [`ProbeState::new`], answering also to the host names in `allowed_hosts`.
+    pub fn for_hosts(node_host: IpAddr, home: PathBuf, allowed_hosts: Vec<String>) -> Arc<Self> {
+        let mut state = Arc::into_inner(Self::new(node_host, home))
+            .unwrap_or_else(|| unreachable!("a state just made has no other owner"));
+        state.allowed_hosts = allowed_hosts;
+        Arc::new(state)
     }
 
     fn addr(&self, port: u16) -> String {

@@ -38,7 +38,7 @@ pub fn app(state: Arc<ProbeState>) -> Router {
         .route("/mine_block/{port}", post(mine_block))
         .route("/get_chain/{port}", get(get_chain))
         .route("/validate/{port}", get(validate))
-        .route("/shutdown/{port}", get(shutdown))
+        .route("/shutdown/{port}", get(shutdown).post(shutdown))
         .route(
             "/peers/{port}",
             get(get_peers).post(add_peer).delete(remove_peer),
@@ -52,6 +52,10 @@ pub fn app(state: Arc<ProbeState>) -> Router {
             ProbeError::NotFound("no such route; see GET / for the dashboard".into())
         })
         .method_not_allowed_fallback(|| async { ProbeError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::guard::guard,
+        ))
         // Every node call has its own timeout (ProbeState's, 504 when it passes), and a stop
         // waits for requests in flight at most SHUTDOWN_GRACE (probe::serve); requests
         // beyond the limit wait for a slot instead of piling up node connections.
@@ -238,6 +242,7 @@ async fn last_block(State(s): Shared, NodePort(port): NodePort) -> Reply {
         .with_node(port, |c| async move { c.get_tail(1).await })
         .await?;
     let tip = tail.into_iter().next_back().ok_or(ProbeError::Node {
+        code: crate::message::ErrorCode::Internal,
         port,
         message: "empty chain".into(),
     })?;
@@ -347,10 +352,12 @@ async fn nodes(State(s): Shared) -> Reply {
     let entries = tokio::task::spawn_blocking(move || registry.entries())
         .await
         .map_err(|e| ProbeError::Node {
+            code: crate::message::ErrorCode::Internal,
             port: 0,
             message: format!("registry task failed: {e}"),
         })?
         .map_err(|e| ProbeError::Node {
+            code: crate::message::ErrorCode::Internal,
             port: 0,
             message: format!("cannot read {}: {e}", path.display()),
         })?;
@@ -407,6 +414,57 @@ mod tests {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
             assert!(body["message"].as_str().unwrap().contains(bad), "{body}");
         }
+    }
+
+    /// A rebound host name gets 421 on every route, a page of another origin 403 for a
+    /// change, both with a code, before any node is called; curl-like requests pass.
+    #[tokio::test]
+    async fn foreign_hosts_and_origins_are_refused_before_any_node_is_called() {
+        let r = router();
+        let send = |req: Request<Body>| {
+            let r = r.clone();
+            async move {
+                let resp = r.oneshot(req).await.unwrap();
+                let status = resp.status();
+                let bytes = to_bytes(resp.into_body(), MAX_BODY).await.unwrap();
+                (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+            }
+        };
+        let rebound = Request::get("/status/5001")
+            .header("host", "attacker.example:8080")
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = send(rebound).await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (StatusCode::MISDIRECTED_REQUEST, json!("misdirected"))
+        );
+        let forged = Request::post("/append/5001")
+            .header("host", "127.0.0.1:8080")
+            .header("origin", "http://evil.example")
+            .body(Body::from("x"))
+            .unwrap();
+        let (status, body) = send(forged).await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (StatusCode::FORBIDDEN, json!("cross_site"))
+        );
+        let img = Request::get("/shutdown/5001")
+            .header("host", "localhost:8080")
+            .header("sec-fetch-site", "cross-site")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(img).await.0, StatusCode::FORBIDDEN);
+        // No browser headers (curl): the request reaches the node, here an absent one.
+        let curl = Request::post("/append/1")
+            .header("host", "127.0.0.1:8080")
+            .body(Body::from("x"))
+            .unwrap();
+        let (status, body) = send(curl).await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (StatusCode::BAD_GATEWAY, json!("unreachable"))
+        );
     }
 
     /// Transactions are checked item by item, naming the first bad one.
