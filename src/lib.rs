@@ -20,6 +20,7 @@
 //! | [`node`] | the node: `ChainState`, handler, connection loop, peers, sync, mining |
 //! | [`probe`] | the HTTP API and dashboard |
 //! | [`cli`] | the command lines of the binaries |
+//! | [`control`] | `powchain-cli`: one command to a node, printed as JSON |
 //!
 //! Networks of real node processes for integration tests live in the `powchain-testkit`
 //! crate (`testkit/`), so the library does not depend on test-only crates.
@@ -37,6 +38,7 @@ pub use pow::{MineControl, Template, mine};
 pub use rules::BlockError;
 pub mod cli;
 pub mod client;
+pub mod control;
 pub mod frame;
 pub mod home;
 pub mod message;
