@@ -52,8 +52,11 @@ pub struct NodeArgs {
     /// TCP port to listen on (0 picks a free one).
     pub port: u16,
     /// Address to bind (loopback by default; anything else exposes the node).
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, visible_alias = "bind", default_value = "127.0.0.1")]
     pub host: IpAddr,
+    /// The powchain home: the registry, and nodes' data directories [default: ~/.powchain].
+    #[arg(long, env = "POWCHAIN_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
     /// A peer to connect to, as HOST:PORT (repeatable).
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,
@@ -129,9 +132,10 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
             interval,
             target_secs,
         });
+    let home = args.home.clone().unwrap_or_else(crate::home::home);
     let mut config = Config::new(
         args.data_dir
-            .unwrap_or_else(|| crate::home::node_dir(addr.port())),
+            .unwrap_or_else(|| crate::home::node_dir_in(&home, addr.port())),
     );
     config.params = ChainParams {
         difficulty: args.difficulty,
@@ -140,7 +144,7 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
     };
     config.peers = args.peers;
     config.registry = (!args.no_registry).then(|| {
-        crate::registry::Registry::in_home(&crate::home::home())
+        crate::registry::Registry::in_home(&home)
             .path()
             .to_path_buf()
     });

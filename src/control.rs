@@ -23,9 +23,12 @@ pub struct CliArgs {
     pub host: String,
     /// The node's port.
     pub port: u16,
-    /// The node's data directory, where its admin cookie is [default: $POWCHAIN_HOME/nodes/<port>].
+    /// The node's data directory, where its admin cookie is [default: <home>/nodes/<port>].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The powchain home [default: ~/.powchain].
+    #[arg(long, env = "POWCHAIN_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
     /// Seconds to wait for an answer (mining waits as long as it takes).
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
@@ -73,10 +76,11 @@ pub enum CliCommand {
 
 /// Runs `powchain-cli` with `args`: the whole of the binary.
 pub async fn cli_main(args: CliArgs) -> ExitCode {
+    let home = args.home.clone().unwrap_or_else(crate::home::home);
     let dir = args
         .data_dir
         .clone()
-        .unwrap_or_else(|| crate::home::node_dir(args.port));
+        .unwrap_or_else(|| crate::home::node_dir_in(&home, args.port));
     let cookie = tokio::task::spawn_blocking(move || read_cookie(&dir))
         .await
         .unwrap_or_default();

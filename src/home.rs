@@ -13,5 +13,10 @@ pub fn home() -> PathBuf {
 
 /// Returns the default data directory of the node on `port`.
 pub fn node_dir(port: u16) -> PathBuf {
-    home().join("nodes").join(port.to_string())
+    node_dir_in(&home(), port)
+}
+
+/// Returns the data directory of the node on `port` under the powchain home `home`.
+pub fn node_dir_in(home: &std::path::Path, port: u16) -> PathBuf {
+    home.join("nodes").join(port.to_string())
 }

@@ -15,8 +15,11 @@ struct Args {
     #[arg(long, default_value_t = 8080)]
     port: u16,
     /// Address to serve HTTP on.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, visible_alias = "host", default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// The powchain home: the registry, and nodes' data directories (cookies) [default: ~/.powchain].
+    #[arg(long, env = "POWCHAIN_HOME", value_name = "DIR")]
+    home: Option<std::path::PathBuf>,
     /// The only host nodes are reached on; a path names a port, never a host.
     #[arg(long, default_value = "127.0.0.1")]
     node_host: IpAddr,
@@ -53,9 +56,15 @@ async fn main() -> std::process::ExitCode {
     let Ok(addr) = listener.local_addr() else {
         return std::process::ExitCode::FAILURE;
     };
+    let home = args.home.clone().unwrap_or_else(powchain::home::home);
     let nodes = if args.spawn > 0 {
-        let node_args = vec!["--difficulty".to_owned(), args.difficulty.to_string()];
-        match spawn::spawn_nodes(args.spawn, &node_args).await {
+        let node_args = vec![
+            "--difficulty".to_owned(),
+            args.difficulty.to_string(),
+            "--home".to_owned(),
+            home.display().to_string(),
+        ];
+        match spawn::spawn_nodes(args.spawn, &node_args, &home).await {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("error: could not start nodes: {e}");
@@ -69,7 +78,11 @@ async fn main() -> std::process::ExitCode {
     if let Some(first) = nodes.first() {
         let port = first.addr.rsplit(':').next().unwrap_or("5001");
         for n in &nodes {
-            println!("node on {}", n.addr);
+            let moved = n
+                .moved_from
+                .map(|p| format!(", port {p} was taken"))
+                .unwrap_or_default();
+            println!("node on {} (data: {}{moved})", n.addr, n.data_dir.display());
         }
         println!("dashboard: http://{addr}/");
         println!("try:");
@@ -79,7 +92,7 @@ async fn main() -> std::process::ExitCode {
         println!("  curl http://{addr}/get_chain/{port}");
         println!("  curl http://{addr}/validate/{port}");
     }
-    let state = ProbeState::for_hosts(args.node_host, powchain::home::home(), args.allow_hosts);
+    let state = ProbeState::for_hosts(args.node_host, home, args.allow_hosts);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

@@ -13,21 +13,52 @@ use crate::process::{SpawnError, spawn_announced};
 pub struct Spawned {
     /// Its address.
     pub addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// The port it was meant to take, when another program held it.
+    pub moved_from: Option<u16>,
     child: Child,
 }
 
 /// First argument that makes the probe binary run as a node.
 pub const NODE_MODE: &str = "__node";
 
-/// Returns how to start a node: the `node` binary next to the running probe, or else the
-/// probe itself in node mode (so `cargo run --bin probe -- --spawn 3` needs nothing else).
-pub fn node_command() -> (PathBuf, Vec<String>) {
+/// Returns how to start a node: the `node` binary next to the running probe when it is
+/// ours (`node --version` names this version), or else the probe itself in node mode (so
+/// `cargo run --bin probe -- --spawn 3` needs nothing else, and a Node.js `node` beside
+/// the probe is never run as a powchain node).
+pub async fn node_command() -> (PathBuf, Vec<String>) {
     let exe = std::env::current_exe().unwrap_or_default();
     let name = if cfg!(windows) { "node.exe" } else { "node" };
-    match exe.parent().map(|d| d.join(name)) {
-        Some(node) if node.is_file() => (node, Vec::new()),
-        _ => (exe, vec![NODE_MODE.to_owned()]),
+    if let Some(node) = exe.parent().map(|d| d.join(name))
+        && node.is_file()
+    {
+        let version = Command::new(&node)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        let ours = format!("node {}", env!("CARGO_PKG_VERSION"));
+        match tokio::time::timeout(Duration::from_secs(5), version).await {
+            Ok(Ok(out)) if String::from_utf8_lossy(&out.stdout).trim() == ours => {
+                return (node, Vec::new());
+            }
+            _ => tracing::warn!(
+                "{} is not powchain's node {}; running the probe itself as the node",
+                node.display(),
+                env!("CARGO_PKG_VERSION")
+            ),
+        }
     }
+    (exe, vec![NODE_MODE.to_owned()])
+}
+
+/// Tells whether another program listens on loopback `port` (binding it fails as in use).
+fn port_taken(port: u16) -> bool {
+    matches!(
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
+    )
 }
 
 async fn start_one(
@@ -35,7 +66,7 @@ async fn start_one(
     mode: &[String],
     port: u16,
     args: &[String],
-) -> std::io::Result<Option<Spawned>> {
+) -> std::io::Result<(String, Child)> {
     let mut command = Command::new(bin);
     command
         .args(mode)
@@ -44,37 +75,44 @@ async fn start_one(
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
     match spawn_announced(&mut command, Duration::from_secs(60)).await {
-        Ok(node) => Ok(Some(Spawned {
-            addr: node.addr,
-            child: node.child,
-        })),
+        Ok(node) => Ok((node.addr, node.child)),
         Err(SpawnError::Start { source, .. }) => Err(source),
-        Err(e) => {
-            tracing::debug!("{e}");
-            Ok(None)
-        }
+        Err(e) => Err(std::io::Error::other(format!(
+            "the node for port {port} did not start ({e}); its error is above"
+        ))),
     }
 }
 
-/// Starts `n` nodes on ports 5001.. (a free port where one is taken), with `args`.
-pub async fn spawn_nodes(n: usize, args: &[String]) -> std::io::Result<Vec<Spawned>> {
-    let (bin, mode) = node_command();
+/// Starts `n` nodes on ports 5001.. with `args`, their data under `home`. A port that
+/// another program holds is replaced by a free one (and said so); a node that fails for
+/// any other reason (a store of another network, say) is an error, never moved elsewhere.
+pub async fn spawn_nodes(n: usize, args: &[String], home: &Path) -> std::io::Result<Vec<Spawned>> {
+    let (bin, mode) = node_command().await;
     let mut nodes = Vec::new();
     for i in 0..n {
         let preferred = 5001 + i as u16;
-        let node = match start_one(&bin, &mode, preferred, args).await? {
-            Some(node) => node,
-            None => {
-                tracing::warn!("port {preferred} is taken; starting that node on a free port");
-                start_one(&bin, &mode, 0, args).await?.ok_or_else(|| {
-                    std::io::Error::other(format!(
-                        "node {} did not start; see its log above",
-                        bin.display()
-                    ))
-                })?
-            }
-        };
-        nodes.push(node);
+        let moved_from = port_taken(preferred).then_some(preferred);
+        if moved_from.is_some() {
+            tracing::warn!("port {preferred} is taken; starting that node on a free port");
+        }
+        let (addr, child) = start_one(
+            &bin,
+            &mode,
+            if moved_from.is_some() { 0 } else { preferred },
+            args,
+        )
+        .await?;
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(preferred);
+        nodes.push(Spawned {
+            addr,
+            data_dir: crate::home::node_dir_in(home, port),
+            moved_from,
+            child,
+        });
     }
     Ok(nodes)
 }
