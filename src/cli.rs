@@ -60,7 +60,8 @@ pub struct NodeArgs {
     /// A peer to connect to, as HOST:PORT (repeatable).
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,
-    /// Where the chain and cookie live [default: $POWCHAIN_HOME/nodes/<port>].
+    /// Where the chain and cookie live [default: <home>/nodes/<port> for the default network,
+    /// <home>/networks/<name>/nodes/<port> for others, e.g. networks/d8].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Starting difficulty in leading zero bits (part of the network's identity).
@@ -133,15 +134,17 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
             target_secs,
         });
     let home = args.home.clone().unwrap_or_else(crate::home::home);
-    let mut config = Config::new(
-        args.data_dir
-            .unwrap_or_else(|| crate::home::node_dir_in(&home, addr.port())),
-    );
-    config.params = ChainParams {
+    let params = ChainParams {
         difficulty: args.difficulty,
         retarget,
         max_block_size: args.max_block,
     };
+    // Each network its own directory, so nodes of other rules never meet one another's stores.
+    let mut config = Config::new(
+        args.data_dir
+            .unwrap_or_else(|| crate::home::node_dir_for(&home, &params, addr.port())),
+    );
+    config.params = params;
     config.peers = args.peers;
     config.registry = (!args.no_registry).then(|| {
         crate::registry::Registry::in_home(&home)

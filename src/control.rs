@@ -76,18 +76,30 @@ pub enum CliCommand {
 
 /// Runs `powchain-cli` with `args`: the whole of the binary.
 pub async fn cli_main(args: CliArgs) -> ExitCode {
+    // The node's network is not known here: every data directory of its port is tried,
+    // the default network's first, until the node takes a cookie.
     let home = args.home.clone().unwrap_or_else(crate::home::home);
-    let dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| crate::home::node_dir_in(&home, args.port));
-    let cookie = tokio::task::spawn_blocking(move || read_cookie(&dir))
-        .await
-        .unwrap_or_default();
-    let client = NodeClient::new(format!("{}:{}", args.host, args.port))
-        .with_cookie(cookie)
-        .with_timeout(Duration::from_secs(args.timeout.max(1)));
-    match run(&client, args.command).await {
+    let (port, data_dir) = (args.port, args.data_dir.clone());
+    let cookies: Vec<Option<String>> = tokio::task::spawn_blocking(move || {
+        let dirs = data_dir.map_or_else(|| crate::home::node_dirs(&home, port), |d| vec![d]);
+        dirs.iter().map(|d| read_cookie(d)).collect()
+    })
+    .await
+    .unwrap_or_default();
+    let mut result = Err(ClientError::Closed {
+        addr: format!("{}:{}", args.host, args.port),
+    });
+    for cookie in cookies.into_iter().chain(std::iter::once(None)) {
+        let client = NodeClient::new(format!("{}:{}", args.host, args.port))
+            .with_cookie(cookie)
+            .with_timeout(Duration::from_secs(args.timeout.max(1)));
+        result = run(&client, &args.command).await;
+        let refused = matches!(&result, Err(e) if e.error_code() == Some(crate::message::ErrorCode::Unauthorized));
+        if !refused {
+            break;
+        }
+    }
+    match result {
         Ok(value) => {
             let text = if std::io::stdout().is_terminal() {
                 serde_json::to_string_pretty(&value)
@@ -112,7 +124,7 @@ fn to_json(value: impl serde::Serialize) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-async fn run(client: &NodeClient, command: CliCommand) -> Result<Value, ClientError> {
+async fn run(client: &NodeClient, command: &CliCommand) -> Result<Value, ClientError> {
     Ok(match command {
         CliCommand::Status => to_json(client.status().await?),
         CliCommand::Chain => to_json(client.get_chain().await?),
@@ -135,7 +147,7 @@ async fn run(client: &NodeClient, command: CliCommand) -> Result<Value, ClientEr
             to_json(block)
         }
         CliCommand::Mine { data } => {
-            let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
+            let data = serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.clone()));
             to_json(client.mine(data).await?)
         }
         CliCommand::Validate => {
@@ -148,11 +160,11 @@ async fn run(client: &NodeClient, command: CliCommand) -> Result<Value, ClientEr
         }
         CliCommand::Peers => to_json(client.get_peers().await?),
         CliCommand::AddPeer { addr } => {
-            client.add_peer(&addr).await?;
+            client.add_peer(addr).await?;
             json!({ "added": addr })
         }
         CliCommand::RemovePeer { addr } => {
-            client.remove_peer(&addr).await?;
+            client.remove_peer(addr).await?;
             json!({ "removed": addr })
         }
         CliCommand::Shutdown => {

@@ -12,6 +12,8 @@ pub const MEDIAN_SPAN: usize = 11;
 pub const MAX_FUTURE_SECS: i64 = 2 * 60 * 60;
 /// Default cap on a block's serialized size.
 pub const DEFAULT_MAX_BLOCK_SIZE: usize = 1024 * 1024;
+/// Difficulty of the default network (the original's `0000` prefix).
+pub const DEFAULT_DIFFICULTY: u32 = 16;
 /// Largest difficulty change at one retarget, in bits.
 pub const MAX_RETARGET_BITS: i64 = 2;
 
@@ -38,7 +40,7 @@ pub struct ChainParams {
 impl Default for ChainParams {
     fn default() -> Self {
         ChainParams {
-            difficulty: 16,
+            difficulty: DEFAULT_DIFFICULTY,
             retarget: None,
             max_block_size: DEFAULT_MAX_BLOCK_SIZE,
         }

@@ -64,7 +64,8 @@ async fn main() -> std::process::ExitCode {
             "--home".to_owned(),
             home.display().to_string(),
         ];
-        match spawn::spawn_nodes(args.spawn, &node_args, &home).await {
+        let params = powchain::ChainParams::with_difficulty(args.difficulty);
+        match spawn::spawn_nodes(args.spawn, &node_args, &home, &params).await {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("error: could not start nodes: {e}");

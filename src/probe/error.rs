@@ -67,7 +67,7 @@ impl ProbeError {
                 }
                 ErrorCode::Unauthorized => ProbeError::Unauthorized(format!(
                     "node on port {port} refused: {message}; the probe reads it from \
-                     $POWCHAIN_HOME/nodes/{port}/.cookie"
+                     <home>/nodes/{port}/.cookie (or <home>/networks/*/nodes/{port}/.cookie)"
                 )),
                 code => ProbeError::Node {
                     port,

@@ -146,15 +146,39 @@ impl ProbeState {
         }
     }
 
-    /// Returns a fresh client of the node on `port` carrying its cookie (for admin calls);
-    /// the cookie file is read off the runtime.
-    pub async fn admin_client(&self, port: u16) -> NodeClient {
-        let dir = self.home.join("nodes").join(port.to_string());
-        let cookie = tokio::task::spawn_blocking(move || read_cookie(&dir))
-            .await
-            .unwrap_or_default();
-        NodeClient::new(self.addr(port))
-            .with_timeout(self.timeout)
-            .with_cookie(cookie)
+    /// Runs the admin call `f` on the node on `port` with a client carrying its cookie. The
+    /// probe does not know the node's network, so it tries the cookie of each data directory
+    /// of that port under its home (the default network's first) until one is accepted;
+    /// the files are read off the runtime.
+    pub async fn with_admin<T, F, Fut>(&self, port: u16, f: F) -> Result<T, ProbeError>
+    where
+        F: Fn(NodeClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::client::ClientError>>,
+    {
+        let home = self.home.clone();
+        let cookies: Vec<Option<String>> = tokio::task::spawn_blocking(move || {
+            let dirs = crate::home::node_dirs(&home, port);
+            dirs.iter().map(|d| read_cookie(d)).collect()
+        })
+        .await
+        .unwrap_or_default();
+        let mut last = None;
+        for cookie in cookies.into_iter().chain(std::iter::once(None)).take(16) {
+            let client = NodeClient::new(self.addr(port))
+                .with_timeout(self.timeout)
+                .with_cookie(cookie);
+            match f(client).await {
+                Err(e) if e.error_code() == Some(crate::message::ErrorCode::Unauthorized) => {
+                    last = Some(e);
+                }
+                other => return other.map_err(|e| ProbeError::from_client(port, e)),
+            }
+        }
+        Err(ProbeError::from_client(
+            port,
+            last.unwrap_or(crate::client::ClientError::Closed {
+                addr: self.addr(port),
+            }),
+        ))
     }
 }

@@ -284,11 +284,8 @@ async fn validate(State(s): Shared, NodePort(port): NodePort) -> Reply {
 }
 
 async fn shutdown(State(s): Shared, NodePort(port): NodePort) -> Reply {
-    s.admin_client(port)
-        .await
-        .shutdown()
-        .await
-        .map_err(|e| ProbeError::from_client(port, e))?;
+    s.with_admin(port, |c| async move { c.shutdown().await })
+        .await?;
     ok(StatusCode::OK, json!({ "message": "server is shutdown" }))
 }
 
@@ -305,11 +302,11 @@ fn peer_text(text: &str) -> Result<String, ProbeError> {
 
 async fn add_peer(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
     let peer = peer_text(&read_text(body).await?)?;
-    s.admin_client(port)
-        .await
-        .add_peer(&peer)
-        .await
-        .map_err(|e| ProbeError::from_client(port, e))?;
+    s.with_admin(port, |c| {
+        let peer = peer.clone();
+        async move { c.add_peer(&peer).await }
+    })
+    .await?;
     ok(
         StatusCode::OK,
         json!({ "message": format!("peer {peer} added") }),
@@ -318,11 +315,11 @@ async fn add_peer(State(s): Shared, NodePort(port): NodePort, body: Body) -> Rep
 
 async fn remove_peer(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
     let peer = peer_text(&read_text(body).await?)?;
-    s.admin_client(port)
-        .await
-        .remove_peer(&peer)
-        .await
-        .map_err(|e| ProbeError::from_client(port, e))?;
+    s.with_admin(port, |c| {
+        let peer = peer.clone();
+        async move { c.remove_peer(&peer).await }
+    })
+    .await?;
     ok(
         StatusCode::OK,
         json!({ "message": format!("peer {peer} removed") }),

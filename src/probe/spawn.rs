@@ -86,7 +86,12 @@ async fn start_one(
 /// Starts `n` nodes on ports 5001.. with `args`, their data under `home`. A port that
 /// another program holds is replaced by a free one (and said so); a node that fails for
 /// any other reason (a store of another network, say) is an error, never moved elsewhere.
-pub async fn spawn_nodes(n: usize, args: &[String], home: &Path) -> std::io::Result<Vec<Spawned>> {
+pub async fn spawn_nodes(
+    n: usize,
+    args: &[String],
+    home: &Path,
+    params: &crate::params::ChainParams,
+) -> std::io::Result<Vec<Spawned>> {
     let (bin, mode) = node_command().await;
     let mut nodes = Vec::new();
     for i in 0..n {
@@ -109,7 +114,7 @@ pub async fn spawn_nodes(n: usize, args: &[String], home: &Path) -> std::io::Res
             .unwrap_or(preferred);
         nodes.push(Spawned {
             addr,
-            data_dir: crate::home::node_dir_in(home, port),
+            data_dir: crate::home::node_dir_for(home, params, port),
             moved_from,
             child,
         });

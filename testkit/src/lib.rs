@@ -100,7 +100,8 @@ impl Options {
 pub struct TestNode {
     /// Address it listens on.
     pub addr: String,
-    /// Its data directory (`$POWCHAIN_HOME/nodes/<port>`).
+    /// Its data directory (`$POWCHAIN_HOME/nodes/<port>`, or `networks/<name>/nodes/<port>`
+    /// for a network other than the default one: see `powchain::home`).
     pub data_dir: PathBuf,
     /// Its log file (stderr).
     pub log: PathBuf,
@@ -273,7 +274,15 @@ impl TestNetwork {
             })?;
         let child = started.child;
         node.addr = started.addr;
-        node.data_dir = self.home.path().join("nodes").join(node.port().to_string());
+        // Each network has its own directory (powchain::home); the node wrote its cookie
+        // into its own before it announced itself.
+        let dirs = powchain::home::node_dirs(self.home.path(), node.port());
+        node.data_dir = dirs
+            .iter()
+            .find(|d| d.join(powchain::client::COOKIE_FILE).is_file())
+            .or(dirs.first())
+            .cloned()
+            .unwrap_or_else(|| powchain::home::node_dir_in(self.home.path(), node.port()));
         node.child = Some(child);
         Ok(())
     }
