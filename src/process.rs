@@ -8,6 +8,25 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
+pub use rustix::process::Signal;
+
+/// Asks a child to stop with SIGTERM (as Ctrl-C or a service manager would), without
+/// `unsafe`: a child that has exited already (no pid) is left alone.
+pub fn terminate(child: &Child) -> std::io::Result<()> {
+    signal(child, Signal::TERM)
+}
+
+/// Sends `signal` to a child we spawned and have not reaped.
+pub fn signal(child: &Child, signal: Signal) -> std::io::Result<()> {
+    let Some(pid) = child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    else {
+        return Ok(());
+    };
+    rustix::process::kill_process(pid, signal).map_err(std::io::Error::from)
+}
+
 /// What a node or probe prints, followed by its address, once it serves.
 pub const LISTENING: &str = "listening on ";
 

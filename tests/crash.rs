@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use common::*;
 use powchain::{BlockData, NodeClient};
 use powchain_testkit::{Options, Topology, wait_for};
@@ -31,18 +34,6 @@ fn mine_loop(client: NodeClient, tag: String, stop: Arc<AtomicBool>) -> JoinHand
     })
 }
 
-/// A small deterministic generator, so a failing run can be replayed (seed in the output).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// 24 kills at random moments while blocks are mined on the victim and received from its
 /// peer: after each restart the store opens and the chain validates; at the end the victim
 /// holds the data of every block either node acknowledged.
@@ -52,8 +43,9 @@ async fn random_kill_9_loses_no_acknowledged_data() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_c0de_u64);
-    eprintln!("crash test seed {seed}");
-    let mut rng = Rng(seed);
+    // Seeded, so a failing run can be replayed: the seed is in the output.
+    eprintln!("crash test seed {seed} (POWCHAIN_CRASH_SEED={seed} replays it)");
+    let mut rng = StdRng::seed_from_u64(seed);
     // Node 1 (the victim) dials node 0 (its peer) with --peer.
     let mut net = network(Options::new(2).topology(Topology::Line).difficulty(10)).await;
     net.wait_peered(DEADLINE).await.unwrap();
@@ -62,7 +54,7 @@ async fn random_kill_9_loses_no_acknowledged_data() {
         let stop = Arc::new(AtomicBool::new(false));
         let victim = mine_loop(net.client(1), format!("victim-{round}"), stop.clone());
         let peer = mine_loop(net.client(0), format!("peer-{round}"), stop.clone());
-        tokio::time::sleep(Duration::from_millis(20 + rng.below(300))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..320))).await;
         net.kill(1).await.unwrap();
         stop.store(true, Ordering::Relaxed);
         acked.extend(victim.await.unwrap());

@@ -327,8 +327,7 @@ async fn spawn_works_with_the_probe_binary_alone() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(probe.child.id().unwrap() as i32, libc::SIGTERM) };
+    powchain::process::terminate(&probe.child).unwrap();
     assert!(
         tokio::time::timeout(DEADLINE, probe.child.wait())
             .await
@@ -492,8 +491,7 @@ async fn spawn_brings_up_and_tears_down_a_network() {
     })
     .await
     .unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(probe.child.id().unwrap() as i32, libc::SIGTERM) };
+    powchain::process::terminate(&probe.child).unwrap();
     let status = tokio::time::timeout(DEADLINE, probe.child.wait())
         .await
         .unwrap()
@@ -526,8 +524,7 @@ async fn probe_stops_promptly_with_a_mine_request_in_flight() {
     })
     .await
     .unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(probe.child.id().unwrap() as i32, libc::SIGTERM) };
+    powchain::process::terminate(&probe.child).unwrap();
     let status = tokio::time::timeout(DEADLINE, probe.child.wait())
         .await
         .expect("the probe stopped within the deadline")

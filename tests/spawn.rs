@@ -73,8 +73,7 @@ async fn networks_of_other_difficulties_share_a_home_and_a_port() {
             .await
             .unwrap();
         assert_eq!(status.difficulty.to_string(), difficulty);
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(probe.child.id().unwrap() as i32, libc::SIGTERM) };
+        powchain::process::terminate(&probe.child).unwrap();
         let exit = tokio::time::timeout(Duration::from_secs(30), probe.child.wait())
             .await
             .unwrap()

@@ -125,9 +125,8 @@ pub async fn spawn_nodes(
 /// Stops the nodes with SIGTERM and waits for them (killing any that hang).
 pub async fn stop_nodes(nodes: Vec<Spawned>) {
     for mut node in nodes {
-        if let Some(pid) = node.child.id() {
-            // SAFETY: kill(2) on a child we spawned and have not reaped.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        if let Err(e) = crate::process::terminate(&node.child) {
+            tracing::debug!("could not signal the node on {}: {e}", node.addr);
         }
         if tokio::time::timeout(Duration::from_secs(10), node.child.wait())
             .await

@@ -27,7 +27,7 @@ use tokio::process::{Child, Command};
 use powchain::block::BlockHash;
 use powchain::client::{NodeClient, read_cookie};
 use powchain::message::Status;
-use powchain::process::spawn_announced;
+use powchain::process::{Signal, spawn_announced};
 
 /// How the nodes of a test network find each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,27 +378,20 @@ impl TestNetwork {
         .await
     }
 
-    fn signal(&mut self, i: usize, sig: i32) -> Result<Child, Error> {
+    fn signal(&mut self, i: usize, sig: Signal) -> Result<Child, Error> {
         let child = self.nodes[i]
             .child
             .take()
             .ok_or(format!("node {i} is not running"))?;
         let pid = child.id().ok_or(format!("node {i} already exited"))?;
-        // SAFETY: kill(2) on a child we spawned and have not reaped.
-        let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-        if rc != 0 {
-            return Err(format!(
-                "kill({pid}, {sig}) failed: {}",
-                std::io::Error::last_os_error()
-            )
-            .into());
-        }
+        powchain::process::signal(&child, sig)
+            .map_err(|e| format!("kill({pid}, {sig:?}) failed: {e}"))?;
         Ok(child)
     }
 
     /// Stops node `i` with SIGTERM and waits for it to exit; returns its exit code.
     pub async fn stop(&mut self, i: usize) -> Result<Option<i32>, Error> {
-        let mut child = self.signal(i, libc::SIGTERM)?;
+        let mut child = self.signal(i, Signal::TERM)?;
         let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
             .await
             .map_err(|_| format!("node {i} did not exit within 30 s of SIGTERM"))??;
@@ -407,7 +400,7 @@ impl TestNetwork {
 
     /// Kills node `i` with SIGKILL (a crash) and reaps it.
     pub async fn kill(&mut self, i: usize) -> Result<(), Error> {
-        let mut child = self.signal(i, libc::SIGKILL)?;
+        let mut child = self.signal(i, Signal::KILL)?;
         child.wait().await?;
         Ok(())
     }
