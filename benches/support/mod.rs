@@ -38,9 +38,12 @@ pub struct BenchNode {
     pub addr: String,
 }
 
-/// Starts the node binary on a free port with `args`; returns once it listens.
+/// Starts the node binary (or `$POWCHAIN_BENCH_NODE`, another build's, to compare) on a
+/// free port with `args`; returns once it listens.
 pub async fn start_node(home: &Path, args: &[&str]) -> BenchNode {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_node"));
+    let bin = std::env::var("POWCHAIN_BENCH_NODE")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_node").to_owned());
+    let mut command = Command::new(bin);
     command
         .arg("0")
         .args(args)
