@@ -185,7 +185,7 @@ impl Node {
                 ),
             );
         }
-        let Some(addr) = self.dial_addr(&hello.listen, peer.remote) else {
+        let Some(addr) = super::links::dial_addr(&hello.listen, peer.remote) else {
             return Response::error(
                 ErrorCode::BadPeer,
                 format!("listen address {:?} is not host:port", hello.listen),

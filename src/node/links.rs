@@ -314,25 +314,63 @@ impl Node {
         let ip = self.listen.ip();
         target.ip() == ip || (ip.is_unspecified() && is_local_ip(target.ip()))
     }
+}
 
-    /// Returns the address to dial a peer that announced `listen` on a connection from
-    /// `remote`: a peer bound to every interface (`0.0.0.0:P`) is dialled at the address
-    /// its connection came from, on port `P`.
-    pub(super) fn dial_addr(&self, listen: &str, remote: Option<SocketAddr>) -> Option<String> {
-        let addr = normalize_addr(listen).ok()?;
-        let (host, port) = addr.rsplit_once(':')?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        match (host.parse::<IpAddr>(), remote) {
-            (Ok(ip), Some(remote)) if ip.is_unspecified() => {
-                Some(SocketAddr::new(remote.ip(), port.parse().ok()?).to_string())
-            }
-            (Ok(ip), None) if ip.is_unspecified() => None,
-            _ => Some(addr),
-        }
+/// Returns the address to dial a peer that announced `listen` on a connection from
+/// `remote`: a peer bound to every interface (`0.0.0.0:P`) is dialled at the address its
+/// connection came from, on port `P`; so is a peer on another host announcing a loopback
+/// address (which could only lead to this machine's own services).
+pub fn dial_addr(listen: &str, remote: Option<SocketAddr>) -> Option<String> {
+    let addr = normalize_addr(listen).ok()?;
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = host.parse::<IpAddr>().ok();
+    let remote_is_local = remote.is_none_or(|r| r.ip().is_loopback());
+    let rewrite =
+        ip.is_some_and(|ip| ip.is_unspecified() || (ip.is_loopback() && !remote_is_local));
+    match (rewrite, remote) {
+        (true, Some(remote)) => Some(SocketAddr::new(remote.ip(), port.parse().ok()?).to_string()),
+        (true, None) => None,
+        (false, _) => Some(addr),
     }
 }
 
 /// Tells whether `ip` is an address of this machine (binding a socket to it succeeds).
 fn is_local_ip(ip: IpAddr) -> bool {
     ip.is_loopback() || UdpSocket::bind((ip, 0)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unspecified hosts, and loopback hosts announced from another host, are dialled at
+    /// the connection's source address; others as announced.
+    #[test]
+    fn announced_addresses_become_dialable_ones() {
+        let far: SocketAddr = "10.0.0.7:41000".parse().unwrap();
+        let near: SocketAddr = "127.0.0.1:41000".parse().unwrap();
+        assert_eq!(
+            dial_addr("0.0.0.0:5001", Some(far)).as_deref(),
+            Some("10.0.0.7:5001")
+        );
+        assert_eq!(
+            dial_addr("127.0.0.1:5001", Some(far)).as_deref(),
+            Some("10.0.0.7:5001")
+        );
+        assert_eq!(
+            dial_addr("127.0.0.1:5001", Some(near)).as_deref(),
+            Some("127.0.0.1:5001")
+        );
+        assert_eq!(
+            dial_addr("localhost:5001", Some(near)).as_deref(),
+            Some("127.0.0.1:5001")
+        );
+        assert_eq!(
+            dial_addr("10.0.0.9:5001", Some(far)).as_deref(),
+            Some("10.0.0.9:5001")
+        );
+        assert_eq!(dial_addr("0.0.0.0:5001", None), None);
+        assert_eq!(dial_addr("nonsense", Some(far)), None);
+    }
 }
