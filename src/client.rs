@@ -89,6 +89,49 @@ impl Drop for MarkUsed<'_> {
     }
 }
 
+/// Most cookies [`with_cookies`] tries before giving up.
+const MAX_COOKIES_TRIED: usize = 16;
+
+/// Reads, off the runtime, the cookie of each data directory `dirs` finds (those that may
+/// be the node's, likeliest first; finding them reads the file system too).
+pub async fn read_cookies<D>(dirs: D) -> Vec<Option<String>>
+where
+    D: FnOnce() -> Vec<std::path::PathBuf> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || dirs().iter().map(|d| read_cookie(d)).collect())
+        .await
+        .unwrap_or_default()
+}
+
+/// Runs the call `f` with a client that `client` makes for each of `cookies` in turn (then
+/// for no cookie), until the node does not refuse it as `unauthorized`: for admin calls by a
+/// tool that does not know which data directory, so which network, the node's is.
+pub async fn with_cookies<T, M, F, Fut>(
+    cookies: Vec<Option<String>>,
+    client: M,
+    f: F,
+) -> Result<T, ClientError>
+where
+    M: Fn(Option<String>) -> NodeClient,
+    F: Fn(NodeClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut tries = cookies
+        .into_iter()
+        .chain(std::iter::once(None))
+        .take(MAX_COOKIES_TRIED);
+    let mut result = f(client(tries.next().flatten())).await;
+    for cookie in tries {
+        match &result {
+            Err(e) if e.error_code() == Some(ErrorCode::Unauthorized) => {
+                result = f(client(cookie)).await;
+            }
+            _ => break,
+        }
+    }
+    result
+}
+
 /// Reads the admin cookie a node wrote into its data directory.
 pub fn read_cookie(data_dir: &Path) -> Option<String> {
     std::fs::read_to_string(data_dir.join(COOKIE_FILE))

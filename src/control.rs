@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::client::{ClientError, NodeClient, read_cookie};
+use crate::client::{ClientError, NodeClient, read_cookies, with_cookies};
 use crate::message::MAX_BLOCKS_PER_REPLY;
 
 /// Talks to a powchain node: one command, its answer as JSON on stdout (indented on a
@@ -80,25 +80,17 @@ pub async fn cli_main(args: CliArgs) -> ExitCode {
     // the default network's first, until the node takes a cookie.
     let home = args.home.clone().unwrap_or_else(crate::home::home);
     let (port, data_dir) = (args.port, args.data_dir.clone());
-    let cookies: Vec<Option<String>> = tokio::task::spawn_blocking(move || {
-        let dirs = data_dir.map_or_else(|| crate::home::node_dirs(&home, port), |d| vec![d]);
-        dirs.iter().map(|d| read_cookie(d)).collect()
-    })
-    .await
-    .unwrap_or_default();
-    let mut result = Err(ClientError::Closed {
-        addr: format!("{}:{}", args.host, args.port),
-    });
-    for cookie in cookies.into_iter().chain(std::iter::once(None)) {
-        let client = NodeClient::new(format!("{}:{}", args.host, args.port))
+    let dirs = move || data_dir.map_or_else(|| crate::home::node_dirs(&home, port), |d| vec![d]);
+    let client = |cookie| {
+        NodeClient::new(format!("{}:{}", args.host, args.port))
             .with_cookie(cookie)
-            .with_timeout(Duration::from_secs(args.timeout.max(1)));
-        result = run(&client, &args.command).await;
-        let refused = matches!(&result, Err(e) if e.error_code() == Some(crate::message::ErrorCode::Unauthorized));
-        if !refused {
-            break;
-        }
-    }
+            .with_timeout(Duration::from_secs(args.timeout.max(1)))
+    };
+    let command = &args.command;
+    let result = with_cookies(read_cookies(dirs).await, client, |c| async move {
+        run(&c, command).await
+    })
+    .await;
     match result {
         Ok(value) => {
             let text = if std::io::stdout().is_terminal() {

@@ -43,7 +43,7 @@ pub async fn serve(
     }
 }
 
-use crate::client::{NodeClient, read_cookie};
+use crate::client::{NodeClient, read_cookies, with_cookies};
 
 /// Largest request body the probe reads.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -156,29 +156,14 @@ impl ProbeState {
         Fut: std::future::Future<Output = Result<T, crate::client::ClientError>>,
     {
         let home = self.home.clone();
-        let cookies: Vec<Option<String>> = tokio::task::spawn_blocking(move || {
-            let dirs = crate::home::node_dirs(&home, port);
-            dirs.iter().map(|d| read_cookie(d)).collect()
-        })
-        .await
-        .unwrap_or_default();
-        let mut last = None;
-        for cookie in cookies.into_iter().chain(std::iter::once(None)).take(16) {
-            let client = NodeClient::new(self.addr(port))
+        let cookies = read_cookies(move || crate::home::node_dirs(&home, port)).await;
+        let client = |cookie| {
+            NodeClient::new(self.addr(port))
                 .with_timeout(self.timeout)
-                .with_cookie(cookie);
-            match f(client).await {
-                Err(e) if e.error_code() == Some(crate::message::ErrorCode::Unauthorized) => {
-                    last = Some(e);
-                }
-                other => return other.map_err(|e| ProbeError::from_client(port, e)),
-            }
-        }
-        Err(ProbeError::from_client(
-            port,
-            last.unwrap_or(crate::client::ClientError::Closed {
-                addr: self.addr(port),
-            }),
-        ))
+                .with_cookie(cookie)
+        };
+        with_cookies(cookies, client, f)
+            .await
+            .map_err(|e| ProbeError::from_client(port, e))
     }
 }
