@@ -294,6 +294,9 @@ pub struct Status {
     /// Genesis hash of the node's network.
     #[serde(default)]
     pub genesis: Option<BlockHash>,
+    /// Reorgs since the node started: times a chain with more work replaced blocks it held.
+    #[serde(default)]
+    pub reorgs: u64,
 }
 
 /// A reply, tagged by `"type"`.

@@ -33,6 +33,10 @@ struct Args {
     /// other names are refused, against DNS rebinding.
     #[arg(long = "allow-host", value_name = "NAME")]
     allow_hosts: Vec<String>,
+    /// Seconds between two samples of every node's status for the dashboard's history
+    /// (`GET /history`, ten minutes kept); 0 turns sampling off.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    sample_every: u64,
 }
 
 #[tokio::main]
@@ -93,7 +97,8 @@ async fn main() -> std::process::ExitCode {
         println!("  curl http://{addr}/get_chain/{port}");
         println!("  curl http://{addr}/validate/{port}");
     }
-    let state = ProbeState::for_hosts(args.node_host, home, args.allow_hosts);
+    let state = ProbeState::for_hosts(args.node_host, home, args.allow_hosts)
+        .with_sample_interval(std::time::Duration::from_secs(args.sample_every));
     let shutdown = tokio_util::sync::CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

@@ -101,6 +101,8 @@ pub struct Node {
     /// Blocks being handled right now: the same block from another peer meanwhile is
     /// ignored instead of handled twice.
     pub(super) handling: Mutex<HashSet<BlockHash>>,
+    /// Reorgs since the node started (a chain with more work replaced blocks of ours).
+    pub(super) reorgs: AtomicU64,
 }
 
 impl std::fmt::Debug for Node {
@@ -169,6 +171,7 @@ impl Node {
                 config,
                 next_conn: AtomicU64::new(0),
                 handling: Mutex::new(HashSet::new()),
+                reorgs: AtomicU64::new(0),
             }
         }))
     }

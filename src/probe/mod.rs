@@ -3,6 +3,7 @@
 
 mod error;
 mod guard;
+pub mod network;
 mod routes;
 pub mod spawn;
 
@@ -26,6 +27,13 @@ pub async fn serve(
     state: Arc<ProbeState>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
+    if !state.sample_interval.is_zero() {
+        tokio::spawn(network::sample_forever(
+            state.clone(),
+            state.sample_interval,
+            shutdown.clone(),
+        ));
+    }
     let graceful = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::select! {
@@ -61,6 +69,10 @@ pub struct ProbeState {
     pub mine_timeout: Duration,
     /// Host names the probe answers to besides addresses and loopback names.
     pub allowed_hosts: Vec<String>,
+    /// How often the history is sampled (zero: never).
+    pub sample_interval: Duration,
+    /// The network over the last minutes.
+    pub history: network::History,
     pool: Mutex<HashMap<u16, Vec<NodeClient>>>,
 }
 
@@ -88,6 +100,8 @@ impl ProbeState {
             timeout,
             mine_timeout,
             allowed_hosts: Vec::new(),
+            sample_interval: network::SAMPLE_INTERVAL,
+            history: network::History::default(),
             pool: Mutex::new(HashMap::new()),
         })
     }
@@ -98,6 +112,18 @@ impl ProbeState {
             .unwrap_or_else(|| unreachable!("a state just made has no other owner"));
         state.allowed_hosts = allowed_hosts;
         Arc::new(state)
+    }
+
+    /// Returns this state sampling the history every `interval` (zero: never); call it
+    /// before the state is shared.
+    pub fn with_sample_interval(self: Arc<Self>, interval: Duration) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut state) => {
+                state.sample_interval = interval;
+                Arc::new(state)
+            }
+            Err(shared) => shared,
+        }
     }
 
     fn addr(&self, port: u16) -> String {

@@ -2,7 +2,6 @@
 //! the registry's nodes, and the dashboard.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use std::collections::HashMap;
@@ -19,7 +18,6 @@ use serde_json::{Value, json};
 use super::{MAX_BODY, ProbeError, ProbeState};
 use crate::block::Block;
 use crate::message::BlockOutcome;
-use crate::registry::Registry;
 
 type Shared = State<Arc<ProbeState>>;
 
@@ -35,6 +33,8 @@ pub fn app(state: Arc<ProbeState>) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/nodes", get(nodes))
+        .route("/history", get(history))
+        .route("/vendor/{file}", get(vendored))
         .route("/mine_block/{port}", post(mine_block))
         .route("/get_chain/{port}", get(get_chain))
         .route("/validate/{port}", get(validate))
@@ -343,42 +343,84 @@ async fn status(State(s): Shared, NodePort(port): NodePort) -> Reply {
 
 /// Lists the registry's nodes, each asked for its status (only on the probe's node host).
 async fn nodes(State(s): Shared) -> Reply {
-    let registry = Registry::in_home(&s.home);
-    let path = registry.path().to_path_buf();
-    // The registry is read under a file lock: off the runtime.
-    let entries = tokio::task::spawn_blocking(move || registry.entries())
-        .await
-        .map_err(|e| ProbeError::Node {
-            code: crate::message::ErrorCode::Internal,
-            port: 0,
-            message: format!("registry task failed: {e}"),
-        })?
-        .map_err(|e| ProbeError::Node {
-            code: crate::message::ErrorCode::Internal,
-            port: 0,
-            message: format!("cannot read {}: {e}", path.display()),
-        })?;
-    let checks = entries.into_iter().map(|(port, host)| {
-        let s = s.clone();
-        async move {
-            let client =
-                crate::client::NodeClient::new(s.addr(port)).with_timeout(Duration::from_secs(2));
-            match client.status().await {
-                Ok(st) => json!({ "port": port, "host": host, "up": true, "status": st }),
-                Err(e) => {
-                    json!({ "port": port, "host": host, "up": false, "error": e.to_string() })
-                }
-            }
-        }
-    });
-    let list = futures::future::join_all(checks).await;
+    let views = super::network::gather(&s).await?;
+    let list: Vec<Value> = views
+        .iter()
+        .map(super::network::NodeView::to_json)
+        .collect();
     Ok(Json(list).into_response())
+}
+
+/// `GET /history?since=T`: the samples taken after `T` (ms since the epoch; all without).
+async fn history(State(s): Shared, Query(q): Query<HashMap<String, String>>) -> Reply {
+    let since = match q.get("since") {
+        None => i64::MIN,
+        Some(t) => t
+            .parse::<i64>()
+            .map_err(|_| ProbeError::BadRequest(format!("since={t:?} is not a time in ms")))?,
+    };
+    let reply = super::network::HistoryReply {
+        interval_ms: s.sample_interval.as_millis() as u64,
+        samples: s.history.since(since),
+    };
+    Ok(Json(reply).into_response())
+}
+
+/// The vendored front-end libraries (see `vendor/README.md`), by file name.
+const VENDORED: &[(&str, &str, &str)] = &[
+    (
+        "d3-dispatch.min.js",
+        "text/javascript",
+        include_str!("vendor/d3-dispatch.min.js"),
+    ),
+    (
+        "d3-quadtree.min.js",
+        "text/javascript",
+        include_str!("vendor/d3-quadtree.min.js"),
+    ),
+    (
+        "d3-timer.min.js",
+        "text/javascript",
+        include_str!("vendor/d3-timer.min.js"),
+    ),
+    (
+        "d3-force.min.js",
+        "text/javascript",
+        include_str!("vendor/d3-force.min.js"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript",
+        include_str!("vendor/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css",
+        include_str!("vendor/uPlot.min.css"),
+    ),
+];
+
+/// `GET /vendor/{file}`: one of the vendored libraries, embedded in the binary.
+async fn vendored(Path(file): Path<String>) -> Reply {
+    let (_, kind, body) = VENDORED
+        .iter()
+        .find(|(name, _, _)| *name == file)
+        .ok_or_else(|| ProbeError::NotFound(format!("no vendored file {file:?}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, format!("{kind}; charset=utf-8")),
+            (header::CACHE_CONTROL, "max-age=3600".to_owned()),
+        ],
+        *body,
+    )
+        .into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::Request;
+    use std::time::Duration;
     use tower::ServiceExt;
 
     fn router() -> Router {
@@ -462,6 +504,59 @@ mod tests {
             (status, body["code"].clone()),
             (StatusCode::BAD_GATEWAY, json!("unreachable"))
         );
+    }
+
+    /// The vendored libraries are served from the binary with their type; other names 404.
+    #[tokio::test]
+    async fn vendored_libraries_are_served_and_nothing_else() {
+        let r = router();
+        for (file, kind) in [
+            ("d3-force.min.js", "text/javascript"),
+            ("uPlot.min.css", "text/css"),
+        ] {
+            let req = Request::get(format!("/vendor/{file}"))
+                .body(Body::empty())
+                .unwrap();
+            let resp = r.clone().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{file}");
+            let ct = resp.headers()[header::CONTENT_TYPE].to_str().unwrap();
+            assert!(ct.starts_with(kind), "{file}: {ct}");
+            let body = to_bytes(resp.into_body(), MAX_BODY).await.unwrap();
+            assert!(body.len() > 1000, "{file}");
+        }
+        let (status, body) = get(&r, "/vendor/..%2Fmod.rs").await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (StatusCode::NOT_FOUND, json!("not_found"))
+        );
+    }
+
+    /// `/history` answers the samples after `since`, and refuses a `since` that is no time.
+    #[tokio::test]
+    async fn history_answers_samples_after_since() {
+        let state = ProbeState::with_timeouts(
+            "127.0.0.1".parse().unwrap(),
+            std::env::temp_dir().join("powchain-probe-unit-no-home"),
+            Duration::from_millis(500),
+            Duration::from_millis(500),
+        );
+        for t in [10, 20, 30] {
+            state
+                .history
+                .record(super::super::network::Sample::of(t, &[]));
+        }
+        let r = app(state);
+        let (status, body) = get(&r, "/history").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["interval_ms"], json!(2000));
+        assert_eq!(body["samples"].as_array().unwrap().len(), 3);
+        let (_, body) = get(&r, "/history?since=20").await;
+        assert_eq!(
+            body["samples"],
+            json!([{"t": 30, "up": 0, "down": 0, "tips": 0, "nodes": []}])
+        );
+        let (status, _) = get(&r, "/history?since=soon").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
     /// Transactions are checked item by item, naming the first bad one.

@@ -1,0 +1,232 @@
+//! The network as the probe sees it: the registry's nodes asked for their status all at
+//! once (`GET /nodes`), and a history of those answers over the last minutes, sampled in
+//! the background (`GET /history`) so that a page opened late still shows what happened.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{ProbeError, ProbeState};
+use crate::message::{ErrorCode, Status};
+use crate::registry::Registry;
+
+/// How often the background sampler asks every node for its status.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+/// Samples kept: ten minutes at [`SAMPLE_INTERVAL`].
+pub const MAX_SAMPLES: usize = 300;
+/// Nodes kept per sample (a registry is a file anyone on the host can write).
+pub const MAX_NODES_PER_SAMPLE: usize = 1024;
+/// Time limit of one node's status call while gathering.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One node's answer, or why it gave none.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    /// The node's port (its key in the registry).
+    pub port: u16,
+    /// The host the registry names.
+    pub host: String,
+    /// The node's status, or the error of the call.
+    pub status: Result<Status, String>,
+}
+
+impl NodeView {
+    /// The JSON of one `/nodes` entry: `{port, host, up, status}` or `{port, host, up, error}`.
+    pub fn to_json(&self) -> Value {
+        match &self.status {
+            Ok(st) => json!({ "port": self.port, "host": self.host, "up": true, "status": st }),
+            Err(e) => json!({ "port": self.port, "host": self.host, "up": false, "error": e }),
+        }
+    }
+}
+
+/// Asks every node of the registry for its status, all at once, each call within
+/// [`STATUS_TIMEOUT`]; the registry file is read off the runtime.
+pub async fn gather(state: &ProbeState) -> Result<Vec<NodeView>, ProbeError> {
+    let registry = Registry::in_home(&state.home);
+    let path = registry.path().to_path_buf();
+    let internal = |message: String| ProbeError::Node {
+        code: ErrorCode::Internal,
+        port: 0,
+        message,
+    };
+    let entries = tokio::task::spawn_blocking(move || registry.entries())
+        .await
+        .map_err(|e| internal(format!("registry task failed: {e}")))?
+        .map_err(|e| internal(format!("cannot read {}: {e}", path.display())))?;
+    let checks = entries.into_iter().map(|(port, host)| async move {
+        let client = crate::client::NodeClient::new(state.addr(port)).with_timeout(STATUS_TIMEOUT);
+        let status = client.status().await.map_err(|e| e.to_string());
+        NodeView { port, host, status }
+    });
+    Ok(futures::future::join_all(checks).await)
+}
+
+/// One node in a sample: `[port, height, hash_rate, reorgs]` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point(pub u16, pub u64, pub f64, pub u64);
+
+/// The network at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    /// When, in milliseconds since the Unix epoch (the probe's clock).
+    pub t: i64,
+    /// Nodes that answered.
+    pub up: usize,
+    /// Nodes of the registry that did not.
+    pub down: usize,
+    /// Distinct tips among the nodes that answered (more than one: a fork or a block on its
+    /// way).
+    pub tips: usize,
+    /// The nodes that answered, by port.
+    pub nodes: Vec<Point>,
+}
+
+impl Sample {
+    /// Summarises `views` taken at `t`.
+    pub fn of(t: i64, views: &[NodeView]) -> Sample {
+        let mut tips = HashSet::new();
+        let mut nodes = Vec::new();
+        for v in views {
+            if let Ok(st) = &v.status {
+                tips.insert(st.tip);
+                if nodes.len() < MAX_NODES_PER_SAMPLE {
+                    nodes.push(Point(v.port, st.height, st.hash_rate, st.reorgs));
+                }
+            }
+        }
+        nodes.sort_by_key(|p| p.0);
+        Sample {
+            t,
+            up: views.iter().filter(|v| v.status.is_ok()).count(),
+            down: views.iter().filter(|v| v.status.is_err()).count(),
+            tips: tips.len(),
+            nodes,
+        }
+    }
+}
+
+/// The last [`MAX_SAMPLES`] samples, oldest first.
+#[derive(Debug, Default)]
+pub struct History {
+    samples: Mutex<VecDeque<Sample>>,
+}
+
+impl History {
+    /// Adds a sample, dropping the oldest beyond [`MAX_SAMPLES`]. A sample not later than
+    /// the newest (a clock stepped back) replaces nothing and is dropped.
+    pub fn record(&self, sample: Sample) {
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if samples.back().is_some_and(|last| last.t >= sample.t) {
+            return;
+        }
+        if samples.len() == MAX_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(sample);
+    }
+
+    /// The samples taken after `since` (milliseconds since the epoch), oldest first.
+    pub fn since(&self, since: i64) -> Vec<Sample> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples.iter().filter(|s| s.t > since).cloned().collect()
+    }
+}
+
+/// The body of `GET /history`.
+#[derive(Debug, Serialize)]
+pub struct HistoryReply {
+    /// Time between two samples (0: sampling is off).
+    pub interval_ms: u64,
+    /// The samples asked for, oldest first.
+    pub samples: Vec<Sample>,
+}
+
+/// Samples the network every `interval` until `shutdown` is cancelled.
+pub async fn sample_forever(
+    state: std::sync::Arc<ProbeState>,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match gather(&state).await {
+            Ok(views) => state
+                .history
+                .record(Sample::of(chrono::Utc::now().timestamp_millis(), &views)),
+            Err(e) => tracing::debug!("history sample skipped: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::BlockHash;
+
+    fn view(port: u16, height: u64, tip: u8) -> NodeView {
+        let mut hash = [0u8; 32];
+        hash[0] = tip;
+        let status = Status {
+            listen: format!("127.0.0.1:{port}"),
+            height,
+            tip: BlockHash(hash),
+            work: "0".into(),
+            difficulty: 8,
+            peers: vec![],
+            outbound: vec![],
+            inbound: vec![],
+            mining: false,
+            hash_rate: 10.0,
+            genesis: None,
+            reorgs: 1,
+        };
+        NodeView {
+            port,
+            host: "127.0.0.1".into(),
+            status: Ok(status),
+        }
+    }
+
+    /// A sample counts nodes up and down and distinct tips, and lists the live ones by port.
+    #[test]
+    fn a_sample_summarises_the_network() {
+        let down = NodeView {
+            port: 5000,
+            host: "127.0.0.1".into(),
+            status: Err("refused".into()),
+        };
+        let views = [view(5003, 4, 2), view(5001, 5, 1), down, view(5002, 5, 1)];
+        let s = Sample::of(7, &views);
+        assert_eq!((s.up, s.down, s.tips), (3, 1, 2));
+        let ports: Vec<u16> = s.nodes.iter().map(|p| p.0).collect();
+        assert_eq!(ports, [5001, 5002, 5003]);
+        assert_eq!(
+            serde_json::to_value(s.nodes[0]).unwrap(),
+            json!([5001, 5, 10.0, 1])
+        );
+    }
+
+    /// The history keeps the newest MAX_SAMPLES in time order and answers "since".
+    #[test]
+    fn history_is_bounded_and_ordered() {
+        let h = History::default();
+        for t in 1..=(MAX_SAMPLES as i64 + 10) {
+            h.record(Sample::of(t, &[view(5001, t as u64, 1)]));
+        }
+        h.record(Sample::of(3, &[]));
+        let all = h.since(0);
+        assert_eq!(all.len(), MAX_SAMPLES);
+        assert_eq!(all[0].t, 11);
+        assert_eq!(all.last().unwrap().t, MAX_SAMPLES as i64 + 10);
+        assert_eq!(h.since(MAX_SAMPLES as i64 + 8).len(), 2);
+    }
+}
