@@ -4,151 +4,12 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
+use std::collections::BTreeSet;
 
 use common::*;
-use futures::{SinkExt, StreamExt};
-use powchain_testkit::{Error, Options, TestNetwork, wait_for};
-use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A headless Chromium with one page, and a DevTools connection to that page.
-struct Browser {
-    _child: tokio::process::Child,
-    _profile: tempfile::TempDir,
-    ws: Socket,
-    next_id: u64,
-}
-
-fn chromium() -> String {
-    std::env::var("CHROMIUM").unwrap_or_else(|_| {
-        ["chromium", "chromium-browser", "google-chrome"]
-            .into_iter()
-            .find(|c| {
-                std::process::Command::new(c)
-                    .arg("--version")
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            })
-            .unwrap_or("chromium")
-            .to_owned()
-    })
-}
-
-impl Browser {
-    async fn open(url: &str) -> Result<Browser, Error> {
-        let profile = tempfile::tempdir()?;
-        let child = tokio::process::Command::new(chromium())
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--window-size=1400,1000",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        // Chromium writes the port it chose into the profile.
-        let port_file = profile.path().join("DevToolsActivePort");
-        let port: u16 = wait_for(DEADLINE, "Chromium's DevTools port", || async {
-            std::fs::read_to_string(&port_file)
-                .ok()?
-                .lines()
-                .next()?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .await?;
-        let http = reqwest::Client::new();
-        let ws_url = wait_for(DEADLINE, "the page target", || async {
-            let targets: Value = http
-                .get(format!("http://127.0.0.1:{port}/json/list"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            targets.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .await?;
-        let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await?;
-        Ok(Browser {
-            _child: child,
-            _profile: profile,
-            ws,
-            next_id: 1,
-        })
-    }
-
-    /// Sends one DevTools command and returns its result.
-    async fn call(&mut self, method: &str, params: Value) -> Result<Value, Error> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let msg = json!({ "id": id, "method": method, "params": params }).to_string();
-        self.ws.send(Message::Text(msg.into())).await?;
-        loop {
-            let frame = tokio::time::timeout(DEADLINE, self.ws.next())
-                .await?
-                .ok_or("DevTools closed")??;
-            let Message::Text(text) = frame else { continue };
-            let v: Value = serde_json::from_str(&text)?;
-            if v["id"] == id {
-                if let Some(e) = v.get("error") {
-                    return Err(format!("{method} failed: {e}").into());
-                }
-                return Ok(v["result"].clone());
-            }
-        }
-    }
-
-    /// Evaluates JavaScript in the page and returns its value.
-    async fn eval(&mut self, js: &str) -> Result<Value, Error> {
-        let r = self
-            .call(
-                "Runtime.evaluate",
-                json!({ "expression": js, "returnByValue": true, "awaitPromise": true }),
-            )
-            .await?;
-        if let Some(e) = r.get("exceptionDetails") {
-            return Err(format!("script failed: {e}").into());
-        }
-        Ok(r["result"]["value"].clone())
-    }
-
-    /// Polls `js` until it returns something truthy (not null/false/""), or fails.
-    async fn wait_js(&mut self, what: &str, js: &str) -> Result<Value, Error> {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let v = self.eval(js).await?;
-            if !(v.is_null() || v == json!(false) || v == json!("")) {
-                return Ok(v);
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(format!("timed out waiting for {what}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
+use powchain_testkit::browser::Browser;
+use powchain_testkit::{Options, TestNetwork, wait_for};
+use serde_json::json;
 
 /// The page lists every node with its height, mines from the page and shows the block on
 /// every node, and marks a node down after its shutdown button is pressed.
@@ -202,9 +63,10 @@ async fn dashboard_shows_mines_and_shuts_down_in_a_browser() {
         chain0.last().unwrap().data.as_str(),
         "\"mined in a browser\""
     );
+    // The three nodes agree: one row of blocks, for the tip all three are on.
     page.wait_js(
-        "the new block on every node's chain",
-        &format!("[...document.querySelectorAll('.chain-row')].length === 3 && [...document.querySelectorAll('.chain-row')].every(r => r.querySelector('.block:last-child')?.dataset.hash === '{tip}')"),
+        "the new block on the one tip every node is on",
+        &format!("(rows => rows.length === 1 && rows[0].dataset.nodes === '3' && rows[0].dataset.tip === '{tip}' && rows[0].querySelector('.block:last-child')?.dataset.hash === '{tip}')([...document.querySelectorAll('.chain-row')])"),
     )
     .await
     .unwrap();
@@ -230,15 +92,7 @@ async fn dashboard_shows_mines_and_shuts_down_in_a_browser() {
     );
 
     if let Ok(path) = std::env::var("POWCHAIN_SCREENSHOT") {
-        let shot = page
-            .call("Page.captureScreenshot", json!({ "format": "png" }))
-            .await
-            .unwrap();
-        use base64::Engine;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().unwrap())
-            .unwrap();
-        std::fs::write(path, png).unwrap();
+        page.screenshot(path.as_ref()).await.unwrap();
     }
 
     // Shut node 2 down from the page: it is marked down.
@@ -376,4 +230,301 @@ document.getElementById("stop").submit();
     // The probe still serves its own pages and curl.
     let ok = reqwest::get(format!("{p}/status/{port}")).await.unwrap();
     assert_eq!(ok.status(), 200);
+}
+
+/// The links the nodes' statuses report, as the page keys them: the two node ids (ports, or
+/// `ext:ADDR` for a peer outside the registry) in string order, joined by `|`.
+fn reported_links(statuses: &[powchain::message::Status]) -> BTreeSet<String> {
+    let port_of = |addr: &str| {
+        statuses
+            .iter()
+            .find(|s| s.listen == addr)
+            .and_then(|s| s.listen.rsplit(':').next().map(str::to_owned))
+            .unwrap_or_else(|| format!("ext:{addr}"))
+    };
+    let mut links = BTreeSet::new();
+    for s in statuses {
+        let a = port_of(&s.listen);
+        for addr in s.outbound.iter().chain(&s.inbound) {
+            let b = port_of(addr);
+            if a != b {
+                let (x, y) = if a < b { (&a, &b) } else { (&b, &a) };
+                links.insert(format!("{x}|{y}"));
+            }
+        }
+    }
+    links
+}
+
+/// What the page's graph holds: node ids and link keys.
+async fn drawn(page: &mut Browser) -> (BTreeSet<String>, BTreeSet<String>) {
+    let v = page
+        .eval("window.powchain ? window.powchain.topology() : null")
+        .await
+        .unwrap();
+    let ids = |key: &str, field: Option<&str>| -> BTreeSet<String> {
+        v[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| field.map_or(x, |f| &x[f]).as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    (ids("nodes", Some("id")), ids("links", None))
+}
+
+/// The fill colour the graph gives each node, by port.
+async fn fills(page: &mut Browser, net: &TestNetwork, nodes: &[usize]) -> Vec<String> {
+    let mut out = Vec::new();
+    for &i in nodes {
+        let port = net.node(i).port();
+        let fill = page
+            .eval(&format!("document.querySelector('#topology .tnode[data-port=\"{port}\"] circle')?.getAttribute('fill')"))
+            .await
+            .unwrap();
+        out.push(fill.as_str().unwrap_or_default().to_owned());
+    }
+    out
+}
+
+/// With 16 nodes the graph draws the 16 nodes and exactly the links their own statuses
+/// report, all in the colour of their one tip; hovering names a node, a click shows its
+/// status, and the summary counts them.
+#[tokio::test]
+#[cfg_attr(
+    not(has_chromium),
+    ignore = "needs Chromium (apt-get install chromium)"
+)]
+async fn topology_draws_the_nodes_and_the_links_their_statuses_report() {
+    let net = TestNetwork::start(NODE, Options::new(16)).await.unwrap();
+    net.wait_peered(DEADLINE).await.unwrap();
+    let probe = start_probe(net.home(), &["--sample-every", "1"]).await;
+    let mut page = Browser::open_sized(&format!("{}/", probe.url), 1400, 1150)
+        .await
+        .unwrap();
+    let all: Vec<usize> = (0..16).collect();
+    let ports: BTreeSet<String> = all
+        .iter()
+        .map(|&i| net.node(i).port().to_string())
+        .collect();
+    // Links settle as the peer managers fill their outbound slots: wait until the page draws
+    // what the statuses say at that moment.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let want = loop {
+        let statuses = net.statuses(&all).await;
+        let (nodes, links) = drawn(&mut page).await;
+        if let Some(st) = statuses {
+            let want = reported_links(&st);
+            if nodes == ports && links == want {
+                break want;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the graph never matched the statuses: drew {nodes:?} {links:?}, statuses say {want:?}"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        want.len() >= 15,
+        "16 connected nodes have at least 15 links: {want:?}"
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#topology .tnode[data-port]').length")
+            .await
+            .unwrap(),
+        json!(16)
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#topology line').length")
+            .await
+            .unwrap(),
+        json!(want.len())
+    );
+    let colours: BTreeSet<String> = fills(&mut page, &net, &all).await.into_iter().collect();
+    assert_eq!(colours.len(), 1, "one tip, one colour: {colours:?}");
+    assert_eq!(
+        page.eval("document.querySelector('#summary [data-field=tips]').textContent")
+            .await
+            .unwrap(),
+        json!("1")
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#summary [data-field=up]').textContent")
+            .await
+            .unwrap(),
+        json!("16")
+    );
+    let port = net.node(5).port();
+    let hover = page
+        .eval(&format!(
+            "document.querySelector('#topology .tnode[data-port=\"{port}\"] title').textContent"
+        ))
+        .await
+        .unwrap();
+    assert!(
+        hover
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("node {port} · height 0")),
+        "{hover}"
+    );
+    page.eval(&format!("document.querySelector('#topology .tnode[data-port=\"{port}\"] circle').dispatchEvent(new MouseEvent('click', {{bubbles: true}})); true")).await.unwrap();
+    let listen = net.addr(5);
+    let details = page
+        .wait_js(
+            "the clicked node's status",
+            &format!("(t => t.includes('\"listen\": \"{listen}\"') && t)(document.getElementById('node-details').textContent)"),
+        )
+        .await
+        .unwrap();
+    assert!(details.as_str().unwrap().contains("\"outbound\""));
+    if let Ok(path) = std::env::var("POWCHAIN_SCREENSHOT_TOPOLOGY") {
+        page.wait_js("the layout to settle", "window.powchain.settled()")
+            .await
+            .unwrap();
+        page.screenshot(path.as_ref()).await.unwrap();
+    }
+}
+
+/// Two groups mining apart show as two tips in two colours, the history chart gains the
+/// blocks they mine, and once the groups are joined the page shows one tip and the reorg.
+#[tokio::test]
+#[cfg_attr(
+    not(has_chromium),
+    ignore = "needs Chromium (apt-get install chromium)"
+)]
+async fn a_partition_shows_two_tips_and_heals_to_one() {
+    // No outbound slots: the only links are the ones added here, so the groups stay apart.
+    let net = TestNetwork::start(NODE, Options::new(8).args(["--max-outbound", "0"]))
+        .await
+        .unwrap();
+    let (a, b): (Vec<usize>, Vec<usize>) = ((0..4).collect(), (4..8).collect());
+    for group in [&a, &b] {
+        for pair in group.windows(2) {
+            net.client(pair[0])
+                .add_peer(&net.addr(pair[1]))
+                .await
+                .unwrap();
+        }
+    }
+    let probe = start_probe(net.home(), &["--sample-every", "1"]).await;
+    let mut page = Browser::open_sized(&format!("{}/", probe.url), 1400, 1300)
+        .await
+        .unwrap();
+    page.wait_js(
+        "a first history sample",
+        "window.powchain?.history().samples > 0",
+    )
+    .await
+    .unwrap();
+    let samples_before = page
+        .eval("window.powchain.history().samples")
+        .await
+        .unwrap();
+
+    for i in 0..2 {
+        net.client(0)
+            .mine(json!({ "side": "a", "i": i }))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        net.client(4)
+            .mine(json!({ "side": "b", "i": i }))
+            .await
+            .unwrap();
+    }
+    let side_tips = wait_for(DEADLINE, "each group to agree within itself", || async {
+        let sa = net.statuses(&a).await?;
+        let sb = net.statuses(&b).await?;
+        let one = |s: &[powchain::message::Status], h| {
+            s.iter()
+                .all(|x| x.tip == s[0].tip && x.height == h)
+                .then_some(s[0].tip)
+        };
+        Some((one(&sa, 2)?, one(&sb, 3)?))
+    })
+    .await
+    .unwrap();
+    page.wait_js(
+        "two tips in the summary",
+        "document.querySelector('#summary [data-field=tips]')?.textContent === '2'",
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let (fa, fb) = loop {
+        let (fa, fb) = (
+            fills(&mut page, &net, &a).await,
+            fills(&mut page, &net, &b).await,
+        );
+        let same = |f: &[String]| f.iter().all(|x| x == &f[0] && !x.is_empty());
+        if same(&fa) && same(&fb) && fa[0] != fb[0] {
+            break (fa[0].clone(), fb[0].clone());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the groups never showed in two colours: {fa:?} {fb:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    // The group with more work (b) has the leading colour; each tip is in the legend and has
+    // its own row of blocks.
+    for tip in [side_tips.0, side_tips.1] {
+        let hex = tip.to_hex();
+        page.wait_js(
+            "the tip's row and legend",
+            &format!("document.querySelector('.chain-row[data-tip=\"{hex}\"]') && document.querySelector('#tips [data-tip=\"{hex}\"]')"),
+        )
+        .await
+        .unwrap();
+    }
+    assert_ne!(fa, fb);
+    // The history chart has gained points, and its highest line reached group b's height.
+    page.wait_js(
+        "the history to plot the new heights",
+        &format!("(h => h.samples > {samples_before} && Math.max(...h.height.slice(1).flat().filter(v => v !== null)) === 3)(window.powchain.history())"),
+    )
+    .await
+    .unwrap();
+    if let Ok(path) = std::env::var("POWCHAIN_SCREENSHOT") {
+        page.wait_js("the layout to settle", "window.powchain.settled()")
+            .await
+            .unwrap();
+        page.screenshot(path.as_ref()).await.unwrap();
+    }
+
+    // Heal: one link joins the groups; group a reorgs onto b's chain.
+    net.client(3).add_peer(&net.addr(4)).await.unwrap();
+    net.wait_agree(DEADLINE).await.unwrap();
+    page.wait_js(
+        "one tip again",
+        "document.querySelector('#summary [data-field=tips]')?.textContent === '1'",
+    )
+    .await
+    .unwrap();
+    let all: Vec<usize> = (0..8).collect();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let f = fills(&mut page, &net, &all).await;
+        if f.iter().all(|x| x == &f[0]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the joined network never showed one colour: {f:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let reorgs = net.client(0).status().await.unwrap().reorgs;
+    assert!(reorgs >= 1, "node 0 left its branch behind: {reorgs}");
+    page.wait_js(
+        "the reorg in the history",
+        "Number(document.querySelector('#stats [data-field=reorgs]')?.textContent) >= 1",
+    )
+    .await
+    .unwrap();
 }

@@ -17,6 +17,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod browser;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
