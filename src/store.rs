@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::block::{Block, BlockData, BlockHash};
 use crate::chain::{Blockchain, ChainError};
@@ -64,8 +64,36 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Upgrades a store written by powchain 0.1 (redb 2, file format `version`) in place to
+/// the file format this redb reads, with redb 2.6's own upgrade step, in one transaction: a
+/// crash during it leaves the old file as it was, and the next start upgrades it again.
+fn upgrade_file_format(path: &Path, version: u8) -> Result<(), StoreError> {
+    let failed = |e: &dyn std::fmt::Display| StoreError::Db {
+        path: path.to_path_buf(),
+        reason: format!("could not upgrade the store from file format v{version}: {e}"),
+    };
+    let started = std::time::Instant::now();
+    let mut old = redb2::Database::open(path).map_err(|e| failed(&e))?;
+    let upgraded = old.upgrade().map_err(|e| failed(&e))?;
+    drop(old);
+    tracing::info!(
+        path = %path.display(),
+        from = version,
+        upgraded,
+        millis = started.elapsed().as_millis() as u64,
+        "store upgraded to the current file format (one time; powchain 0.1 cannot open it again)"
+    );
+    Ok(())
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir` and loads and fully re-validates its chain.
+    ///
+    /// A store that exists is read and checked through a read-only handle first, so a store
+    /// this version refuses (another network, an invalid chain) is left exactly as it was;
+    /// only then is it opened for writing. A store written by powchain 0.1 is upgraded first
+    /// (see [`upgrade_file_format`]); one that needs recovery after a crash is recovered by the
+    /// writable open (redb repairs it there) and checked after.
     pub fn open(dir: &Path, params: &ChainParams) -> Result<(Store, Blockchain), StoreError> {
         let path = dir.join(DB_FILE);
         let db_err = |e: &dyn std::fmt::Display| StoreError::Db {
@@ -73,22 +101,29 @@ impl Store {
             reason: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| db_err(&e))?;
-        let db = Database::create(&path).map_err(|e| db_err(&e))?;
+        let checked = if path.exists() {
+            check_existing(&path, params)?
+        } else {
+            None
+        };
+        let db = match Database::create(&path) {
+            Err(redb::DatabaseError::UpgradeRequired(version)) => {
+                upgrade_file_format(&path, version)?;
+                Database::create(&path)
+            }
+            opened => opened,
+        }
+        .map_err(|e| db_err(&e))?;
         let store = Store {
             db,
             path: path.clone(),
         };
+        if let Some(chain) = checked {
+            return Ok((store, chain));
+        }
         let genesis = params.genesis();
-        let stored_genesis = store.meta("genesis")?;
-        match stored_genesis {
-            Some(g) if g != genesis.hash.to_hex() => {
-                return Err(StoreError::WrongNetwork {
-                    path,
-                    stored: g,
-                    expected: genesis.hash,
-                });
-            }
-            Some(_) => {}
+        match read_meta(&store.db, &path, "genesis")? {
+            Some(stored) => check_network(&path, &stored, params)?,
             None => {
                 let tx = store.db.begin_write().map_err(|e| db_err(&e))?;
                 {
@@ -102,21 +137,7 @@ impl Store {
                 tx.commit().map_err(|e| db_err(&e))?;
             }
         }
-        let blocks = store.load()?;
-        let chain =
-            Blockchain::from_blocks(params.clone(), blocks).map_err(|source| match source {
-                ChainError::Block(BlockError::NonceTooLarge { index, nonce }) => {
-                    StoreError::OldNonce {
-                        path: store.path.clone(),
-                        index,
-                        nonce,
-                    }
-                }
-                source => StoreError::Invalid {
-                    path: store.path.clone(),
-                    source,
-                },
-            })?;
+        let chain = validate(&path, params, store.load()?)?;
         Ok((store, chain))
     }
 
@@ -127,35 +148,9 @@ impl Store {
         }
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = match tx.open_table(META) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.err(e)),
-        };
-        Ok(table
-            .get(key)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value().to_owned()))
-    }
-
     /// Reads every stored block, genesis first.
     pub fn load(&self) -> Result<Vec<Block>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
-        let mut out = Vec::with_capacity(table.len().map_err(|e| self.err(e))? as usize);
-        for row in table.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let block: Block =
-                serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    height: k.value(),
-                    reason: e.to_string(),
-                })?;
-            out.push(block);
-        }
-        Ok(out)
+        read_blocks(&self.db, &self.path)
     }
 
     /// Durably appends `block`; returns once it is committed.
@@ -240,6 +235,103 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Reads and checks an existing store through a read-only handle: `None` when the writable
+/// open must handle it (no genesis yet, or a crash to recover from).
+fn check_existing(path: &Path, params: &ChainParams) -> Result<Option<Blockchain>, StoreError> {
+    let db = match redb::ReadOnlyDatabase::open(path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::UpgradeRequired(version)) => {
+            upgrade_file_format(path, version)?;
+            match redb::ReadOnlyDatabase::open(path) {
+                Ok(db) => db,
+                Err(_) => return Ok(None),
+            }
+        }
+        // Recovery after a crash needs a writer; other failures are reported by it too.
+        Err(_) => return Ok(None),
+    };
+    let Some(stored) = read_meta(&db, path, "genesis")? else {
+        return Ok(None);
+    };
+    check_network(path, &stored, params)?;
+    let blocks = read_blocks(&db, path)?;
+    drop(db);
+    validate(path, params, blocks).map(Some)
+}
+
+/// Refuses a store whose genesis (`stored`, hex) is not this network's.
+fn check_network(path: &Path, stored: &str, params: &ChainParams) -> Result<(), StoreError> {
+    let expected = params.genesis().hash;
+    if stored == expected.to_hex() {
+        Ok(())
+    } else {
+        Err(StoreError::WrongNetwork {
+            path: path.to_path_buf(),
+            stored: stored.to_owned(),
+            expected,
+        })
+    }
+}
+
+/// Re-checks every rule of every stored block.
+fn validate(
+    path: &Path,
+    params: &ChainParams,
+    blocks: Vec<Block>,
+) -> Result<Blockchain, StoreError> {
+    Blockchain::from_blocks(params.clone(), blocks).map_err(|source| match source {
+        ChainError::Block(BlockError::NonceTooLarge { index, nonce }) => StoreError::OldNonce {
+            path: path.to_path_buf(),
+            index,
+            nonce,
+        },
+        source => StoreError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+fn db_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+fn read_meta(
+    db: &impl ReadableDatabase,
+    path: &Path,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
+    let tx = db.begin_read().map_err(|e| db_error(path, e))?;
+    let table = match tx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(db_error(path, e)),
+    };
+    Ok(table
+        .get(key)
+        .map_err(|e| db_error(path, e))?
+        .map(|v| v.value().to_owned()))
+}
+
+fn read_blocks(db: &impl ReadableDatabase, path: &Path) -> Result<Vec<Block>, StoreError> {
+    let tx = db.begin_read().map_err(|e| db_error(path, e))?;
+    let table = tx.open_table(BLOCKS).map_err(|e| db_error(path, e))?;
+    let mut out = Vec::with_capacity(table.len().map_err(|e| db_error(path, e))? as usize);
+    for row in table.iter().map_err(|e| db_error(path, e))? {
+        let (k, v) = row.map_err(|e| db_error(path, e))?;
+        let block: Block = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            height: k.value(),
+            reason: e.to_string(),
+        })?;
+        out.push(block);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
