@@ -3,7 +3,6 @@
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -123,8 +122,18 @@ impl Serialize for BlockHash {
 
 impl<'de> Deserialize<'de> for BlockHash {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(D::Error::custom)
+        /// Parses the text where the deserializer holds it, without copying it first.
+        struct HexHash;
+        impl serde::de::Visitor<'_> for HexHash {
+            type Value = BlockHash;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a hash as 64 lowercase hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<BlockHash, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(HexHash)
     }
 }
 
@@ -147,6 +156,12 @@ impl BlockData {
     /// The empty object `{}`, the data of a plain genesis.
     pub fn empty() -> Self {
         BlockData("{}".into())
+    }
+
+    /// Takes `text` as canonical data as it is, without parsing it again: only for text this
+    /// program wrote itself (its store). The block's hash, recomputed over it, still checks it.
+    pub(crate) fn from_stored_text(text: &str) -> Self {
+        BlockData(text.into())
     }
 
     /// Returns the canonical JSON text.

@@ -141,6 +141,29 @@ impl Blockchain {
         blocks: Vec<Block>,
         now: i64,
     ) -> Result<Self, ChainError> {
+        Self::build(params, blocks, now, usize::MAX)
+    }
+
+    /// Builds a chain from blocks this node validated and stored itself (genesis first):
+    /// every block's hash is recomputed, on all cores, and checked with its link and proof of
+    /// work, so damage on disk is found; every rule, history included (difficulty, timestamp
+    /// order, future limit), is applied to the newest `recheck` blocks only.
+    pub fn from_stored_blocks(
+        params: ChainParams,
+        blocks: Vec<Block>,
+        recheck: usize,
+    ) -> Result<Self, ChainError> {
+        Self::build(params, blocks, chrono::Utc::now().timestamp(), recheck)
+    }
+
+    /// Builds a chain from `blocks` (genesis first), every rule applied to the newest
+    /// `recheck` blocks and [`rules::check_stored`] to the others.
+    fn build(
+        params: ChainParams,
+        blocks: Vec<Block>,
+        now: i64,
+        recheck: usize,
+    ) -> Result<Self, ChainError> {
         let mut chain = Blockchain::new(params);
         let first = blocks.first().ok_or(ChainError::Empty)?;
         let genesis_hash = chain.genesis().hash;
@@ -151,11 +174,17 @@ impl Blockchain {
             });
         }
         let checked = check_all(&blocks[1..]);
+        let trusted = blocks.len().saturating_sub(1).saturating_sub(recheck);
         chain.blocks.reserve(blocks.len());
         chain.times.reserve(blocks.len());
         chain.by_hash.reserve(blocks.len());
-        for (block, c) in blocks.into_iter().skip(1).zip(checked) {
-            chain.push_checked(block, c, now)?;
+        for (i, (block, c)) in blocks.into_iter().skip(1).zip(checked).enumerate() {
+            if i < trusted {
+                let time = rules::check_stored(&chain.params, chain.tip(), &block, &c)?;
+                chain.append_unchecked(block, time);
+            } else {
+                chain.push_checked(block, c, now)?;
+            }
         }
         Ok(chain)
     }

@@ -94,6 +94,11 @@ pub struct NodeArgs {
     /// Do not join the shared registry ($POWCHAIN_HOME/nodes.json).
     #[arg(long)]
     pub no_registry: bool,
+    /// Re-check every stored block against every rule at start, as for a chain from a peer
+    /// (by default every block's hash, link and proof of work are checked, and all rules
+    /// only for the newest 1,000 blocks).
+    #[arg(long)]
+    pub reverify: bool,
     /// Most links this node dials itself (replaced from the address book when lost).
     #[arg(long, default_value_t = 8)]
     pub max_outbound: usize,
@@ -156,6 +161,9 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
     config.max_connections = args.max_connections.max(1);
     config.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
     config.strict_admin = args.strict_admin || !args.host.is_loopback();
+    if args.reverify {
+        config.verify = crate::store::Verify::Full;
+    }
     config.limits = crate::node::Limits {
         max_outbound: args.max_outbound,
         max_inbound: args.max_inbound,

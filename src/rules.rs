@@ -309,6 +309,20 @@ pub fn check_branch(
     Ok(work)
 }
 
+/// Checks a block read back from the node's own store against its parent: index, size,
+/// link, its hash recomputed (`c`) against the stored one, and its proof of work; returns its
+/// time. The rules that need the chain's history (difficulty, timestamp order) were checked
+/// when the block was stored, and are checked again only by a full re-validation.
+pub fn check_stored(
+    params: &ChainParams,
+    parent: &Block,
+    block: &Block,
+    c: &Checked,
+) -> Result<i64, BlockError> {
+    check_link(params, parent, block, c)?;
+    check_work_and_time(block, c)
+}
+
 /// Checks what a block owes its parent alone: index, size, link, and its claimed hash.
 fn check_link(
     params: &ChainParams,

@@ -15,6 +15,21 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const PENDING: TableDefinition<u64, &str> = TableDefinition::new("pending");
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "chain.redb";
+/// Blocks at the top of a stored chain re-checked against every rule at a normal start.
+pub const RECHECK_AT_START: usize = 1_000;
+
+/// How much of a stored chain is checked when the store opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// The store holds only blocks that passed every rule, each change written in one
+    /// transaction: every block's hash, link and proof of work are checked (damage on disk
+    /// is found), and every rule only for the newest [`RECHECK_AT_START`] blocks.
+    #[default]
+    Recent,
+    /// Every rule of every block, the data re-canonicalised, as for a chain from a peer
+    /// (`node --reverify`).
+    Full,
+}
 
 /// Why the store cannot be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +110,15 @@ impl Store {
     /// (see [`upgrade_file_format`]); one that needs recovery after a crash is recovered by the
     /// writable open (redb repairs it there) and checked after.
     pub fn open(dir: &Path, params: &ChainParams) -> Result<(Store, Blockchain), StoreError> {
+        Self::open_with(dir, params, Verify::Full)
+    }
+
+    /// As [`Store::open`], checking the stored chain as `verify` says.
+    pub fn open_with(
+        dir: &Path,
+        params: &ChainParams,
+        verify: Verify,
+    ) -> Result<(Store, Blockchain), StoreError> {
         let path = dir.join(DB_FILE);
         let db_err = |e: &dyn std::fmt::Display| StoreError::Db {
             path: path.clone(),
@@ -102,7 +126,7 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(|e| db_err(&e))?;
         let checked = if path.exists() {
-            check_existing(&path, params)?
+            check_existing(&path, params, verify)?
         } else {
             None
         };
@@ -137,7 +161,8 @@ impl Store {
                 tx.commit().map_err(|e| db_err(&e))?;
             }
         }
-        let chain = validate(&path, params, store.load()?)?;
+        let blocks = read_blocks(&store.db, &path, verify)?;
+        let chain = validate(&path, params, blocks, verify)?;
         Ok((store, chain))
     }
 
@@ -150,7 +175,7 @@ impl Store {
 
     /// Reads every stored block, genesis first.
     pub fn load(&self) -> Result<Vec<Block>, StoreError> {
-        read_blocks(&self.db, &self.path)
+        read_blocks(&self.db, &self.path, Verify::Full)
     }
 
     /// Durably appends `block`; returns once it is committed.
@@ -239,7 +264,11 @@ impl Store {
 
 /// Reads and checks an existing store through a read-only handle: `None` when the writable
 /// open must handle it (no genesis yet, or a crash to recover from).
-fn check_existing(path: &Path, params: &ChainParams) -> Result<Option<Blockchain>, StoreError> {
+fn check_existing(
+    path: &Path,
+    params: &ChainParams,
+    verify: Verify,
+) -> Result<Option<Blockchain>, StoreError> {
     let db = match redb::ReadOnlyDatabase::open(path) {
         Ok(db) => db,
         Err(redb::DatabaseError::UpgradeRequired(version)) => {
@@ -256,9 +285,15 @@ fn check_existing(path: &Path, params: &ChainParams) -> Result<Option<Blockchain
         return Ok(None);
     };
     check_network(path, &stored, params)?;
-    let blocks = read_blocks(&db, path)?;
+    let started = std::time::Instant::now();
+    let blocks = read_blocks(&db, path, verify)?;
     drop(db);
-    validate(path, params, blocks).map(Some)
+    tracing::debug!(
+        blocks = blocks.len(),
+        millis = started.elapsed().as_millis() as u64,
+        "stored blocks read"
+    );
+    validate(path, params, blocks, verify).map(Some)
 }
 
 /// Refuses a store whose genesis (`stored`, hex) is not this network's.
@@ -275,13 +310,32 @@ fn check_network(path: &Path, stored: &str, params: &ChainParams) -> Result<(), 
     }
 }
 
-/// Re-checks every rule of every stored block.
+/// Checks the stored blocks as `verify` says.
 fn validate(
     path: &Path,
     params: &ChainParams,
     blocks: Vec<Block>,
+    verify: Verify,
 ) -> Result<Blockchain, StoreError> {
-    Blockchain::from_blocks(params.clone(), blocks).map_err(|source| match source {
+    let started = std::time::Instant::now();
+    let checked = match verify {
+        Verify::Full => Blockchain::from_blocks(params.clone(), blocks),
+        Verify::Recent => Blockchain::from_stored_blocks(params.clone(), blocks, RECHECK_AT_START),
+    };
+    match (&checked, verify) {
+        (Ok(chain), Verify::Full) => tracing::info!(
+            height = chain.height(),
+            millis = started.elapsed().as_millis() as u64,
+            "every stored block re-validated against every rule"
+        ),
+        (Ok(chain), Verify::Recent) => tracing::debug!(
+            height = chain.height(),
+            millis = started.elapsed().as_millis() as u64,
+            "stored chain checked"
+        ),
+        _ => {}
+    }
+    checked.map_err(|source| match source {
         ChainError::Block(BlockError::NonceTooLarge { index, nonce }) => StoreError::OldNonce {
             path: path.to_path_buf(),
             index,
@@ -318,13 +372,51 @@ fn read_meta(
         .map(|v| v.value().to_owned()))
 }
 
-fn read_blocks(db: &impl ReadableDatabase, path: &Path) -> Result<Vec<Block>, StoreError> {
+/// A block as the store holds it: its data is the canonical text this node wrote.
+#[derive(serde::Deserialize)]
+struct StoredBlock<'a> {
+    index: u64,
+    timestamp: String,
+    nonce: u64,
+    difficulty: u32,
+    prev_hash: String,
+    hash: BlockHash,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+}
+
+impl From<StoredBlock<'_>> for Block {
+    fn from(b: StoredBlock<'_>) -> Block {
+        Block {
+            index: b.index,
+            timestamp: b.timestamp,
+            nonce: b.nonce,
+            difficulty: b.difficulty,
+            prev_hash: b.prev_hash,
+            hash: b.hash,
+            data: BlockData::from_stored_text(b.data.get()),
+        }
+    }
+}
+
+/// Reads every stored block, genesis first. With [`Verify::Recent`] each block's data is
+/// taken as the canonical text it was stored as; with [`Verify::Full`] it is parsed and
+/// written canonically again, as data from a peer is.
+fn read_blocks(
+    db: &impl ReadableDatabase,
+    path: &Path,
+    verify: Verify,
+) -> Result<Vec<Block>, StoreError> {
     let tx = db.begin_read().map_err(|e| db_error(path, e))?;
     let table = tx.open_table(BLOCKS).map_err(|e| db_error(path, e))?;
     let mut out = Vec::with_capacity(table.len().map_err(|e| db_error(path, e))? as usize);
     for row in table.iter().map_err(|e| db_error(path, e))? {
         let (k, v) = row.map_err(|e| db_error(path, e))?;
-        let block: Block = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+        let parsed = match verify {
+            Verify::Full => serde_json::from_slice::<Block>(v.value()),
+            Verify::Recent => serde_json::from_slice::<StoredBlock>(v.value()).map(Block::from),
+        };
+        let block = parsed.map_err(|e| StoreError::Corrupt {
             path: path.to_path_buf(),
             height: k.value(),
             reason: e.to_string(),
@@ -426,6 +518,94 @@ mod tests {
         );
         assert!(msg.contains("Move the data directory aside"), "{msg}");
         assert_eq!(std::fs::read(&file).unwrap(), before);
+    }
+
+    /// Stores `n` blocks at difficulty 0 and returns them, genesis first.
+    fn stored_chain(dir: &Path, n: usize) -> Vec<Block> {
+        let params = ChainParams::with_difficulty(0);
+        let (store, mut chain) = Store::open(dir, &params).unwrap();
+        for i in 0..n {
+            let b = mine_next(&chain, BlockData::new(&serde_json::json!({ "i": i })), 1);
+            chain.push(b).unwrap();
+        }
+        let blocks = chain.to_vec();
+        store.replace_from(0, &blocks[1..]).unwrap();
+        blocks
+    }
+
+    /// A normal start takes the stored chain as it was written, data text included.
+    #[test]
+    fn a_normal_start_loads_the_stored_chain_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = stored_chain(dir.path(), 50);
+        let params = ChainParams::with_difficulty(0);
+        let (_, chain) = Store::open_with(dir.path(), &params, Verify::Recent).unwrap();
+        assert_eq!(chain.to_vec(), blocks);
+    }
+
+    /// Damage on disk deep below the re-checked top (block 1 of 1,500 has other data than
+    /// its hash covers) is found at a normal start, and the store is refused.
+    #[test]
+    fn damage_below_the_rechecked_blocks_is_found_at_a_normal_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut blocks = stored_chain(dir.path(), RECHECK_AT_START + 500);
+        let params = ChainParams::with_difficulty(0);
+        {
+            let (store, _) = Store::open(dir.path(), &params).unwrap();
+            blocks[1].data = BlockData::new(&serde_json::json!({ "i": "flipped" }));
+            store.replace_from(0, &blocks[1..]).unwrap();
+        }
+        let err = Store::open_with(dir.path(), &params, Verify::Recent).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StoreError::Invalid {
+                    source: ChainError::Block(BlockError::BadHash { index: 1, .. }),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    /// What a normal start trusts: a rule that needs the chain's history (here the
+    /// difficulty) is checked only for the newest blocks, and for all with `Verify::Full`.
+    #[test]
+    fn history_rules_below_the_top_are_checked_only_by_a_full_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChainParams::with_difficulty(0);
+        let mut blocks = stored_chain(dir.path(), RECHECK_AT_START + 10);
+        // Block 1 claims difficulty 1 (the network's is 0), with a hash that meets it; the
+        // blocks above are linked again (at difficulty 0 any hash meets theirs).
+        blocks[1].difficulty = 1;
+        for nonce in 0.. {
+            blocks[1].nonce = nonce;
+            blocks[1].hash = blocks[1].compute_hash();
+            if blocks[1].hash.leading_zero_bits() >= 1 {
+                break;
+            }
+        }
+        for i in 2..blocks.len() {
+            blocks[i].prev_hash = blocks[i - 1].hash.to_hex();
+            blocks[i].hash = blocks[i].compute_hash();
+        }
+        {
+            let (store, _) = Store::open(dir.path(), &params).unwrap();
+            store.replace_from(0, &blocks[1..]).unwrap();
+        }
+        let (_, chain) = Store::open_with(dir.path(), &params, Verify::Recent).unwrap();
+        assert_eq!(chain.height(), blocks.len() as u64 - 1);
+        let err = Store::open_with(dir.path(), &params, Verify::Full).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StoreError::Invalid {
+                    source: ChainError::Block(BlockError::BadDifficulty { index: 1, .. }),
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     /// Dropping a queue entry removes that entry only and leaves every block in place.

@@ -1,5 +1,6 @@
 //! A store written by powchain 0.1 (redb 2.6, file format v2; `tests/fixtures/store-redb2`)
-//! is upgraded once, in place, by today's node, which then serves the same chain.
+//! is upgraded once, in place, by today's node, which then serves the same chain; and what
+//! a start checks of a stored chain.
 
 mod common;
 
@@ -18,11 +19,17 @@ const FIXTURE_TIP: &str = "004b10c10f4935d2fe6df08b6923f71b8e1568c7a62ba733abfba
 
 /// Runs the node on `dir` until it has served and validated its chain, stops it, and returns
 /// the chain and the node's log.
-async fn run_node(home: &Path, dir: &Path, log: &Path) -> (Vec<powchain::Block>, String) {
+async fn run_node(
+    home: &Path,
+    dir: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> (Vec<powchain::Block>, String) {
     let mut command = tokio::process::Command::new(NODE);
     command
         .args(["0", "--no-registry", "--difficulty", "8", "--data-dir"])
         .arg(dir)
+        .args(extra)
         .env("POWCHAIN_HOME", home)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -52,7 +59,7 @@ async fn a_store_of_powchain_0_1_is_upgraded_once_and_keeps_its_chain() {
     std::fs::copy(FIXTURE, dir.join(powchain::store::DB_FILE)).unwrap();
     let log = home.path().join("node.log");
 
-    let (chain, text) = run_node(home.path(), &dir, &log).await;
+    let (chain, text) = run_node(home.path(), &dir, &log, &[]).await;
     assert_eq!(
         text.matches("store upgraded to the current file format")
             .count(),
@@ -69,7 +76,25 @@ async fn a_store_of_powchain_0_1_is_upgraded_once_and_keeps_its_chain() {
     );
 
     // Upgraded once: the next start opens it as it is, with the same chain.
-    let (again, text) = run_node(home.path(), &dir, &log).await;
+    let (again, text) = run_node(home.path(), &dir, &log, &[]).await;
     assert!(!text.contains("store upgraded"), "{text}");
+    assert_eq!(again, chain);
+}
+
+/// A normal start does not re-validate every block; `--reverify` does, and says so.
+#[tokio::test]
+async fn reverify_revalidates_every_stored_block_at_start() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("store");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(FIXTURE, dir.join(powchain::store::DB_FILE)).unwrap();
+    let log = home.path().join("node.log");
+    let (chain, text) = run_node(home.path(), &dir, &log, &[]).await;
+    assert!(!text.contains("re-validated against every rule"), "{text}");
+    let (again, text) = run_node(home.path(), &dir, &log, &["--reverify"]).await;
+    assert!(
+        text.contains("every stored block re-validated against every rule height=5"),
+        "{text}"
+    );
     assert_eq!(again, chain);
 }

@@ -46,6 +46,8 @@ pub struct Config {
     pub limits: Limits,
     /// The address peers should dial (`--advertise`), when the bound one is not it.
     pub advertise: Option<String>,
+    /// How much of the stored chain to check at start (`--reverify`: all of it).
+    pub verify: crate::store::Verify,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             strict_admin: false,
             limits: Limits::default(),
             advertise: None,
+            verify: crate::store::Verify::Recent,
         }
     }
 }
@@ -121,9 +124,14 @@ impl Node {
         listen: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<Arc<Node>, NodeError> {
-        let (dir, params) = (config.data_dir.clone(), config.params.clone());
+        let (dir, params, verify) = (
+            config.data_dir.clone(),
+            config.params.clone(),
+            config.verify,
+        );
+        let started = std::time::Instant::now();
         let (state, cookie) = tokio::task::spawn_blocking(move || {
-            let state = ChainState::open(&dir, &params)?;
+            let state = ChainState::open(&dir, &params, verify)?;
             let cookie = write_cookie(&dir)?;
             Ok::<_, NodeError>((state, cookie))
         })
@@ -137,7 +145,15 @@ impl Node {
                 tip = %chain.tip().hash.short(),
                 genesis = %chain.genesis().hash.short(),
                 data_dir = %config.data_dir.display(),
-                "chain loaded and validated"
+                checked = %match config.verify {
+                    crate::store::Verify::Recent => format!(
+                        "hashes, links and proof of work of every block; every rule for the newest {}",
+                        crate::store::RECHECK_AT_START
+                    ),
+                    crate::store::Verify::Full => "every rule of every block".to_owned(),
+                },
+                millis = started.elapsed().as_millis() as u64,
+                "chain loaded"
             );
         }
         let mut own = vec![listen.to_string()];

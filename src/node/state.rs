@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::block::{Block, BlockData, BlockHash};
 use crate::chain::{Blockchain, ChainError};
 use crate::params::ChainParams;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Verify};
 
 /// Branches at least this long are checked on a blocking thread; shorter ones (a relayed or
 /// mined block) cost microseconds and are checked in place, still outside the lock.
@@ -64,8 +64,8 @@ pub struct ChainState {
 
 impl ChainState {
     /// Opens the store in `dir` and loads its chain. Blocking: call it off the runtime.
-    pub fn open(dir: &Path, params: &ChainParams) -> Result<Self, StoreError> {
-        let (store, chain) = Store::open(dir, params)?;
+    pub fn open(dir: &Path, params: &ChainParams, verify: Verify) -> Result<Self, StoreError> {
+        let (store, chain) = Store::open_with(dir, params, verify)?;
         let (tip, _) = watch::channel(chain.tip().hash);
         Ok(ChainState {
             chain: Mutex::new(chain),
@@ -220,7 +220,7 @@ mod tests {
     use serde_json::json;
 
     fn state(dir: &Path) -> ChainState {
-        ChainState::open(dir, &ChainParams::with_difficulty(0)).unwrap()
+        ChainState::open(dir, &ChainParams::with_difficulty(0), Verify::Recent).unwrap()
     }
 
     fn branch_of(base: &Blockchain, from: u64, n: usize, tag: &str) -> Vec<Block> {
