@@ -239,3 +239,51 @@ async fn sixty_four_nodes_keep_bounded_links_and_survive_losing_a_quarter() {
     .await
     .unwrap();
 }
+
+/// A new node syncs a chain several `get_blocks` batches long from a peer (each next batch
+/// asked for while the one before is applied), and ends with the peer's chain exactly.
+#[tokio::test]
+async fn a_new_node_syncs_a_chain_of_several_batches() {
+    let n = powchain::node::SYNC_BATCH * 2 + 1_000;
+    let stored = tempfile::tempdir().unwrap();
+    let params = powchain::ChainParams::with_difficulty(0);
+    {
+        let (store, mut chain) = powchain::store::Store::open(stored.path(), &params).unwrap();
+        for i in 0..n {
+            let data = powchain::BlockData::new(&json!({ "i": i }));
+            let block = powchain::chain::mine_next(&chain, data, 1);
+            chain.push(block).unwrap();
+        }
+        store.replace_from(0, &chain.to_vec()[1..]).unwrap();
+    }
+    let mut net = network(
+        Options::new(0)
+            .difficulty(0)
+            .topology(Topology::Line)
+            .log_filter("powchain=debug"),
+    )
+    .await;
+    net.add_node(&["--data-dir", stored.path().to_str().unwrap()])
+        .await
+        .unwrap();
+    net.add_node(&[]).await.unwrap();
+    let source = net.client(0).status().await.unwrap();
+    assert_eq!(source.height, n as u64);
+    wait_for(Duration::from_secs(60), "the new node to sync", || async {
+        (net.client(1).status().await.ok()?.tip == source.tip).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        net.client(1).get_chain().await.unwrap(),
+        net.client(0).get_chain().await.unwrap()
+    );
+    let log = net.log(0);
+    let served =
+        log.matches("request=\"get_blocks\"").count() + log.matches("request=get_blocks").count();
+    assert!(
+        served >= 3,
+        "{n} blocks in batches of {}: {served} get_blocks",
+        powchain::node::SYNC_BATCH
+    );
+}

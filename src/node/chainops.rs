@@ -374,15 +374,23 @@ impl Node {
         let mut changed = false;
         let mut pending = PendingBranch::default();
         let mut fork = 0u64;
+        // The next batch, asked for while the one before it was being applied.
+        let mut prefetched = None;
         loop {
             if self.shutdown.is_cancelled() {
                 return changed;
             }
-            let mut locator = self.chain().locator();
-            if let Some(last) = pending.last() {
-                locator.insert(0, last.hash);
-            }
-            let batch = match client.get_blocks(locator, SYNC_BATCH).await {
+            let fetched = match prefetched.take() {
+                Some(fetched) => fetched,
+                None => {
+                    let mut locator = self.chain().locator();
+                    if let Some(last) = pending.last() {
+                        locator.insert(0, last.hash);
+                    }
+                    client.get_blocks(locator, SYNC_BATCH).await
+                }
+            };
+            let batch = match fetched {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::debug!(peer = %addr, "sync stopped: {e}");
@@ -403,14 +411,37 @@ impl Node {
                 if self.chain().height() != height {
                     continue;
                 }
-                match self.apply(&writer, height, batch).await {
+                // Pipelined: the blocks after this batch are asked for while it is checked
+                // and committed; a full batch says there may be more.
+                let next = (batch.len() == SYNC_BATCH).then(|| {
+                    let mut locator = self.chain().locator();
+                    if let Some(last) = batch.last() {
+                        locator.insert(0, last.hash);
+                    }
+                    locator
+                });
+                let ask_next = async {
+                    match next {
+                        Some(locator) => Some(client.get_blocks(locator, SYNC_BATCH).await),
+                        None => None,
+                    }
+                };
+                // The writer lock is let go as soon as the batch is applied, not when the next
+                // batch has arrived: a block mined meanwhile does not wait on the peer.
+                let apply = async move {
+                    let applied = self.apply(&writer, height, batch).await;
+                    drop(writer);
+                    applied
+                };
+                let (applied, next) = tokio::join!(apply, ask_next);
+                match applied {
                     Ok(_) => changed = true,
                     Err(e) => {
-                        drop(writer);
                         self.peers.strike(addr, &e.to_string());
                         break;
                     }
                 }
+                prefetched = next;
                 continue;
             }
             let parent = match (pending.last(), parent) {

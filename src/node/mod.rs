@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::core::{Config, Node, NodeError};
 pub use addrbook::{AddrBook, Source};
+pub use chainops::SYNC_BATCH;
 pub use links::PING_INTERVAL;
 pub use miner::Miner;
 pub use peers::{Direction, Limits, PeerSet, normalize_addr};
