@@ -22,9 +22,9 @@ async fn wait_height(client: &NodeClient, height: u64) {
     }
 }
 
-/// Times how long a node started on `data` (if any) takes to reach height 100,000 once
+/// Times how long a node started on `data` (if any) takes to reach height `height` once
 /// told of `source`.
-async fn time_catch_up(home: &Path, source: &str, data: Option<&Path>) -> Duration {
+async fn time_catch_up(home: &Path, source: &str, data: Option<&Path>, height: u64) -> Duration {
     let dir = tempfile::tempdir_in(home).expect("tempdir");
     if let Some(seed) = data {
         std::fs::copy(
@@ -48,7 +48,7 @@ async fn time_catch_up(home: &Path, source: &str, data: Option<&Path>) -> Durati
     let client = NodeClient::new(node.addr.clone()).with_cookie(cookie);
     let start = Instant::now();
     client.add_peer(source).await.expect("peer added");
-    wait_height(&client, 100_000).await;
+    wait_height(&client, height).await;
     let took = start.elapsed();
     let _ = node.child.kill().await;
     took
@@ -57,11 +57,13 @@ async fn time_catch_up(home: &Path, source: &str, data: Option<&Path>) -> Durati
 fn sync_benches(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let home = tempfile::tempdir().expect("tempdir");
-    let blocks = support::long_chain(100_000);
+    let n = support::chain_blocks();
+    let label = support::blocks_label(n);
+    let blocks = support::long_chain(n);
     let full = home.path().join("full");
     let partial = home.path().join("partial");
     support::store_chain(&full, &blocks);
-    support::store_chain(&partial, &blocks[..99_001]);
+    support::store_chain(&partial, &blocks[..n - 999]);
     let source = rt.block_on(support::start_node(
         home.path(),
         &[
@@ -74,23 +76,24 @@ fn sync_benches(c: &mut Criterion) {
     ));
     let mut g = c.benchmark_group("net");
     g.sample_size(10);
-    g.bench_function("sync_100k", |b| {
+    g.bench_function(format!("sync_{label}"), |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    total += time_catch_up(home.path(), &source.addr, None).await;
+                    total += time_catch_up(home.path(), &source.addr, None, n as u64).await;
                 }
                 total
             })
         })
     });
-    g.bench_function("catchup_1k_of_100k", |b| {
+    g.bench_function(format!("catchup_1k_of_{label}"), |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    total += time_catch_up(home.path(), &source.addr, Some(&partial)).await;
+                    total +=
+                        time_catch_up(home.path(), &source.addr, Some(&partial), n as u64).await;
                 }
                 total
             })

@@ -46,15 +46,17 @@ fn startup_bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let home = tempfile::tempdir().expect("tempdir");
     let data = home.path().join("stored");
-    support::store_chain(&data, &support::long_chain(100_000));
+    let n = support::chain_blocks();
+    support::store_chain(&data, &support::long_chain(n));
+    let label = support::blocks_label(n);
     let mut g = c.benchmark_group("node");
     g.sample_size(10);
     // A normal start (the store trusted, its newest blocks re-checked), then a full
     // re-validation (`--reverify`); each node is stopped gracefully, outside the timing, so
     // the next start finds a cleanly closed store.
     for (name, extra) in [
-        ("startup_100k", None),
-        ("startup_100k_reverify", Some("--reverify")),
+        (format!("startup_{label}"), None),
+        (format!("startup_{label}_reverify"), Some("--reverify")),
     ] {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {

@@ -181,15 +181,14 @@ fn chain_benches(c: &mut Criterion) {
     // Memory: the process's growth while it holds one 100,000-block Blockchain (the blocks
     // moved in, nothing else kept). An upper bound: it includes what the allocator keeps of
     // the memory used to build the chain.
+    let n = support::chain_blocks();
+    let label = support::blocks_label(n);
     let before = rss_kib();
-    let chain = Blockchain::from_blocks(
-        ChainParams::with_difficulty(0),
-        support::long_chain(100_000),
-    )
-    .expect("valid");
+    let chain = Blockchain::from_blocks(ChainParams::with_difficulty(0), support::long_chain(n))
+        .expect("valid");
     let held = rss_kib().saturating_sub(before);
     eprintln!(
-        "chain/memory_100k: at most {:.1} MB resident for a 100,000-block chain",
+        "chain/memory_{label}: at most {:.1} MB resident for a {n}-block chain",
         held as f64 / 1024.0
     );
     let blocks = chain.to_vec();
@@ -197,7 +196,7 @@ fn chain_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("chain");
     g.sample_size(10);
     g.throughput(Throughput::Elements(blocks.len() as u64));
-    g.bench_function("validate_100k", |b| {
+    g.bench_function(format!("validate_{label}"), |b| {
         b.iter_batched(
             || blocks.clone(),
             |blocks| {

@@ -10,6 +10,27 @@ use powchain::store::Store;
 use powchain::{Block, BlockData, Blockchain, ChainParams};
 use tokio::process::{Child, Command};
 
+/// Blocks in the long chains of the startup, sync and chain benches: 100,000, or
+/// `POWCHAIN_CHAIN_BLOCKS` (say 1000000 for the million-block figures).
+pub fn chain_blocks() -> usize {
+    std::env::var("POWCHAIN_CHAIN_BLOCKS")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .filter(|&n| n > 1_000)
+        .unwrap_or(100_000)
+}
+
+/// `100k`, `1m`: the chain length in a benchmark's name.
+pub fn blocks_label(n: usize) -> String {
+    if n.is_multiple_of(1_000_000) {
+        format!("{}m", n / 1_000_000)
+    } else if n.is_multiple_of(1_000) {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
+
 /// Builds a chain of `n` blocks at difficulty 0 with about 100 bytes of data each.
 pub fn long_chain(n: usize) -> Vec<Block> {
     let mut chain = Blockchain::new(ChainParams::with_difficulty(0));
