@@ -25,24 +25,32 @@ pub fn init_logging() {
         .init();
 }
 
-/// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere).
-pub async fn shutdown_signal() {
+/// Takes over SIGINT and SIGTERM at once (from this call on neither kills the process) and
+/// returns a future that resolves on the first of them (Ctrl-C elsewhere). Call it before
+/// announcing the address: a supervisor that stops the process as soon as it has read the
+/// announcement must get a graceful stop, not the signal's default death.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
+        let signals = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
+        );
+        async move {
+            let (Ok(mut term), Ok(mut int)) = signals else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// A powchain node: keeps, mines, stores and gossips the chain.
@@ -186,9 +194,10 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let stop = crate::cli::shutdown_signal();
     println!("listening on {addr}");
     tokio::spawn(async move {
-        crate::cli::shutdown_signal().await;
+        stop.await;
         shutdown.cancel();
     });
     node::serve(node, listener).await;

@@ -50,6 +50,9 @@ async fn main() -> std::process::ExitCode {
     }
     let args = Args::parse();
     powchain::cli::init_logging();
+    // Taken before any node is spawned or anything announced: a stop at any moment from
+    // here on is graceful and stops the spawned nodes too.
+    let stop = powchain::cli::shutdown_signal();
     let listener = match TcpListener::bind((args.bind, args.port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -102,7 +105,7 @@ async fn main() -> std::process::ExitCode {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
-        powchain::cli::shutdown_signal().await;
+        stop.await;
         trigger.cancel();
     });
     let served = probe::serve(listener, state, shutdown).await;
