@@ -51,13 +51,20 @@ async fn run_node(
     (chain, std::fs::read_to_string(log).unwrap())
 }
 
-#[tokio::test]
-async fn a_store_of_powchain_0_1_is_upgraded_once_and_keeps_its_chain() {
+/// A home holding a copy of the fixture store in `store/`; returns it, that directory and
+/// the path of the node's log.
+fn fixture_copy() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("store");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(FIXTURE, dir.join(powchain::store::DB_FILE)).unwrap();
     let log = home.path().join("node.log");
+    (home, dir, log)
+}
+
+#[tokio::test]
+async fn a_store_of_powchain_0_1_is_upgraded_once_and_keeps_its_chain() {
+    let (home, dir, log) = fixture_copy();
 
     let (chain, text) = run_node(home.path(), &dir, &log, &[]).await;
     assert_eq!(
@@ -84,11 +91,7 @@ async fn a_store_of_powchain_0_1_is_upgraded_once_and_keeps_its_chain() {
 /// A normal start does not re-validate every block; `--reverify` does, and says so.
 #[tokio::test]
 async fn reverify_revalidates_every_stored_block_at_start() {
-    let home = tempfile::tempdir().unwrap();
-    let dir = home.path().join("store");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(FIXTURE, dir.join(powchain::store::DB_FILE)).unwrap();
-    let log = home.path().join("node.log");
+    let (home, dir, log) = fixture_copy();
     let (chain, text) = run_node(home.path(), &dir, &log, &[]).await;
     assert!(!text.contains("re-validated against every rule"), "{text}");
     let (again, text) = run_node(home.path(), &dir, &log, &["--reverify"]).await;
