@@ -29,6 +29,11 @@ pub fn work(difficulty: u32) -> u128 {
     1u128 << difficulty.min(MAX_DIFFICULTY)
 }
 
+/// Returns the OS clock's time in Unix seconds, what block timestamps are made of.
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
 /// Parses a block timestamp into Unix seconds.
 pub fn parse_timestamp(ts: &str) -> Option<i64> {
     chrono::NaiveDateTime::parse_from_str(ts, TIMESTAMP_FORMAT)

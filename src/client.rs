@@ -3,17 +3,19 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_util::codec::Framed;
+// tokio's clock: the real one in the binary, the simulated one under simulation.
+use tokio::time::Instant;
 
 use crate::block::{Block, BlockHash};
 use crate::frame::{FrameCodec, FrameError};
 use crate::message::{BlockOutcome, ErrorCode, Hello, Pong, Request, Response, Status};
+use crate::node::env::{Conn, Net, TcpNet};
 
 /// Default time allowed for connecting and for one ordinary request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,7 +151,9 @@ pub struct NodeClient {
     cookie: Option<String>,
     max_frame: usize,
     greeting: GreetingSlot,
-    conn: Mutex<Option<Framed<TcpStream, FrameCodec>>>,
+    conn: Mutex<Option<Framed<Conn, FrameCodec>>>,
+    /// How connections are opened.
+    net: Arc<dyn Net>,
     /// When the kept connection was last used, in ms since `born`.
     last_used_ms: AtomicU64,
     born: Instant,
@@ -166,6 +170,7 @@ impl NodeClient {
             max_frame: crate::frame::DEFAULT_MAX_FRAME,
             greeting: GreetingSlot(None),
             conn: Mutex::new(None),
+            net: Arc::new(TcpNet),
             last_used_ms: AtomicU64::new(0),
             born: Instant::now(),
         }
@@ -181,6 +186,12 @@ impl NodeClient {
     /// error and otherwise dropped), unless the call itself is a `hello`.
     pub fn with_greeting(mut self, greeting: Greeting) -> Self {
         self.greeting = GreetingSlot(Some(greeting));
+        self
+    }
+
+    /// Dials through `net` instead of the OS's TCP (a simulated network).
+    pub fn with_net(mut self, net: Arc<dyn Net>) -> Self {
+        self.net = net;
         self
     }
 
@@ -252,13 +263,13 @@ impl NodeClient {
             }
             if guard.is_none() {
                 let stream =
-                    TcpStream::connect(&self.addr)
+                    self.net
+                        .connect(&self.addr)
                         .await
                         .map_err(|e| ClientError::Unreachable {
                             addr: self.addr.clone(),
                             reason: e.to_string(),
                         })?;
-                let _ = stream.set_nodelay(true);
                 let mut conn = Framed::new(stream, FrameCodec::new(self.max_frame));
                 if let (true, Some(greeting)) = (greet, &self.greeting.0) {
                     let hello = serde_json::to_vec(&greeting()).map_err(|e| self.unexpected(e))?;
@@ -295,7 +306,7 @@ impl NodeClient {
     /// Sends one payload on `conn` and reads its reply.
     async fn send_on(
         &self,
-        conn: &mut Framed<TcpStream, FrameCodec>,
+        conn: &mut Framed<Conn, FrameCodec>,
         payload: &[u8],
     ) -> Result<bytes::Bytes, ClientError> {
         conn.send(payload)

@@ -405,21 +405,31 @@ pub struct MineControl {
     pub attempts: AtomicU64,
 }
 
-fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 /// Mines `template` on `threads` threads until a block meets its difficulty or `control`
 /// is cancelled (then `None`). The timestamp is refreshed whenever a nonce range runs out.
 pub fn mine(template: &Template, threads: usize, control: &MineControl) -> Option<Block> {
+    mine_with_clock(template, threads, control, crate::block::unix_now)
+}
+
+/// [`mine`] with timestamps from `clock` (Unix seconds). One thread searches on the
+/// calling thread; more run on threads of their own.
+pub fn mine_with_clock(
+    template: &Template,
+    threads: usize,
+    control: &MineControl,
+    clock: fn() -> i64,
+) -> Option<Block> {
     let threads = threads.max(1) as u64;
+    if threads == 1 {
+        return mine_share(template, 0, 1, control, &AtomicBool::new(false), clock);
+    }
     let found: Mutex<Option<Block>> = Mutex::new(None);
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         for thread in 0..threads {
             let (found, done) = (&found, &done);
             scope.spawn(move || {
-                if let Some(block) = mine_share(template, thread, threads, control, done) {
+                if let Some(block) = mine_share(template, thread, threads, control, done, clock) {
                     done.store(true, Ordering::Relaxed);
                     let mut slot = found.lock().unwrap_or_else(|e| e.into_inner());
                     slot.get_or_insert(block);
@@ -436,6 +446,7 @@ fn mine_share(
     threads: u64,
     control: &MineControl,
     done: &AtomicBool,
+    clock: fn() -> i64,
 ) -> Option<Block> {
     let mut last_timestamp = String::new();
     let mut stage = 0;
@@ -443,7 +454,7 @@ fn mine_share(
         if stopped(control, done) {
             return None;
         }
-        let timestamp = format_timestamp(now_secs().max(template.min_time));
+        let timestamp = format_timestamp(clock().max(template.min_time));
         if timestamp != last_timestamp {
             stage = 0;
             last_timestamp.clone_from(&timestamp);

@@ -2,12 +2,14 @@
 //! how dialling it went; the candidates for outbound links and the sample shared in gossip.
 //! Pure bookkeeping: no sockets, no clock of its own (callers pass `now`), no node.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
 use rand::seq::IteratorRandom;
+// tokio's clock: the real one in the binary, the simulated one under simulation.
+use tokio::time::Instant;
 
 /// Most addresses held.
 pub const MAX_ADDRS: usize = 1024;
@@ -52,9 +54,9 @@ struct Entry {
 /// gossip of any one peer, and failing addresses age out.
 #[derive(Debug, Default)]
 pub struct AddrBook {
-    entries: HashMap<String, Entry>,
-    per_source: HashMap<String, usize>,
-    banned: HashMap<String, Instant>,
+    entries: BTreeMap<String, Entry>,
+    per_source: BTreeMap<String, usize>,
+    banned: BTreeMap<String, Instant>,
     /// This node's own addresses (listen, advertised, and any found to lead back to us).
     own: Vec<String>,
 }

@@ -4,11 +4,14 @@
 //! [`Miner`](super::miner::Miner)'s; this module hands it templates and commits its blocks.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+// tokio's clock: the real one in the binary, the simulated one under simulation.
+use tokio::time::Instant;
 
 use super::core::Node;
+use super::env::Event;
 use super::miner::MineError;
 use super::peers::UNLINKED_SYNC_INTERVAL;
 use super::state::{Applied, ApplyError, WriterGuard};
@@ -25,9 +28,9 @@ pub const REMINE_DELAY_STARTUP: Duration = Duration::from_secs(3);
 /// Blocks asked for per `get_blocks` round trip.
 pub const SYNC_BATCH: usize = 5000;
 /// Most blocks of a competing branch held in memory while it is fetched.
-const MAX_PENDING_BLOCKS: usize = 500_000;
+pub const MAX_PENDING_BLOCKS: usize = 500_000;
 /// Most bytes of a competing branch held in memory while it is fetched.
-const MAX_PENDING_BYTES: usize = 128 * 1024 * 1024;
+pub const MAX_PENDING_BYTES: usize = 128 * 1024 * 1024;
 /// How many recent blocks a re-mining job searches for its data.
 const RECENT_SCAN: usize = 10_000;
 
@@ -197,6 +200,7 @@ impl Node {
         let node = self.clone();
         self.tasks.spawn(async move {
             tokio::select! {
+                biased;
                 _ = node.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
@@ -315,6 +319,7 @@ impl Node {
         match self.try_extend(block, job).await {
             Some(Ok(())) => {
                 tracing::info!(height = block.index, hash = %block.hash.short(), "mined block stored");
+                self.config.env.tell(Event::Mined { block });
                 self.relay(block, None);
                 Ok(true)
             }
@@ -465,6 +470,10 @@ impl Node {
                 tracing::warn!(peer = %addr, "sync abandoned: {e}");
                 return changed;
             }
+            self.config.env.tell(Event::Pending {
+                blocks: pending.blocks.len(),
+                bytes: pending.bytes,
+            });
             if pending.outweighs(self.chain().work_above(fork)) {
                 let writer = self.state.writer().await;
                 match self.apply(&writer, fork, pending.take()).await {
@@ -543,10 +552,15 @@ impl Node {
                     "data left behind is in the chain again; not mining it"
                 );
                 let store = self.state.store().clone();
-                match tokio::task::spawn_blocking(move || store.drop_pending(id)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(job = id, "could not drop the queue entry: {e}"),
-                    Err(e) => tracing::warn!(job = id, "could not drop the queue entry: {e}"),
+                let dropped = self
+                    .config
+                    .env
+                    .blocking
+                    .run(move || store.drop_pending(id).map_err(|e| e.to_string()))
+                    .await
+                    .and_then(|r| r);
+                if let Err(e) = dropped {
+                    tracing::warn!(job = id, "could not drop the queue entry: {e}");
                 }
                 return Ok(None);
             }
@@ -554,7 +568,7 @@ impl Node {
             let threads = self.config.threads;
             let Some(block) = self
                 .mining
-                .run(template, threads, tip, &self.shutdown)
+                .run(template, threads, tip, &self.shutdown, &self.config.env)
                 .await
             else {
                 continue;

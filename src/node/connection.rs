@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use super::core::Node;
+use super::env::Stream;
 use super::handler::{self, Effect, Peer};
 use crate::frame::FrameCodec;
 use crate::message::{ErrorCode, Response};
@@ -20,8 +20,7 @@ const INBOUND_SILENCE: std::time::Duration = std::time::Duration::from_secs(75);
 
 /// Serves one connection until the client closes it, idles out, breaks framing, misbehaves
 /// or the node shuts down. A failure here ends this connection only.
-pub async fn serve(node: Arc<Node>, stream: TcpStream, remote: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve<S: Stream>(node: Arc<Node>, stream: S, remote: SocketAddr) {
     let mut framed = Framed::new(stream, FrameCodec::new(node.config.max_frame));
     let mut peer = Peer {
         remote: Some(remote),
@@ -37,9 +36,9 @@ pub async fn serve(node: Arc<Node>, stream: TcpStream, remote: SocketAddr) {
     }
 }
 
-async fn serve_frames(
+async fn serve_frames<S: Stream>(
     node: &Arc<Node>,
-    framed: &mut Framed<TcpStream, FrameCodec>,
+    framed: &mut Framed<S, FrameCodec>,
     peer: &mut Peer,
 ) {
     let remote = peer.remote;
@@ -51,6 +50,7 @@ async fn serve_frames(
             None => node.config.idle_timeout,
         };
         let next = tokio::select! {
+            biased;
             _ = node.shutdown.cancelled() => return,
             r = tokio::time::timeout(limit, framed.next()) => r,
         };

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::env::Env;
 use super::miner::Miner;
 use super::peers::{Limits, PeerSet, SyncLimiter};
 use super::state::ChainState;
@@ -48,6 +49,8 @@ pub struct Config {
     pub advertise: Option<String>,
     /// How much of the stored chain to check at start (`--reverify`: all of it).
     pub verify: crate::store::Verify,
+    /// What the node takes from its environment (network, clocks, threads, mining).
+    pub env: Env,
 }
 
 impl Config {
@@ -66,6 +69,7 @@ impl Config {
             limits: Limits::default(),
             advertise: None,
             verify: crate::store::Verify::Recent,
+            env: Env::default(),
         }
     }
 }
@@ -124,19 +128,23 @@ impl Node {
         listen: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<Arc<Node>, NodeError> {
-        let (dir, params, verify) = (
+        let (dir, params, verify, env) = (
             config.data_dir.clone(),
             config.params.clone(),
             config.verify,
+            config.env.clone(),
         );
         let started = std::time::Instant::now();
-        let (state, cookie) = tokio::task::spawn_blocking(move || {
-            let state = ChainState::open(&dir, &params, verify)?;
-            let cookie = write_cookie(&dir)?;
-            Ok::<_, NodeError>((state, cookie))
-        })
-        .await
-        .map_err(|e| NodeError::Task(e.to_string()))??;
+        let (state, cookie) = config
+            .env
+            .blocking
+            .run(move || {
+                let state = ChainState::open(&dir, &params, verify, env)?;
+                let cookie = write_cookie(&dir)?;
+                Ok::<_, NodeError>((state, cookie))
+            })
+            .await
+            .map_err(NodeError::Task)??;
         let registry = config.registry.clone().map(Registry::new);
         {
             let chain = state.chain();
@@ -176,7 +184,8 @@ impl Node {
             });
             Node {
                 state: Arc::new(state),
-                peers: PeerSet::new(limits, own, Some(greeting)),
+                peers: PeerSet::new(limits, own, Some(greeting))
+                    .with_env(config.env.net.clone(), config.env.seed),
                 unlinked_syncs: SyncLimiter::default(),
                 mining: Miner::default(),
                 cookie,
@@ -216,6 +225,34 @@ impl Node {
             tip: chain.tip().hash,
             work: chain.work().to_string(),
         }
+    }
+
+    /// Returns a copy of the node's chain, genesis first.
+    pub fn chain_blocks(&self) -> Vec<crate::block::Block> {
+        self.chain().to_vec()
+    }
+
+    /// Returns the height and hash of the node's tip.
+    pub fn tip(&self) -> (u64, BlockHash) {
+        let chain = self.chain();
+        (chain.height(), chain.tip().hash)
+    }
+
+    /// Returns the number of addresses in the node's address book.
+    pub fn address_book_len(&self) -> usize {
+        self.peers.book_len()
+    }
+
+    /// Returns the data queued in the store to be mined again (left behind by reorgs).
+    /// Blocking: reads the store.
+    pub fn queued_data(&self) -> Result<Vec<crate::block::BlockData>, StoreError> {
+        Ok(self
+            .state
+            .store()
+            .pending()?
+            .into_iter()
+            .map(|(_, data)| data)
+            .collect())
     }
 
     /// Returns the node's genesis hash.

@@ -4,7 +4,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+// tokio's clock: the real one in the binary, the simulated one under simulation.
+use tokio::time::Instant;
 
 use super::addrbook::Source;
 use super::core::Node;
@@ -229,6 +230,7 @@ impl Node {
             self.tasks.spawn(async move {
                 if !new {
                     tokio::select! {
+                        biased;
                         _ = node.shutdown.cancelled() => return,
                         _ = tokio::time::sleep(GREETING_GRACE) => {}
                     }
@@ -275,14 +277,18 @@ impl Node {
 
     async fn validate_stored(self: &Arc<Self>) -> Response {
         let node = self.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let blocks = node.state.store().load().map_err(|e| e.to_string())?;
-            crate::chain::Blockchain::from_blocks(node.config.params.clone(), blocks)
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("validation task failed: {e}")));
+        let result = self
+            .config
+            .env
+            .blocking
+            .run(move || {
+                let blocks = node.state.store().load().map_err(|e| e.to_string())?;
+                crate::chain::Blockchain::from_blocks(node.config.params.clone(), blocks)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("validation task failed: {e}")));
         match result {
             Ok(()) => Response::Validation {
                 valid: true,
@@ -334,7 +340,10 @@ pub enum Effect {
 /// Answers one payload: the reply's bytes and what to do once it is sent.
 pub async fn answer(node: &Arc<Node>, payload: bytes::Bytes, peer: &mut Peer) -> (Vec<u8>, Effect) {
     let incoming = if payload.len() > PARSE_OFF_RUNTIME {
-        tokio::task::spawn_blocking(move || message::parse_incoming(&payload))
+        node.config
+            .env
+            .blocking
+            .run(move || message::parse_incoming(&payload))
             .await
             .unwrap_or(Incoming::InvalidJson)
     } else {

@@ -3,11 +3,13 @@
 //! (handshake, address gossip, sync when the peer has more work, a small ping every
 //! [`PING_INTERVAL`]). Inbound links are taken from `hello`s by the handler.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+// tokio's clock: the real one in the binary, the simulated one under simulation.
+use tokio::time::Instant;
 
 use super::addrbook::{MAX_SHARED, Source};
 use super::core::Node;
@@ -76,21 +78,26 @@ async fn manage(node: Arc<Node>) {
             if short && registry_read.elapsed() >= REGISTRY_REREAD {
                 registry_read = Instant::now();
                 if let Some(registry) = node.registry.clone() {
-                    let read = tokio::task::spawn_blocking(move || {
-                        registry.entries().map_err(|e| {
-                            format!(
-                                "could not read the registry {}: {e}",
-                                registry.path().display()
-                            )
+                    let read = node
+                        .config
+                        .env
+                        .blocking
+                        .run(move || {
+                            registry.entries().map_err(|e| {
+                                format!(
+                                    "could not read the registry {}: {e}",
+                                    registry.path().display()
+                                )
+                            })
                         })
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()));
+                        .await
+                        .and_then(|r| r);
                     learn_registry(&node, Some(read));
                 }
             }
         }
         tokio::select! {
+            biased;
             _ = node.shutdown.cancelled() => return,
             _ = node.peers.changed() => {}
             _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
@@ -197,6 +204,7 @@ async fn keep_link(node: Arc<Node>, addr: String, stop: CancellationToken) {
             return;
         }
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
@@ -223,6 +231,7 @@ async fn watch(
             PING_INTERVAL
         };
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return None,
             _ = alarm.notified() => {}
             _ = tokio::time::sleep(interval) => {}
@@ -258,7 +267,13 @@ async fn prune_from_registry(node: &Node, addr: &str) {
         return;
     };
     let host = host.to_owned();
-    match tokio::task::spawn_blocking(move || registry.remove_if(port, &host)).await {
+    match node
+        .config
+        .env
+        .blocking
+        .run(move || registry.remove_if(port, &host))
+        .await
+    {
         Ok(Ok(true)) => tracing::info!(peer = %addr, "pruned dead node from the registry"),
         Ok(Ok(false)) => {}
         Ok(Err(e)) => tracing::debug!("registry prune failed: {e}"),
@@ -312,7 +327,7 @@ impl Node {
             return false;
         }
         let ip = self.listen.ip();
-        target.ip() == ip || (ip.is_unspecified() && is_local_ip(target.ip()))
+        target.ip() == ip || (ip.is_unspecified() && self.config.env.net.is_local_ip(target.ip()))
     }
 }
 
@@ -333,11 +348,6 @@ pub fn dial_addr(listen: &str, remote: Option<SocketAddr>) -> Option<String> {
         (true, None) => None,
         (false, _) => Some(addr),
     }
-}
-
-/// Tells whether `ip` is an address of this machine (binding a socket to it succeeds).
-fn is_local_ip(ip: IpAddr) -> bool {
-    ip.is_loopback() || UdpSocket::bind((ip, 0)).is_ok()
 }
 
 #[cfg(test)]

@@ -4,11 +4,14 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+// tokio's clock: the real one in the binary, the simulated one under simulation.
+use tokio::time::Instant;
 
+use super::env::Env;
 use super::state::ApplyError;
 use crate::block::{Block, BlockHash};
 use crate::message::ErrorCode;
@@ -104,14 +107,16 @@ const PROGRESS_AFTER: Duration = Duration::from_secs(2);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 impl Miner {
-    /// Runs `template` on `threads` mining threads, off the runtime, until a block is found
-    /// (`Some`), the tip moves (a new value on `tip`) or `stop` is cancelled (`None`).
+    /// Runs `template` on `threads` mining threads (through `env`'s solver), until a block
+    /// is found (`Some`), the tip moves (a new value on `tip`) or `stop` is cancelled
+    /// (`None`).
     pub async fn run(
         &self,
         template: pow::Template,
         threads: usize,
         mut tip: watch::Receiver<BlockHash>,
         stop: &CancellationToken,
+        env: &Env,
     ) -> Option<Block> {
         let control = Arc::new(MineControl::default());
         self.runs
@@ -120,21 +125,29 @@ impl Miner {
             .push(control.clone());
         self.active.fetch_add(1, Ordering::Relaxed);
         tip.mark_unchanged();
-        let (c2, t2) = (control.clone(), template.clone());
-        let mut handle = tokio::task::spawn_blocking(move || pow::mine(&t2, threads, &c2));
+        let mut handle =
+            env.solver
+                .solve(template.clone(), threads, control.clone(), env.wall_clock);
         let start = Instant::now();
         let mut last_log = start;
         let mut ticker = tokio::time::interval(Duration::from_millis(500));
         let result = loop {
             tokio::select! {
-                r = &mut handle => break r.ok().flatten(),
+                biased;
+                r = &mut handle => break r,
+                // A cancelled search stops on its own (threads see the flag within a few
+                // thousand attempts); its result, if any, would not extend the new tip.
                 changed = tip.changed() => {
                     if changed.is_ok() {
                         tracing::info!(height = template.index, "new tip: restarting mining on it");
                     }
                     control.cancel.store(true, Ordering::Relaxed);
+                    break None;
                 }
-                _ = stop.cancelled() => control.cancel.store(true, Ordering::Relaxed),
+                _ = stop.cancelled() => {
+                    control.cancel.store(true, Ordering::Relaxed);
+                    break None;
+                }
                 _ = ticker.tick() => {
                     let attempts = control.attempts.load(Ordering::Relaxed);
                     let elapsed = start.elapsed();

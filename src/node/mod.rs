@@ -8,6 +8,7 @@ mod addrbook;
 mod chainops;
 mod connection;
 mod core;
+pub mod env;
 mod handler;
 mod links;
 mod miner;
@@ -17,20 +18,21 @@ pub mod state;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use self::core::{Config, Node, NodeError};
+pub use addrbook::MAX_ADDRS;
 pub use addrbook::{AddrBook, Source};
-pub use chainops::SYNC_BATCH;
+pub use chainops::{MAX_PENDING_BLOCKS, MAX_PENDING_BYTES, SYNC_BATCH};
+pub use env::{Env, Listener};
 pub use links::PING_INTERVAL;
 pub use miner::Miner;
 pub use peers::{Direction, Limits, PeerSet, normalize_addr};
 
 /// Serves `listener` until `shutdown` is cancelled; returns once everything is closed.
-pub async fn run(
-    listener: TcpListener,
+pub async fn run<L: Listener>(
+    listener: L,
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
@@ -44,7 +46,7 @@ pub async fn run(
 }
 
 /// Runs an opened node on `listener` until its shutdown token is cancelled.
-pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
     let permits = Arc::new(Semaphore::new(node.config.max_connections));
     // The registry and the store are files under locks: touched off the runtime.
     // The registry is this machine's: a node bound to every interface is found on loopback.
@@ -56,18 +58,22 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     };
     let port = node.listen.port();
     let (registry, store) = (node.registry.clone(), node.state.store().clone());
-    let (entries, queued) = tokio::task::spawn_blocking(move || {
-        let entries = registry.map(|r| {
-            if let Err(e) = r.add(port, &host) {
-                tracing::warn!("could not register in {}: {e}", r.path().display());
-            }
-            r.entries()
-                .map_err(|e| format!("could not read the registry {}: {e}", r.path().display()))
-        });
-        (entries, store.pending())
-    })
-    .await
-    .unwrap_or_else(|e| (Some(Err(e.to_string())), Ok(Vec::new())));
+    let (entries, queued) = node
+        .config
+        .env
+        .blocking
+        .run(move || {
+            let entries = registry.map(|r| {
+                if let Err(e) = r.add(port, &host) {
+                    tracing::warn!("could not register in {}: {e}", r.path().display());
+                }
+                r.entries()
+                    .map_err(|e| format!("could not read the registry {}: {e}", r.path().display()))
+            });
+            (entries, store.pending())
+        })
+        .await
+        .unwrap_or_else(|e| (Some(Err(e)), Ok(Vec::new())));
     links::start(&node, entries);
     match queued {
         Ok(queued) => {
@@ -80,10 +86,12 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     loop {
         // Taking the permit before accept caps open connections without refusing in a loop.
         let permit = tokio::select! {
+            biased;
             _ = node.shutdown.cancelled() => break,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let accepted = tokio::select! {
+            biased;
             _ = node.shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
@@ -113,7 +121,12 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
         tracing::warn!("some connections did not finish within 5 s; closing them");
     }
     if let Some(registry) = node.registry.clone() {
-        let left = tokio::task::spawn_blocking(move || registry.remove(port)).await;
+        let left = node
+            .config
+            .env
+            .blocking
+            .run(move || registry.remove(port))
+            .await;
         if let Ok(Err(e)) = left {
             tracing::warn!("could not leave the registry: {e}");
         }

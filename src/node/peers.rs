@@ -3,16 +3,21 @@
 //! accounting, strikes and bans, and the [`AddrBook`] of candidates. It knows nothing of the
 //! node; `links.rs` keeps the links.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use tokio::sync::Notify;
+// tokio's clock: the real one in the binary, the simulated one under simulation.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::addrbook::{AddrBook, MAX_SHARED, Source};
+use super::env::{Net, TcpNet};
 use crate::block::BlockHash;
 use crate::client::{Greeting, NodeClient};
 
@@ -117,12 +122,16 @@ pub enum Accepted {
 
 /// The peers a node keeps links to, and the addresses it could dial.
 pub struct PeerSet {
-    links: Mutex<HashMap<String, Link>>,
+    links: Mutex<BTreeMap<String, Link>>,
     book: Mutex<AddrBook>,
     limits: Limits,
     greeting: Option<Greeting>,
     /// Wakes the peer manager: a link ended or an address was learned.
     changed: Notify,
+    /// How links' clients dial.
+    net: Arc<dyn Net>,
+    /// The random choices of peers to dial and to share.
+    rng: Mutex<StdRng>,
 }
 
 impl std::fmt::Debug for PeerSet {
@@ -145,15 +154,30 @@ impl PeerSet {
     /// knows who speaks whichever connection carries it.
     pub fn new(limits: Limits, own: Vec<String>, greeting: Option<Greeting>) -> Self {
         PeerSet {
-            links: Mutex::new(HashMap::new()),
+            links: Mutex::new(BTreeMap::new()),
             book: Mutex::new(AddrBook::new(own)),
             limits,
             greeting,
             changed: Notify::new(),
+            net: Arc::new(TcpNet),
+            rng: Mutex::new(StdRng::from_os_rng()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Link>> {
+    /// Dials through `net`, and makes its random choices from `seed` (the OS's when `None`).
+    pub fn with_env(mut self, net: Arc<dyn Net>, seed: Option<u64>) -> Self {
+        self.net = net;
+        if let Some(seed) = seed {
+            self.rng = Mutex::new(StdRng::seed_from_u64(seed));
+        }
+        self
+    }
+
+    fn rng(&self) -> MutexGuard<'_, StdRng> {
+        self.rng.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Link>> {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -172,7 +196,9 @@ impl PeerSet {
     }
 
     fn new_client(&self, addr: &str) -> Arc<NodeClient> {
-        let client = NodeClient::new(addr).with_timeout(PEER_TIMEOUT);
+        let client = NodeClient::new(addr)
+            .with_timeout(PEER_TIMEOUT)
+            .with_net(self.net.clone());
         Arc::new(match &self.greeting {
             Some(g) => client.with_greeting(g.clone()),
             None => client,
@@ -281,7 +307,7 @@ impl PeerSet {
         let links = self.lock();
         let book = self.book();
         let now = Instant::now();
-        let picked = book.candidates(n, now, |a| links.contains_key(a), &mut rand::rng());
+        let picked = book.candidates(n, now, |a| links.contains_key(a), &mut *self.rng());
         (picked, book.next_retry(now))
     }
 
@@ -289,7 +315,7 @@ impl PeerSet {
     /// the connection shows it) whose listen address is `exclude`.
     pub fn sample(&self, to: Option<IpAddr>, exclude: Option<&str>) -> Vec<String> {
         self.book()
-            .sample(MAX_SHARED, to, exclude, &mut rand::rng())
+            .sample(MAX_SHARED, to, exclude, &mut *self.rng())
     }
 
     /// Returns the number of addresses in the book.
@@ -502,7 +528,7 @@ const MAX_SYNC_MEMORY: usize = 1024;
 
 /// When each peer last made us sync by sending a block that did not link.
 #[derive(Debug, Default)]
-pub struct SyncLimiter(Mutex<HashMap<String, Instant>>);
+pub struct SyncLimiter(Mutex<BTreeMap<String, Instant>>);
 
 impl SyncLimiter {
     /// Tells whether a sync with `peer` may start now, and if so records it.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use super::env::{Env, Event};
 use crate::block::{Block, BlockData, BlockHash};
 use crate::chain::{Blockchain, ChainError};
 use crate::params::ChainParams;
@@ -57,6 +58,8 @@ pub struct ChainState {
     store: Arc<Store>,
     writer: tokio::sync::Mutex<()>,
     tip: watch::Sender<BlockHash>,
+    /// The clock, the blocking work and the observer.
+    env: Env,
     /// Set while a branch is being checked: lets tests see that readers are not blocked.
     #[cfg(test)]
     checking: std::sync::atomic::AtomicBool,
@@ -64,7 +67,12 @@ pub struct ChainState {
 
 impl ChainState {
     /// Opens the store in `dir` and loads its chain. Blocking: call it off the runtime.
-    pub fn open(dir: &Path, params: &ChainParams, verify: Verify) -> Result<Self, StoreError> {
+    pub fn open(
+        dir: &Path,
+        params: &ChainParams,
+        verify: Verify,
+        env: Env,
+    ) -> Result<Self, StoreError> {
         let (store, chain) = Store::open_with(dir, params, verify)?;
         let (tip, _) = watch::channel(chain.tip().hash);
         Ok(ChainState {
@@ -72,6 +80,7 @@ impl ChainState {
             store: Arc::new(store),
             writer: tokio::sync::Mutex::new(()),
             tip,
+            env,
             #[cfg(test)]
             checking: std::sync::atomic::AtomicBool::new(false),
         })
@@ -85,6 +94,11 @@ impl ChainState {
     /// Returns the store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Returns the environment the node runs in.
+    pub fn env(&self) -> &Env {
+        &self.env
     }
 
     /// Returns a receiver told of every new tip.
@@ -110,12 +124,14 @@ impl ChainState {
     ) -> Result<Applied, ApplyError> {
         let mut branch = self.chain().branch_at(fork)?;
         let to_store = blocks.clone();
-        let now = chrono::Utc::now().timestamp();
+        let now = (self.env.wall_clock)();
         #[cfg(test)]
         self.checking
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let checked = if blocks.len() >= CHECK_OFF_RUNTIME {
-            tokio::task::spawn_blocking(move || branch.extend(blocks, now).map(|()| branch))
+            self.env
+                .blocking
+                .run(move || branch.extend(blocks, now).map(|()| branch))
                 .await
                 .map_err(|e| ApplyError::Task(format!("block validation failed: {e}")))?
         } else {
@@ -133,13 +149,15 @@ impl ChainState {
         };
         let queued: Vec<BlockData> = requeue.iter().map(|b| b.data.clone()).collect();
         let store = self.store.clone();
-        let committed =
-            tokio::task::spawn_blocking(move || store.commit(fork, &to_store, &queued, job))
-                .await
-                .map_err(|e| ApplyError::Task(format!("store task failed: {e}")))
-                .and_then(|r| r.map_err(ApplyError::from));
-        let ids = match committed {
-            Ok(ids) => ids,
+        let committed = self
+            .env
+            .blocking
+            .run(move || (store.commit(fork, &to_store, &queued, job), to_store))
+            .await
+            .map_err(|e| ApplyError::Task(format!("store task failed: {e}")))
+            .and_then(|(r, stored)| r.map(|ids| (ids, stored)).map_err(ApplyError::from));
+        let (ids, stored) = match committed {
+            Ok(done) => done,
             Err(e) => {
                 tracing::error!("store commit failed, chain change undone: {e}");
                 self.chain().rewind(fork, left);
@@ -147,6 +165,11 @@ impl ChainState {
             }
         };
         self.tip.send_replace(self.chain().tip().hash);
+        self.env.tell(Event::Committed {
+            fork,
+            blocks: &stored,
+            left: left.len(),
+        });
         Ok(Applied {
             fork,
             left,
@@ -220,7 +243,13 @@ mod tests {
     use serde_json::json;
 
     fn state(dir: &Path) -> ChainState {
-        ChainState::open(dir, &ChainParams::with_difficulty(0), Verify::Recent).unwrap()
+        ChainState::open(
+            dir,
+            &ChainParams::with_difficulty(0),
+            Verify::Recent,
+            Env::default(),
+        )
+        .unwrap()
     }
 
     fn branch_of(base: &Blockchain, from: u64, n: usize, tag: &str) -> Vec<Block> {
