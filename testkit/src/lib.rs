@@ -18,6 +18,7 @@
 //! ```
 
 pub mod browser;
+pub mod sim;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

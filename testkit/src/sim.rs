@@ -1,0 +1,1062 @@
+//! A deterministic simulation of a powchain network: the real node code (handler, peer
+//! manager, sync, relay, chain, store) on turmoil's simulated hosts and TCP, one thread,
+//! seeded. Only what [`powchain::node::env`] names differs: the network is turmoil's, time
+//! is turmoil's, blocking work runs in place, and mining is a Poisson process of each
+//! node's hash power that then finds a real block at a low difficulty.
+//!
+//! ```no_run
+//! use powchain_testkit::sim::{Options, run};
+//! let report = run(&Options { nodes: 32, ..Options::default() }).expect("invariants hold");
+//! println!("{}", report.summary);
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+use powchain::block::{Block, BlockHash};
+use powchain::chain::Blockchain;
+use powchain::frame::{HEADER_LEN, parse_header};
+use powchain::node::env::{Blocking, Conn, Env, Event, Listener, Net, Solve};
+use powchain::node::{Config, Limits, Node};
+use powchain::params::ChainParams;
+use powchain::pow::{MineControl, Template};
+
+/// The port every simulated node listens on (each host has an address of its own).
+pub const PORT: u16 = 5001;
+/// The simulated wall clock starts at 2026-01-01T00:00:00Z, whatever the real date.
+const EPOCH_SECS: u64 = 1_767_225_600;
+/// How often the driver looks at the nodes' tips for agreement.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How often each host samples its address book.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// Peers each node is given at start (as from DNS seeds); the rest it learns by gossip.
+const SEEDS: usize = 4;
+
+/// A partition of the network into two halves, from `at` for `lasting`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    /// When it starts (simulated time since the start).
+    pub at: Duration,
+    /// How long it lasts.
+    pub lasting: Duration,
+}
+
+impl FromStr for Partition {
+    type Err = String;
+
+    /// Parses `halves@120s+60s`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("bad partition {s:?}: want halves@START+LENGTH, e.g. halves@120s+60s");
+        let rest = s.strip_prefix("halves@").ok_or_else(bad)?;
+        let (at, lasting) = rest.split_once('+').ok_or_else(bad)?;
+        Ok(Partition {
+            at: parse_duration(at).map_err(|_| bad())?,
+            lasting: parse_duration(lasting).map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: want e.g. 250ms, 10s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        _ => return Err(format!("bad duration {s:?}: the unit is ms, s or m")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a latency range `20ms..300ms` (or one value).
+pub fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {
+    let (lo, hi) = s.split_once("..").unwrap_or((s, s));
+    let (lo, hi) = (parse_duration(lo)?, parse_duration(hi)?);
+    if lo > hi {
+        return Err(format!(
+            "bad latency {s:?}: the low end is above the high end"
+        ));
+    }
+    Ok((lo, hi))
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Nodes in the network.
+    pub nodes: usize,
+    /// Seed of every random choice: the same seed gives the same run.
+    pub seed: u64,
+    /// How long the nodes mine (simulated).
+    pub duration: Duration,
+    /// Mean time between blocks of the whole network.
+    pub block_interval: Duration,
+    /// One-way message latency range; each message draws from it (turmoil's exponential
+    /// curve: most messages near the low end, a tail up to the high end).
+    pub latency: (Duration, Duration),
+    /// Fraction of TCP writes lost; TCP retransmits them, so each is delayed by a
+    /// retransmission timeout (200 ms plus twice the highest latency).
+    pub loss: f64,
+    /// A partition into two halves.
+    pub partition: Option<Partition>,
+    /// Fraction of nodes that crash once and restart (with their store) at random times.
+    pub churn: f64,
+    /// Nodes that mine (the first ones), sharing the hash power equally; `None`: all.
+    pub miners: Option<usize>,
+    /// Links each node dials.
+    pub max_outbound: usize,
+    /// Simulation step: message delivery and timers have this resolution.
+    pub tick: Duration,
+    /// Proof-of-work difficulty of the blocks (leading zero bits).
+    pub difficulty: u32,
+    /// After mining stops and every fault has healed, every live node must agree within this.
+    pub settle: Duration,
+    /// Where the nodes' stores go (a temporary directory, on /dev/shm when there is one).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nodes: 32,
+            seed: 1,
+            duration: Duration::from_secs(120),
+            block_interval: Duration::from_secs(10),
+            latency: (Duration::from_millis(20), Duration::from_millis(300)),
+            loss: 0.0,
+            partition: None,
+            churn: 0.0,
+            miners: None,
+            max_outbound: 8,
+            tick: Duration::from_millis(10),
+            difficulty: 4,
+            settle: Duration::from_secs(120),
+            data_dir: None,
+        }
+    }
+}
+
+impl Options {
+    /// Returns the options as the summary echoes them.
+    fn to_json(&self) -> Value {
+        json!({
+            "nodes": self.nodes,
+            "seed": self.seed,
+            "minutes": self.duration.as_secs_f64() / 60.0,
+            "block_interval_s": self.block_interval.as_secs_f64(),
+            "latency_ms": [self.latency.0.as_millis() as u64, self.latency.1.as_millis() as u64],
+            "loss": self.loss,
+            "partition": self.partition.map(|p| json!({
+                "at_s": p.at.as_secs_f64(), "lasting_s": p.lasting.as_secs_f64()
+            })),
+            "churn": self.churn,
+            "miners": self.miners.unwrap_or(self.nodes),
+            "max_outbound": self.max_outbound,
+            "tick_ms": self.tick.as_millis() as u64,
+            "difficulty": self.difficulty,
+        })
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Report {
+    /// The summary: the same for the same options and seed, byte for byte.
+    pub summary: Value,
+    /// Wall-clock figures of the run (these vary from run to run).
+    pub speed: Value,
+}
+
+/// An invariant that broke, with the seed to replay it.
+#[derive(Debug)]
+pub struct Failure {
+    /// The run's seed.
+    pub seed: u64,
+    /// What broke.
+    pub reason: String,
+    /// The summary so far.
+    pub summary: Value,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "simulation failed with seed {} (replay: --seed {}): {}",
+            self.seed, self.seed, self.reason
+        )
+    }
+}
+
+impl std::error::Error for Failure {}
+
+// ---------------------------------------------------------------------------------------
+// The environment of a simulated node.
+
+/// Counts what a node sends: bytes and frames.
+#[derive(Debug, Default)]
+struct Traffic {
+    bytes: AtomicU64,
+    frames: AtomicU64,
+}
+
+/// turmoil's TCP as a [`Net`], for the host at `ip`.
+#[derive(Debug)]
+struct SimNet {
+    ip: IpAddr,
+    traffic: Arc<Traffic>,
+    lossy: Lossy,
+}
+
+/// How writes are lost (and retransmitted later).
+#[derive(Debug, Clone)]
+struct Lossy {
+    rate: f64,
+    rto: Duration,
+    rng: Arc<Mutex<StdRng>>,
+}
+
+impl Net for SimNet {
+    fn connect(&self, addr: &str) -> BoxFuture<'static, io::Result<Conn>> {
+        let addr = addr.to_owned();
+        let (traffic, lossy) = (self.traffic.clone(), self.lossy.clone());
+        Box::pin(async move {
+            let stream = turmoil::net::TcpStream::connect(addr.as_str()).await?;
+            Ok(Conn::Other(Box::new(Counted::new(stream, traffic, lossy))))
+        })
+    }
+
+    fn is_local_ip(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || ip == self.ip
+    }
+}
+
+/// turmoil's listener as a [`Listener`].
+struct SimListener {
+    inner: turmoil::net::TcpListener,
+    traffic: Arc<Traffic>,
+    lossy: Lossy,
+}
+
+impl Listener for SimListener {
+    type Stream = Counted<turmoil::net::TcpStream>;
+
+    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (stream, addr) = self.inner.accept().await?;
+        Ok((
+            Counted::new(stream, self.traffic.clone(), self.lossy.clone()),
+            addr,
+        ))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A stream that counts the frames and bytes written, and delays lost writes by a
+/// retransmission timeout.
+struct Counted<S> {
+    inner: S,
+    traffic: Arc<Traffic>,
+    lossy: Lossy,
+    /// Header bytes of the frame being written, or the payload bytes still to come.
+    header: Vec<u8>,
+    payload_left: u64,
+    /// A lost write waiting for its retransmission.
+    retransmit: Option<Pin<Box<tokio::time::Sleep>>>,
+    retransmitted: bool,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S, traffic: Arc<Traffic>, lossy: Lossy) -> Self {
+        Counted {
+            inner,
+            traffic,
+            lossy,
+            header: Vec::with_capacity(HEADER_LEN),
+            payload_left: 0,
+            retransmit: None,
+            retransmitted: false,
+        }
+    }
+
+    /// Follows the framing of written bytes to count frames.
+    fn count(&mut self, mut buf: &[u8]) {
+        self.traffic
+            .bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        while !buf.is_empty() {
+            if self.payload_left > 0 {
+                let n = (self.payload_left as usize).min(buf.len());
+                self.payload_left -= n as u64;
+                buf = &buf[n..];
+                continue;
+            }
+            let n = (HEADER_LEN - self.header.len()).min(buf.len());
+            self.header.extend_from_slice(&buf[..n]);
+            buf = &buf[n..];
+            if self.header.len() == HEADER_LEN {
+                self.traffic.frames.fetch_add(1, Ordering::Relaxed);
+                self.payload_left = parse_header(&self.header).unwrap_or(0);
+                self.header.clear();
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.retransmit.is_none() && !this.retransmitted && this.lossy.rate > 0.0 {
+            let lost = this
+                .lossy
+                .rng
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .random_bool(this.lossy.rate.min(1.0));
+            if lost {
+                this.retransmit = Some(Box::pin(tokio::time::sleep(this.lossy.rto)));
+            }
+        }
+        if let Some(timer) = &mut this.retransmit {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.retransmit = None;
+            this.retransmitted = true;
+        }
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            this.retransmitted = false;
+            this.count(&buf[..n]);
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Mining as a Poisson process: each attempt waits an exponential time of the node's
+/// rate, then finds a real block at the chain's (low) difficulty, on this thread.
+#[derive(Debug)]
+struct PoissonSolver {
+    /// Blocks per simulated second this node finds.
+    rate: f64,
+    rng: Mutex<StdRng>,
+    /// Cleared when the run stops mining: attempts then wait forever.
+    on: Arc<AtomicBool>,
+}
+
+impl Solve for PoissonSolver {
+    fn solve(
+        &self,
+        template: Template,
+        _threads: usize,
+        control: Arc<MineControl>,
+        wall_clock: fn() -> i64,
+    ) -> BoxFuture<'static, Option<Block>> {
+        let u: f64 = self.rng.lock().unwrap_or_else(|e| e.into_inner()).random();
+        let wait = if self.rate > 0.0 {
+            Some(Duration::from_secs_f64(
+                (-(1.0 - u).ln() / self.rate).min(1e9),
+            ))
+        } else {
+            None
+        };
+        let on = self.on.clone();
+        Box::pin(async move {
+            let Some(wait) = wait else {
+                return futures::future::pending().await;
+            };
+            tokio::time::sleep(wait).await;
+            if !on.load(Ordering::Relaxed) {
+                return futures::future::pending().await;
+            }
+            if control.cancel.load(Ordering::Relaxed) {
+                return None;
+            }
+            powchain::pow::mine_with_clock(&template, 1, &control, wall_clock)
+        })
+    }
+}
+
+/// The simulated wall clock: the epoch plus simulated time.
+fn sim_clock() -> i64 {
+    turmoil::since_epoch().map_or_else(powchain::block::unix_now, |d| d.as_secs() as i64)
+}
+
+fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// What the run records.
+
+#[derive(Debug)]
+struct BlockRecord {
+    height: u64,
+    /// When the first node (its miner) committed it.
+    first: Duration,
+    /// When each node first committed it, in order.
+    reached: Vec<Duration>,
+    nodes: BTreeSet<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    blocks: BTreeMap<BlockHash, BlockRecord>,
+    /// (node, hash, data) of every block a node mined and committed.
+    mined: Vec<(usize, BlockHash, String)>,
+    reorg_depths: BTreeMap<usize, u64>,
+    /// Each node's tip (height, hash) as of its last commit or start.
+    tips: Vec<(u64, BlockHash)>,
+    peak_book: usize,
+    peak_pending_blocks: usize,
+    peak_pending_bytes: usize,
+    /// Nodes each node has started (its restarts included).
+    starts: Vec<u64>,
+}
+
+impl Stats {
+    fn on_event(&mut self, node: usize, t: Duration, event: Event<'_>) {
+        match event {
+            Event::Committed { blocks, left, .. } => {
+                for b in blocks {
+                    let record = self.blocks.entry(b.hash).or_insert_with(|| BlockRecord {
+                        height: b.index,
+                        first: t,
+                        reached: Vec::new(),
+                        nodes: BTreeSet::new(),
+                    });
+                    if record.nodes.insert(node) {
+                        record.reached.push(t);
+                    }
+                }
+                if let Some(last) = blocks.last() {
+                    self.tips[node] = (last.index, last.hash);
+                }
+                if left > 0 {
+                    *self.reorg_depths.entry(left).or_default() += 1;
+                }
+            }
+            Event::Mined { block } => {
+                self.mined
+                    .push((node, block.hash, block.data.as_str().to_owned()));
+            }
+            Event::Pending { blocks, bytes } => {
+                self.peak_pending_blocks = self.peak_pending_blocks.max(blocks);
+                self.peak_pending_bytes = self.peak_pending_bytes.max(bytes);
+            }
+        }
+    }
+}
+
+/// What the hosts share with the driver.
+struct Shared {
+    stats: Mutex<Stats>,
+    /// The node running on each host, while it runs.
+    nodes: Mutex<Vec<Weak<Node>>>,
+    traffic: Vec<Arc<Traffic>>,
+    /// Cleared when mining stops.
+    mining: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn host_name(i: usize) -> String {
+    format!("n{i}")
+}
+
+/// Runs a simulation; `Err` when an invariant breaks.
+pub fn run(options: &Options) -> Result<Report, Failure> {
+    let started = Instant::now();
+    let n = options.nodes.max(2);
+    let fail = |reason: String, summary: Value| Failure {
+        seed: options.seed,
+        reason,
+        summary,
+    };
+    let base = match &options.data_dir {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None if std::path::Path::new("/dev/shm").is_dir() => tempfile::tempdir_in("/dev/shm"),
+        None => tempfile::tempdir(),
+    }
+    .map_err(|e| fail(format!("cannot make a data directory: {e}"), Value::Null))?;
+
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let miners = options.miners.unwrap_or(n).clamp(1, n);
+    let rate = 1.0 / (options.block_interval.as_secs_f64().max(1e-3) * miners as f64);
+    let rto = Duration::from_millis(200) + options.latency.1 * 2;
+    let shared = Arc::new(Shared {
+        stats: Mutex::new(Stats {
+            tips: vec![(0, BlockHash::default()); n],
+            starts: vec![0; n],
+            ..Stats::default()
+        }),
+        nodes: Mutex::new((0..n).map(|_| Weak::new()).collect()),
+        traffic: (0..n).map(|_| Arc::new(Traffic::default())).collect(),
+        mining: Arc::new(AtomicBool::new(true)),
+    });
+
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(u64::MAX / 4))
+        .tick_duration(options.tick)
+        .min_message_latency(options.latency.0)
+        .max_message_latency(options.latency.1)
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .tcp_capacity(4096)
+        .rng_seed(rng.random())
+        .build();
+
+    // Each node is given a few random others, as a DNS seed would.
+    let seeds: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            let mut picked = BTreeSet::new();
+            while picked.len() < SEEDS.min(n - 1) {
+                let j = rng.random_range(0..n);
+                if j != i {
+                    picked.insert(j);
+                }
+            }
+            picked.into_iter().collect()
+        })
+        .collect();
+    let params = ChainParams::with_difficulty(options.difficulty);
+    let mut ips = Vec::with_capacity(n);
+    for (i, my_seeds) in seeds.into_iter().enumerate() {
+        let name = host_name(i);
+        let host_seed: u64 = rng.random();
+        let shared = shared.clone();
+        let dir = base.path().join(&name);
+        let params = params.clone();
+        let mines = i < miners;
+        let max_outbound = options.max_outbound;
+        let loss = options.loss;
+        sim.host(name.as_str(), move || {
+            let (shared, dir, params, my_seeds) = (
+                shared.clone(),
+                dir.clone(),
+                params.clone(),
+                my_seeds.clone(),
+            );
+            async move {
+                host(HostSetup {
+                    index: i,
+                    seed: host_seed,
+                    shared,
+                    dir,
+                    params,
+                    seeds: my_seeds,
+                    rate: if mines { rate } else { 0.0 },
+                    max_outbound,
+                    loss,
+                    rto,
+                })
+                .await
+            }
+        });
+        ips.push(sim.lookup(name.as_str()));
+    }
+
+    // The faults, as steps of the driver.
+    let mut crashes: Vec<(Duration, Duration, usize)> = Vec::new();
+    let churned = ((n as f64) * options.churn.clamp(0.0, 1.0)).round() as usize;
+    if churned > 0 {
+        let mut pool: Vec<usize> = (0..n).collect();
+        let span = options.duration.as_secs_f64();
+        for k in 0..churned {
+            let j = rng.random_range(k..n);
+            pool.swap(k, j);
+            let at = Duration::from_secs_f64(rng.random_range(span * 0.1..span * 0.7));
+            let down =
+                Duration::from_secs_f64(rng.random_range(5.0..30.0f64.min(span * 0.25).max(6.0)));
+            crashes.push((at, at + down, pool[k]));
+        }
+    }
+    let halves = (&ips[..n / 2], &ips[n / 2..]);
+
+    let mut agreed_after: Vec<Value> = Vec::new();
+    let mut pending_heals: Vec<(String, Duration)> = Vec::new();
+    let mut down: BTreeSet<usize> = BTreeSet::new();
+    let mut partitioned = false;
+    let mut last_check = Duration::ZERO;
+    let mut elapsed = Duration::ZERO;
+    let mut final_agreement: Option<Duration> = None;
+    let mut mining_stopped_at: Option<Duration> = None;
+    let last_fault_end = crashes
+        .iter()
+        .map(|c| c.1)
+        .chain(options.partition.map(|p| p.at + p.lasting))
+        .max()
+        .unwrap_or_default();
+    let deadline = options.duration.max(last_fault_end) + options.settle;
+    let mut book_samples_at = Duration::ZERO;
+
+    while elapsed < deadline {
+        // Faults and heals due now.
+        if let Some(p) = options.partition {
+            if !partitioned && elapsed >= p.at && elapsed < p.at + p.lasting {
+                for a in halves.0 {
+                    for b in halves.1 {
+                        sim.partition(*a, *b);
+                    }
+                }
+                partitioned = true;
+            } else if partitioned && elapsed >= p.at + p.lasting {
+                for a in halves.0 {
+                    for b in halves.1 {
+                        sim.repair(*a, *b);
+                    }
+                }
+                partitioned = false;
+                let what = format!("partition healed at {:.0}s", elapsed.as_secs_f64());
+                pending_heals.push((what, elapsed));
+            }
+        }
+        for &(at, back, node) in &crashes {
+            if elapsed >= at && elapsed < back && !down.contains(&node) && back > at {
+                if elapsed < at + options.tick {
+                    // The process dies without closing its connections: what it would
+                    // send as it goes is lost (and so draws nothing from the network's
+                    // random stream, whatever order its tasks are dropped in). Peers
+                    // learn of it when they next write (the host answers with a reset)
+                    // or by their timeouts.
+                    let ip = ips[node];
+                    let mut pairs = Vec::new();
+                    sim.links(|links| {
+                        for link in links {
+                            let (a, b) = link.pair();
+                            if a == ip || b == ip {
+                                pairs.push((a, b));
+                            }
+                        }
+                    });
+                    for (a, b) in &pairs {
+                        sim.partition(*a, *b);
+                    }
+                    sim.crash(host_name(node).as_str());
+                    let split = |x: &IpAddr| halves.0.contains(x);
+                    for (a, b) in &pairs {
+                        if !(partitioned && split(a) != split(b)) {
+                            sim.repair(*a, *b);
+                        }
+                    }
+                    down.insert(node);
+                }
+            } else if down.contains(&node) && elapsed >= back {
+                sim.bounce(host_name(node).as_str());
+                down.remove(&node);
+                let what = format!(
+                    "{} restarted at {:.0}s",
+                    host_name(node),
+                    elapsed.as_secs_f64()
+                );
+                pending_heals.push((what, elapsed));
+            }
+        }
+        if mining_stopped_at.is_none() && elapsed >= options.duration {
+            shared.mining.store(false, Ordering::Relaxed);
+            mining_stopped_at = Some(elapsed);
+        }
+
+        if let Err(e) = sim.step() {
+            return Err(fail(format!("a host failed: {e}"), Value::Null));
+        }
+        elapsed += options.tick;
+
+        if elapsed - last_check >= CHECK_EVERY {
+            last_check = elapsed;
+            let agree = {
+                let stats = shared.stats();
+                let mut live = (0..n)
+                    .filter(|i| !down.contains(i))
+                    .map(|i| stats.tips[i].1);
+                let first = live.next();
+                first.is_some() && live.all(|t| Some(t) == first)
+            };
+            if agree && !partitioned {
+                for (what, at) in pending_heals.drain(..) {
+                    agreed_after.push(json!({
+                        "fault": what,
+                        "agreed_after_s": round3((elapsed - at).as_secs_f64()),
+                    }));
+                }
+                if elapsed >= options.duration.max(last_fault_end) && down.is_empty() {
+                    // Stopped mining, healed, restarted, agreed: the run is over.
+                    final_agreement = Some(elapsed);
+                    break;
+                }
+            }
+        }
+        if elapsed - book_samples_at >= SAMPLE_EVERY {
+            book_samples_at = elapsed;
+            let nodes = shared.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            let peak = nodes
+                .iter()
+                .filter_map(Weak::upgrade)
+                .map(|node| node.address_book_len())
+                .max()
+                .unwrap_or(0);
+            let mut stats = shared.stats();
+            stats.peak_book = stats.peak_book.max(peak);
+        }
+    }
+    let wall = started.elapsed();
+
+    // The summary, then the invariants.
+    let live: Vec<Arc<Node>> = {
+        let nodes = shared.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.iter().filter_map(Weak::upgrade).collect()
+    };
+    let stats = shared.stats();
+    let summary = summarize(
+        options,
+        n,
+        &stats,
+        &shared.traffic,
+        &agreed_after,
+        final_agreement,
+    );
+    let speed = json!({
+        "wall_s": round3(wall.as_secs_f64()),
+        "simulated_s": round3(elapsed.as_secs_f64()),
+        "sim_s_per_wall_s": round3(elapsed.as_secs_f64() / wall.as_secs_f64().max(1e-9)),
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    if final_agreement.is_none() {
+        return Err(fail(
+            format!(
+                "live nodes did not agree within {:.0} s of the last fault healing and mining \
+                 stopping ({} of {n} nodes running)",
+                options.settle.as_secs_f64(),
+                live.len()
+            ),
+            summary,
+        ));
+    }
+    if live.len() != n {
+        return Err(fail(
+            format!("only {} of {n} nodes run at the end", live.len()),
+            summary,
+        ));
+    }
+    let reference = live[0].chain_blocks();
+    let in_chain: BTreeSet<&str> = reference.iter().map(|b| b.data.as_str()).collect();
+    for node in &live {
+        let blocks = node.chain_blocks();
+        if let Err(e) = Blockchain::from_blocks(params.clone(), blocks) {
+            return Err(fail(
+                format!("a node's chain does not validate: {e}"),
+                summary,
+            ));
+        }
+    }
+    // Every block a node mined is in the chain, or its data is, or it is queued (durably)
+    // to be mined again.
+    let mut queued: BTreeSet<String> = BTreeSet::new();
+    for node in &live {
+        match node.queued_data() {
+            Ok(data) => queued.extend(data.into_iter().map(|d| d.as_str().to_owned())),
+            Err(e) => return Err(fail(format!("cannot read a queue: {e}"), summary)),
+        }
+    }
+    for (miner, hash, data) in &stats.mined {
+        if !in_chain.contains(data.as_str()) && !queued.contains(data) {
+            return Err(fail(
+                format!(
+                    "block {} mined by {} is lost: neither it nor its data is in the final \
+                     chain, and no node queued the data to be mined again",
+                    hash.short(),
+                    host_name(*miner)
+                ),
+                summary,
+            ));
+        }
+    }
+    if stats.peak_book > powchain::node::MAX_ADDRS {
+        return Err(fail(
+            format!("an address book grew to {}", stats.peak_book),
+            summary,
+        ));
+    }
+    if stats.peak_pending_blocks > powchain::node::MAX_PENDING_BLOCKS
+        || stats.peak_pending_bytes > powchain::node::MAX_PENDING_BYTES
+    {
+        return Err(fail("a pending branch outgrew its caps".into(), summary));
+    }
+    drop(stats);
+    drop(live);
+    drop(sim);
+    Ok(Report { summary, speed })
+}
+
+struct HostSetup {
+    index: usize,
+    seed: u64,
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    params: ChainParams,
+    seeds: Vec<usize>,
+    rate: f64,
+    max_outbound: usize,
+    loss: f64,
+    rto: Duration,
+}
+
+/// One host's software: a node, and its miner's loop.
+async fn host(setup: HostSetup) -> turmoil::Result {
+    let i = setup.index;
+    let ip = turmoil::lookup(host_name(i));
+    let life = {
+        let mut stats = setup.shared.stats();
+        stats.starts[i] += 1;
+        stats.starts[i]
+    };
+    let traffic = setup.shared.traffic[i].clone();
+    // Each life of the host draws from its own stream, the same on every run.
+    let rng_seed = setup.seed ^ life.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let lossy = Lossy {
+        rate: setup.loss,
+        rto: setup.rto,
+        rng: Arc::new(Mutex::new(StdRng::seed_from_u64(rng_seed ^ 1))),
+    };
+    let observer = {
+        let shared = setup.shared.clone();
+        Arc::new(move |event: Event<'_>| shared.stats().on_event(i, now(), event))
+    };
+    let mut config = Config::new(setup.dir.clone());
+    config.params = setup.params.clone();
+    config.threads = 1;
+    config.peers = setup
+        .seeds
+        .iter()
+        .map(|j| format!("{}:{PORT}", turmoil::lookup(host_name(*j))))
+        .collect();
+    config.advertise = Some(format!("{ip}:{PORT}"));
+    config.limits = Limits {
+        max_outbound: setup.max_outbound,
+        ..Limits::default()
+    };
+    config.env = Env {
+        net: Arc::new(SimNet {
+            ip,
+            traffic: traffic.clone(),
+            lossy: lossy.clone(),
+        }),
+        wall_clock: sim_clock,
+        blocking: Blocking::Inline,
+        solver: Arc::new(PoissonSolver {
+            rate: setup.rate,
+            rng: Mutex::new(StdRng::seed_from_u64(rng_seed ^ 2)),
+            on: setup.shared.mining.clone(),
+        }),
+        seed: Some(rng_seed ^ 3),
+        observer: Some(observer),
+    };
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+    let listen = listener.local_addr()?;
+    let node = Node::open(config, listen, CancellationToken::new()).await?;
+    setup.shared.stats().tips[i] = node.tip();
+    setup.shared.nodes.lock().unwrap_or_else(|e| e.into_inner())[i] = Arc::downgrade(&node);
+    if setup.rate > 0.0 {
+        let (miner, mining) = (node.clone(), setup.shared.mining.clone());
+        tokio::spawn(async move {
+            let mut k = 0u64;
+            while mining.load(Ordering::Relaxed) {
+                let data = json!({"miner": i, "life": life, "n": k});
+                if miner.mine(data).await.is_err() {
+                    return;
+                }
+                k += 1;
+            }
+        });
+    }
+    powchain::node::serve(
+        node,
+        SimListener {
+            inner: listener,
+            traffic,
+            lossy,
+        },
+    )
+    .await;
+    Ok(())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Returns the `p`-th percentile (0..=1) of sorted `v`.
+fn percentile(v: &[f64], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    Some(v[i.min(v.len() - 1)])
+}
+
+fn spread(mut v: Vec<f64>) -> Value {
+    v.sort_by(f64::total_cmp);
+    json!({
+        "blocks": v.len(),
+        "p50": percentile(&v, 0.5).map(round3),
+        "p90": percentile(&v, 0.9).map(round3),
+        "max": v.last().copied().map(round3),
+    })
+}
+
+fn summarize(
+    options: &Options,
+    n: usize,
+    stats: &Stats,
+    traffic: &[Arc<Traffic>],
+    agreed_after: &[Value],
+    final_agreement: Option<Duration>,
+) -> Value {
+    // The chain most nodes hold at the end decides which blocks are stale.
+    let mut tip_count: BTreeMap<BlockHash, usize> = BTreeMap::new();
+    for t in &stats.tips {
+        *tip_count.entry(t.1).or_default() += 1;
+    }
+    let final_tip = tip_count
+        .iter()
+        .max_by_key(|(h, c)| (**c, std::cmp::Reverse(**h)))
+        .map(|(h, _)| *h)
+        .unwrap_or_default();
+    let final_height = stats
+        .tips
+        .iter()
+        .find(|t| t.1 == final_tip)
+        .map_or(0, |t| t.0);
+    // Blocks of the final chain: walk the records by height; a block is in the chain if
+    // every node that ends at the final tip holds it (all do at agreement).
+    let holders: BTreeSet<usize> = (0..n).filter(|i| stats.tips[*i].1 == final_tip).collect();
+    let in_chain: BTreeSet<BlockHash> = stats
+        .blocks
+        .iter()
+        .filter(|(_, r)| r.height <= final_height && holders.is_subset(&r.nodes))
+        .map(|(h, _)| *h)
+        .collect();
+    let mined = stats.mined.len();
+    let stale = stats
+        .mined
+        .iter()
+        .filter(|(_, h, _)| !in_chain.contains(h))
+        .count();
+    let mut to = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for hash in &in_chain {
+        let r = &stats.blocks[hash];
+        for (k, fraction) in [0.5, 0.9, 0.99, 1.0].iter().enumerate() {
+            let need = ((n as f64) * fraction).ceil() as usize;
+            if let Some(t) = r.reached.get(need.max(1) - 1) {
+                to[k].push((*t - r.first).as_secs_f64());
+            }
+        }
+    }
+    let frames: u64 = traffic
+        .iter()
+        .map(|t| t.frames.load(Ordering::Relaxed))
+        .sum();
+    let bytes: u64 = traffic
+        .iter()
+        .map(|t| t.bytes.load(Ordering::Relaxed))
+        .sum();
+    let per = (n as f64) * (in_chain.len().max(1) as f64);
+    let reorgs: u64 = stats.reorg_depths.values().sum();
+    let [to50, to90, to99, to100] = to;
+    json!({
+        "options": options.to_json(),
+        "blocks": {
+            "mined": mined,
+            "in_final_chain": in_chain.len(),
+            "stale": stale,
+            "stale_rate": round3(stale as f64 / mined.max(1) as f64),
+        },
+        "propagation_s": {
+            "to_50pct": spread(to50),
+            "to_90pct": spread(to90),
+            "to_99pct": spread(to99),
+            "to_100pct": spread(to100),
+        },
+        "reorgs": {
+            "count": reorgs,
+            "max_depth": stats.reorg_depths.keys().max().copied().unwrap_or(0),
+            "by_depth": stats.reorg_depths.iter().map(|(d, c)| (d.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
+        },
+        "agreement": agreed_after,
+        "traffic_per_node_per_block": {
+            "messages": round3(frames as f64 / per),
+            "bytes": round3(bytes as f64 / per),
+        },
+        "peak": {
+            "address_book": stats.peak_book,
+            "pending_blocks": stats.peak_pending_blocks,
+            "pending_bytes": stats.peak_pending_bytes,
+        },
+        "final": {
+            "height": final_height,
+            "tip": final_tip.to_hex(),
+            "agreed_at_s": final_agreement.map(|t| round3(t.as_secs_f64())),
+            "restarts": stats.starts.iter().map(|s| s.saturating_sub(1)).sum::<u64>(),
+        },
+    })
+}
+
+/// Returns the process's peak resident memory in MiB (Linux), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(round3(kb / 1024.0))
+}
