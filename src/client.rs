@@ -13,9 +13,9 @@ use tokio_util::codec::Framed;
 use tokio::time::Instant;
 
 use crate::block::{Block, BlockHash};
+use crate::env::{Conn, Net, TcpNet};
 use crate::frame::{FrameCodec, FrameError};
 use crate::message::{BlockOutcome, ErrorCode, Hello, Pong, Request, Response, Status};
-use crate::node::env::{Conn, Net, TcpNet};
 
 /// Default time allowed for connecting and for one ordinary request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

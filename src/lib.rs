@@ -15,6 +15,7 @@
 //! | [`store`] | the chain on disk (redb) |
 //! | [`registry`] | `nodes.json`, the shared list of running nodes |
 //! | [`home`] | `POWCHAIN_HOME` and default data directories |
+//! | [`env`] | what a node takes from its environment (dialling, clocks, blocking work, mining), real or simulated |
 //! | [`client`] | `NodeClient`: one typed call per request, with timeouts |
 //! | [`process`] | spawning our binaries and waiting for their `listening on` line |
 //! | [`node`] | the node: `ChainState`, handler, connection loop, peers, sync, mining |
@@ -22,8 +23,9 @@
 //! | [`cli`] | the command lines of the binaries |
 //! | [`control`] | `powchain-cli`: one command to a node, printed as JSON |
 //!
-//! Networks of real node processes for integration tests live in the `powchain-testkit`
-//! crate (`testkit/`), so the library does not depend on test-only crates.
+//! Networks of real node processes for integration tests, and the deterministic network
+//! simulation (`powchain_testkit::sim`, on turmoil), live in the `powchain-testkit` crate
+//! (`testkit/`), so the library does not depend on test-only crates.
 
 pub mod block;
 pub mod chain;
@@ -39,6 +41,7 @@ pub use rules::BlockError;
 pub mod cli;
 pub mod client;
 pub mod control;
+pub mod env;
 pub mod frame;
 pub mod home;
 pub mod message;

@@ -11,12 +11,12 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::core::Node;
-use super::env::Event;
 use super::miner::MineError;
 use super::peers::UNLINKED_SYNC_INTERVAL;
 use super::state::{Applied, ApplyError, WriterGuard};
 use crate::block::{Block, BlockData, BlockHash};
 use crate::client::NodeClient;
+use crate::env::Event;
 use crate::message::BlockOutcome;
 use crate::rules::check_branch;
 

@@ -10,8 +10,8 @@ use futures::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 
 use super::core::Node;
-use super::env::Stream;
 use super::handler::{self, Effect, Peer};
+use crate::env::Stream;
 use crate::frame::FrameCodec;
 use crate::message::{ErrorCode, Response};
 

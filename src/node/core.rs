@@ -11,12 +11,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::env::Env;
 use super::miner::Miner;
 use super::peers::{Limits, PeerSet, SyncLimiter};
 use super::state::ChainState;
 use crate::block::BlockHash;
 use crate::chain::Blockchain;
+use crate::env::Env;
 use crate::message::{Hello, PROTOCOL_VERSION};
 use crate::params::ChainParams;
 use crate::registry::Registry;

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 // tokio's clock: the real one in the binary, the simulated one under simulation.
 use tokio::time::Instant;
 
-use super::env::Env;
 use super::state::ApplyError;
 use crate::block::{Block, BlockHash};
+use crate::env::Env;
 use crate::message::ErrorCode;
 use crate::pow::{self, MineControl};
 

@@ -8,7 +8,7 @@ mod addrbook;
 mod chainops;
 mod connection;
 mod core;
-pub mod env;
+pub use crate::env;
 mod handler;
 mod links;
 mod miner;

@@ -17,9 +17,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::addrbook::{AddrBook, MAX_SHARED, Source};
-use super::env::{Net, TcpNet};
 use crate::block::BlockHash;
 use crate::client::{Greeting, NodeClient};
+use crate::env::{Net, TcpNet};
 
 /// Unanswered relays to one peer beyond which new blocks are not sent to it.
 pub const MAX_RELAYS_IN_FLIGHT: usize = 4;

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use super::env::{Env, Event};
 use crate::block::{Block, BlockData, BlockHash};
 use crate::chain::{Blockchain, ChainError};
+use crate::env::{Env, Event};
 use crate::params::ChainParams;
 use crate::store::{Store, StoreError, Verify};
 

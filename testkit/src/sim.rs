@@ -1,6 +1,6 @@
 //! A deterministic simulation of a powchain network: the real node code (handler, peer
 //! manager, sync, relay, chain, store) on turmoil's simulated hosts and TCP, one thread,
-//! seeded. Only what [`powchain::node::env`] names differs: the network is turmoil's, time
+//! seeded. Only what [`powchain::env`] names differs: the network is turmoil's, time
 //! is turmoil's, blocking work runs in place, and mining is a Poisson process of each
 //! node's hash power that then finds a real block at a low difficulty.
 //!
@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use powchain::block::{Block, BlockHash};
 use powchain::chain::Blockchain;
+use powchain::env::{Blocking, Conn, Env, Event, Listener, Net, Solve};
 use powchain::frame::{HEADER_LEN, parse_header};
-use powchain::node::env::{Blocking, Conn, Env, Event, Listener, Net, Solve};
 use powchain::node::{Config, Limits, Node};
 use powchain::params::ChainParams;
 use powchain::pow::{MineControl, Template};
