@@ -17,6 +17,11 @@ use std::time::Duration;
 use clap::Parser;
 use powchain_testkit::sim::{self, Options, Partition};
 
+// Thousands of simulated nodes make millions of small allocations on one thread; glibc's
+// allocator spent 97% of a 10,000-node run searching its bins, mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Simulate a powchain network (the real node code on a simulated network).
 #[derive(Debug, Parser)]
 #[command(name = "simulate")]
