@@ -372,10 +372,9 @@ impl Node {
     /// and work (`PendingBranch`), and adopted as soon as it has more work than ours above
     /// the fork, so a peer cannot make us hold a long worthless branch.
     pub async fn sync_with(self: &Arc<Self>, addr: &str) -> bool {
-        let client = self
-            .peers
-            .client(addr)
-            .unwrap_or_else(|| Arc::new(NodeClient::new(addr)));
+        let client = self.peers.client(addr).unwrap_or_else(|| {
+            Arc::new(NodeClient::new(addr).with_net(self.config.env.net.clone()))
+        });
         let mut changed = false;
         let mut pending = PendingBranch::default();
         let mut fork = 0u64;

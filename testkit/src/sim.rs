@@ -134,7 +134,8 @@ pub struct Options {
     pub tick: Duration,
     /// Proof-of-work difficulty of the blocks (leading zero bits).
     pub difficulty: u32,
-    /// After mining stops and every fault has healed, every live node must agree within this.
+    /// After the run's duration and the last fault's healing, every live node must agree
+    /// (hold one tip) within this; mining goes on meanwhile.
     pub settle: Duration,
     /// Where the nodes' stores go (a temporary directory, on /dev/shm when there is one).
     pub data_dir: Option<PathBuf>,
@@ -632,7 +633,6 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
     let mut last_check = Duration::ZERO;
     let mut elapsed = Duration::ZERO;
     let mut final_agreement: Option<Duration> = None;
-    let mut mining_stopped_at: Option<Duration> = None;
     let last_fault_end = crashes
         .iter()
         .map(|c| c.1)
@@ -704,10 +704,6 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
                 pending_heals.push((what, elapsed));
             }
         }
-        if mining_stopped_at.is_none() && elapsed >= options.duration {
-            shared.mining.store(false, Ordering::Relaxed);
-            mining_stopped_at = Some(elapsed);
-        }
 
         if let Err(e) = sim.step() {
             return Err(fail(format!("a host failed: {e}"), Value::Null));
@@ -732,7 +728,9 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
                     }));
                 }
                 if elapsed >= options.duration.max(last_fault_end) && down.is_empty() {
-                    // Stopped mining, healed, restarted, agreed: the run is over.
+                    // Healed, restarted, agreed: the run is over. Mining goes on until
+                    // then, as on a real network: a tie between two blocks of equal work
+                    // is broken only by the next block.
                     final_agreement = Some(elapsed);
                     break;
                 }
@@ -752,6 +750,7 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         }
     }
     let wall = started.elapsed();
+    shared.mining.store(false, Ordering::Relaxed);
 
     // The summary, then the invariants.
     let live: Vec<Arc<Node>> = {
@@ -776,8 +775,8 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
     if final_agreement.is_none() {
         return Err(fail(
             format!(
-                "live nodes did not agree within {:.0} s of the last fault healing and mining \
-                 stopping ({} of {n} nodes running)",
+                "live nodes did not agree within {:.0} s of the end of the run and the last \
+                 fault healing ({} of {n} nodes running)",
                 options.settle.as_secs_f64(),
                 live.len()
             ),
