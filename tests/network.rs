@@ -186,7 +186,13 @@ async fn node_of_another_network_is_refused() {
     })
     .await
     .unwrap();
-    assert!(other.log(0).contains("another network") || other.log(0).contains("wrong_network"));
+    // The dialler logs the refusal once the reply reaches it, a moment after the refuser.
+    wait_for(DEADLINE, "the dialler to log the refusal", || async {
+        let log = other.log(0);
+        (log.contains("another network") || log.contains("wrong_network")).then_some(())
+    })
+    .await
+    .unwrap();
     assert!(net.client(0).get_peers().await.unwrap().is_empty());
     assert!(other.client(0).status().await.unwrap().peers.is_empty());
 }
