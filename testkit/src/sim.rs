@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -390,8 +390,6 @@ struct PoissonSolver {
     /// Blocks per simulated second this node finds.
     rate: f64,
     rng: Mutex<StdRng>,
-    /// Cleared when the run stops mining: attempts then wait forever.
-    on: Arc<AtomicBool>,
 }
 
 impl Solve for PoissonSolver {
@@ -410,15 +408,12 @@ impl Solve for PoissonSolver {
         } else {
             None
         };
-        let on = self.on.clone();
         Box::pin(async move {
+            // No hash power: nothing is ever found (data left behind waits for a miner).
             let Some(wait) = wait else {
                 return futures::future::pending().await;
             };
             tokio::time::sleep(wait).await;
-            if !on.load(Ordering::Relaxed) {
-                return futures::future::pending().await;
-            }
             if control.cancel.load(Ordering::Relaxed) {
                 return None;
             }
@@ -504,8 +499,6 @@ struct Shared {
     /// The node running on each host, while it runs.
     nodes: Mutex<Vec<Weak<Node>>>,
     traffic: Vec<Arc<Traffic>>,
-    /// Cleared when mining stops.
-    mining: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -546,7 +539,6 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         }),
         nodes: Mutex::new((0..n).map(|_| Weak::new()).collect()),
         traffic: (0..n).map(|_| Arc::new(Traffic::default())).collect(),
-        mining: Arc::new(AtomicBool::new(true)),
     });
 
     let mut sim = turmoil::Builder::new()
@@ -664,35 +656,34 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             }
         }
         for &(at, back, node) in &crashes {
-            if elapsed >= at && elapsed < back && !down.contains(&node) && back > at {
-                if elapsed < at + options.tick {
-                    // The process dies without closing its connections: what it would
-                    // send as it goes is lost (and so draws nothing from the network's
-                    // random stream, whatever order its tasks are dropped in). Peers
-                    // learn of it when they next write (the host answers with a reset)
-                    // or by their timeouts.
-                    let ip = ips[node];
-                    let mut pairs = Vec::new();
-                    sim.links(|links| {
-                        for link in links {
-                            let (a, b) = link.pair();
-                            if a == ip || b == ip {
-                                pairs.push((a, b));
-                            }
-                        }
-                    });
-                    for (a, b) in &pairs {
-                        sim.partition(*a, *b);
-                    }
-                    sim.crash(host_name(node).as_str());
-                    let split = |x: &IpAddr| halves.0.contains(x);
-                    for (a, b) in &pairs {
-                        if !(partitioned && split(a) != split(b)) {
-                            sim.repair(*a, *b);
+            // Each churned node crashes once, at the step that reaches `at`.
+            if !down.contains(&node) && elapsed >= at && elapsed < at + options.tick {
+                // The process dies without closing its connections: what it would
+                // send as it goes is lost (and so draws nothing from the network's
+                // random stream, whatever order its tasks are dropped in). Peers
+                // learn of it when they next write (the host answers with a reset)
+                // or by their timeouts.
+                let ip = ips[node];
+                let mut pairs = Vec::new();
+                sim.links(|links| {
+                    for link in links {
+                        let (a, b) = link.pair();
+                        if a == ip || b == ip {
+                            pairs.push((a, b));
                         }
                     }
-                    down.insert(node);
+                });
+                for (a, b) in &pairs {
+                    sim.partition(*a, *b);
                 }
+                sim.crash(host_name(node).as_str());
+                let split = |x: &IpAddr| halves.0.contains(x);
+                for (a, b) in &pairs {
+                    if !(partitioned && split(a) != split(b)) {
+                        sim.repair(*a, *b);
+                    }
+                }
+                down.insert(node);
             } else if down.contains(&node) && elapsed >= back {
                 sim.bounce(host_name(node).as_str());
                 down.remove(&node);
@@ -750,7 +741,6 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         }
     }
     let wall = started.elapsed();
-    shared.mining.store(false, Ordering::Relaxed);
 
     // The summary, then the invariants.
     let live: Vec<Arc<Node>> = {
@@ -897,7 +887,6 @@ async fn host(setup: HostSetup) -> turmoil::Result {
         solver: Arc::new(PoissonSolver {
             rate: setup.rate,
             rng: Mutex::new(StdRng::seed_from_u64(rng_seed ^ 2)),
-            on: setup.shared.mining.clone(),
         }),
         seed: Some(rng_seed ^ 3),
         observer: Some(observer),
@@ -908,15 +897,13 @@ async fn host(setup: HostSetup) -> turmoil::Result {
     setup.shared.stats().tips[i] = node.tip();
     setup.shared.nodes.lock().unwrap_or_else(|e| e.into_inner())[i] = Arc::downgrade(&node);
     if setup.rate > 0.0 {
-        let (miner, mining) = (node.clone(), setup.shared.mining.clone());
+        let miner = node.clone();
         tokio::spawn(async move {
-            let mut k = 0u64;
-            while mining.load(Ordering::Relaxed) {
+            for k in 0u64.. {
                 let data = json!({"miner": i, "life": life, "n": k});
                 if miner.mine(data).await.is_err() {
                     return;
                 }
-                k += 1;
             }
         });
     }
