@@ -54,6 +54,7 @@ fn startup_bench(c: &mut Criterion) {
     // A normal start (the store trusted, its newest blocks re-checked), then a full
     // re-validation (`--reverify`); each node is stopped gracefully, outside the timing, so
     // the next start finds a cleanly closed store.
+    let mut reported_rss = false;
     for (name, extra) in [
         (format!("startup_{label}"), None),
         (format!("startup_{label}_reverify"), Some("--reverify")),
@@ -70,6 +71,13 @@ fn startup_bench(c: &mut Criterion) {
                         args.extend(extra);
                         let mut node = support::start_node(home.path(), &args).await;
                         total += start.elapsed();
+                        if !reported_rss {
+                            reported_rss = true;
+                            eprintln!(
+                                "node/startup_{label}: the node holds {:.1} MB resident once listening",
+                                support::rss_kib(node.child.id().unwrap_or(0)) as f64 / 1024.0
+                            );
+                        }
                         let _ = powchain::process::terminate(&node.child);
                         let _ = node.child.wait().await;
                     }
@@ -103,7 +111,7 @@ fn mine_request_bench(c: &mut Criterion) {
             parent += 1;
             let template = Template {
                 index: parent,
-                prev_hash: format!("{parent:064x}"),
+                prev_hash: format!("{parent:064x}").parse().expect("64 hex digits"),
                 difficulty: 16,
                 data: BlockData::new(&data),
                 min_time: 0,

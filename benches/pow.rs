@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 fn template(data_len: usize, difficulty: u32) -> Template {
     Template {
         index: 12345,
-        prev_hash: "ab".repeat(32),
+        prev_hash: BlockHash([0xab; 32]).into(),
         difficulty,
         data: BlockData::new(&serde_json::json!("x".repeat(data_len))),
         min_time: 0,
@@ -49,7 +49,7 @@ fn pow_benches(c: &mut Criterion) {
                 timestamp: "22/11/2026, 10:00:00".into(),
                 nonce,
                 difficulty: t.difficulty,
-                prev_hash: t.prev_hash.clone(),
+                prev_hash: t.prev_hash,
                 hash: BlockHash::default(),
                 data: t.data.clone(),
             };
@@ -183,10 +183,10 @@ fn chain_benches(c: &mut Criterion) {
     // the memory used to build the chain.
     let n = support::chain_blocks();
     let label = support::blocks_label(n);
-    let before = rss_kib();
+    let before = support::rss_kib("self");
     let chain = Blockchain::from_blocks(ChainParams::with_difficulty(0), support::long_chain(n))
         .expect("valid");
-    let held = rss_kib().saturating_sub(before);
+    let held = support::rss_kib("self").saturating_sub(before);
     eprintln!(
         "chain/memory_{label}: at most {:.1} MB resident for a {n}-block chain",
         held as f64 / 1024.0
@@ -206,17 +206,6 @@ fn chain_benches(c: &mut Criterion) {
         )
     });
     g.finish();
-}
-
-/// Resident memory of this process in KiB (Linux), for the memory figure.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 criterion_group!(benches, pow_benches, offset_benches, chain_benches);

@@ -34,8 +34,12 @@ pub fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// Parses a block timestamp into Unix seconds.
+/// Parses a block timestamp into Unix seconds, as lenient as chrono's reader (the rule
+/// every node has applied since the first version).
 pub fn parse_timestamp(ts: &str) -> Option<i64> {
+    if let Some(secs) = parse_canonical(ts) {
+        return Some(secs);
+    }
     chrono::NaiveDateTime::parse_from_str(ts, TIMESTAMP_FORMAT)
         .ok()
         .map(|t| t.and_utc().timestamp())
@@ -43,10 +47,301 @@ pub fn parse_timestamp(ts: &str) -> Option<i64> {
 
 /// Formats Unix seconds as a block timestamp.
 pub fn format_timestamp(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .format(TIMESTAMP_FORMAT)
-        .to_string()
+    let mut out = String::with_capacity(20);
+    if !write_canonical_time(secs, &mut out) {
+        let shown = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
+        let _ = write!(out, "{}", shown.format(TIMESTAMP_FORMAT));
+    }
+    out
+}
+
+/// Seconds from 1970 of 0000-01-01 00:00:00 and of 9999-12-31 23:59:59: the range whose
+/// timestamps have the fixed 20-character form and are held as integers.
+const CANONICAL_SECS: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01: (year, month, day).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Writes `secs` as `dd/mm/YYYY, HH:MM:SS` if its year has four digits; false otherwise.
+fn write_canonical_time(secs: i64, out: &mut String) -> bool {
+    if !CANONICAL_SECS.contains(&secs) {
+        return false;
+    }
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let mut buf = *b"dd/mm/YYYY, HH:MM:SS";
+    let two = |buf: &mut [u8; 20], at: usize, v: i64| {
+        buf[at] = b'0' + (v / 10) as u8;
+        buf[at + 1] = b'0' + (v % 10) as u8;
+    };
+    two(&mut buf, 0, d);
+    two(&mut buf, 3, m);
+    two(&mut buf, 6, y / 100);
+    two(&mut buf, 8, y % 100);
+    two(&mut buf, 12, rem / 3600);
+    two(&mut buf, 15, rem / 60 % 60);
+    two(&mut buf, 18, rem % 60);
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+    true
+}
+
+/// Reads exactly the form [`format_timestamp`] writes (two-digit fields, a four-digit year,
+/// a real date); anything else is `None`.
+fn parse_canonical(ts: &str) -> Option<i64> {
+    let b: &[u8; 20] = ts.as_bytes().try_into().ok()?;
+    let num = |at: usize, len: usize| -> Option<i64> {
+        b[at..at + len].iter().try_fold(0i64, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    if &b[2..3] != b"/" || &b[5..6] != b"/" || &b[10..12] != b", " || b[14] != b':' || b[17] != b':'
+    {
+        return None;
+    }
+    let (d, m, y) = (num(0, 2)?, num(3, 2)?, num(6, 4)?);
+    let (hh, mm, ss) = (num(12, 2)?, num(15, 2)?, num(18, 2)?);
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&m) || d < 1 || d > month_days[(m - 1) as usize] {
+        return None;
+    }
+    if hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// A block's timestamp: Unix seconds for every timestamp in the canonical
+/// `dd/mm/YYYY, HH:MM:SS` form (all a miner writes), else the text exactly as received,
+/// so that the hash still commits to the very bytes the block carried.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Timestamp {
+    /// Unix seconds; written back as the canonical text.
+    Unix(i64),
+    /// Text that is not in the canonical form (the rules decide whether it parses).
+    Text(Box<str>),
+}
+
+impl Timestamp {
+    /// The timestamp of `secs` Unix seconds, written canonically.
+    pub fn from_unix(secs: i64) -> Self {
+        if CANONICAL_SECS.contains(&secs) {
+            Timestamp::Unix(secs)
+        } else {
+            Timestamp::Text(format_timestamp(secs).into())
+        }
+    }
+
+    /// Returns the time in Unix seconds, if the timestamp parses.
+    pub fn unix(&self) -> Option<i64> {
+        match self {
+            Timestamp::Unix(secs) => Some(*secs),
+            Timestamp::Text(text) => parse_timestamp(text),
+        }
+    }
+
+    /// Appends the timestamp's text, unquoted.
+    fn write_text(&self, out: &mut String) {
+        match self {
+            Timestamp::Unix(secs) => {
+                write_canonical_time(*secs, out);
+            }
+            Timestamp::Text(text) => out.push_str(text),
+        }
+    }
+
+    /// Appends the timestamp as a JSON string, escaped as serde_json does.
+    fn write_json(&self, out: &mut String) {
+        match self {
+            Timestamp::Unix(_) => {
+                out.push('"');
+                self.write_text(out);
+                out.push('"');
+            }
+            Timestamp::Text(text) => write_string(text, out),
+        }
+    }
+}
+
+impl From<&str> for Timestamp {
+    fn from(text: &str) -> Self {
+        match parse_canonical(text) {
+            Some(secs) => Timestamp::Unix(secs),
+            None => Timestamp::Text(text.into()),
+        }
+    }
+}
+
+impl From<String> for Timestamp {
+    fn from(text: String) -> Self {
+        match parse_canonical(&text) {
+            Some(secs) => Timestamp::Unix(secs),
+            None => Timestamp::Text(text.into_boxed_str()),
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::with_capacity(20);
+        self.write_text(&mut out);
+        f.write_str(&out)
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Timestamp::Unix(_) => {
+                let mut out = String::with_capacity(20);
+                self.write_text(&mut out);
+                s.serialize_str(&out)
+            }
+            Timestamp::Text(text) => s.serialize_str(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// Reads the text where the deserializer holds it; copies only a non-canonical one.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a timestamp \"dd/mm/YYYY, HH:MM:SS\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
+                Ok(Timestamp::from(s))
+            }
+        }
+        d.deserialize_str(Text)
+    }
+}
+
+/// A block's `prev_hash`: the parent's hash, or `"0000"` for genesis, which has none.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrevHash {
+    /// Genesis: `"0000"`.
+    Genesis,
+    /// The parent block's hash.
+    Block(BlockHash),
+}
+
+impl PrevHash {
+    /// Tells whether this is the hash of `parent`.
+    pub fn is(&self, parent: &BlockHash) -> bool {
+        matches!(self, PrevHash::Block(h) if h == parent)
+    }
+
+    /// Appends the text form: `0000` or 64 hex digits.
+    fn write_text(&self, out: &mut String) {
+        match self {
+            PrevHash::Genesis => out.push_str(GENESIS_PREV_HASH),
+            PrevHash::Block(h) => {
+                let mut buf = [0u8; 64];
+                let _ = hex::encode_to_slice(h.0, &mut buf);
+                out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+            }
+        }
+    }
+}
+
+impl From<BlockHash> for PrevHash {
+    fn from(h: BlockHash) -> Self {
+        PrevHash::Block(h)
+    }
+}
+
+impl FromStr for PrevHash {
+    type Err = ParseHashError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == GENESIS_PREV_HASH {
+            Ok(PrevHash::Genesis)
+        } else {
+            s.parse().map(PrevHash::Block)
+        }
+    }
+}
+
+impl fmt::Display for PrevHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::with_capacity(64);
+        self.write_text(&mut out);
+        f.write_str(&out)
+    }
+}
+
+impl fmt::Debug for PrevHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PrevHash({self})")
+    }
+}
+
+impl Serialize for PrevHash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PrevHash::Genesis => s.serialize_str(GENESIS_PREV_HASH),
+            PrevHash::Block(h) => h.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PrevHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// Parses the text where the deserializer holds it.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = PrevHash;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"0000\" or a hash as 64 lowercase hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<PrevHash, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
+    }
 }
 
 /// Hashes a preimage: SHA-256, the block hash.
@@ -257,13 +552,13 @@ pub struct Block {
     /// Height in the chain; genesis is 0.
     pub index: u64,
     /// UTC time the block was mined, as `"%d/%m/%Y, %H:%M:%S"`.
-    pub timestamp: String,
+    pub timestamp: Timestamp,
     /// The value that makes the hash meet the difficulty.
     pub nonce: u64,
     /// Leading zero bits the hash must have.
     pub difficulty: u32,
     /// Hash of the parent block (`"0000"` for genesis).
-    pub prev_hash: String,
+    pub prev_hash: PrevHash,
     /// Hash as claimed by whoever sent the block; validation recomputes it.
     pub hash: BlockHash,
     /// User data, any JSON value.
@@ -277,25 +572,37 @@ impl Block {
     /// `{"index":I,"timestamp":"T","prev_hash":"P","difficulty":D,"data":J,"nonce":N}`.
     pub fn preimage_prefix(&self) -> String {
         let mut out = String::with_capacity(160 + self.data.as_str().len());
+        self.write_preimage_prefix(&mut out);
+        out
+    }
+
+    /// Appends the fixed part of the preimage to `out`.
+    fn write_preimage_prefix(&self, out: &mut String) {
         out.push_str("{\"index\":");
         let _ = write!(out, "{}", self.index);
         out.push_str(",\"timestamp\":");
-        write_string(&self.timestamp, &mut out);
-        out.push_str(",\"prev_hash\":");
-        write_string(&self.prev_hash, &mut out);
-        out.push_str(",\"difficulty\":");
+        self.timestamp.write_json(out);
+        out.push_str(",\"prev_hash\":\"");
+        self.prev_hash.write_text(out);
+        out.push_str("\",\"difficulty\":");
         let _ = write!(out, "{}", self.difficulty);
         out.push_str(",\"data\":");
         out.push_str(self.data.as_str());
         out.push_str(",\"nonce\":");
-        out
     }
 
     /// Returns the canonical preimage, the exact bytes the block hash commits to.
     pub fn preimage(&self) -> String {
-        let mut out = self.preimage_prefix();
-        let _ = write!(out, "{}}}", self.nonce);
+        let mut out = String::with_capacity(180 + self.data.as_str().len());
+        self.write_preimage(&mut out);
         out
+    }
+
+    /// Clears `out` and writes the canonical preimage into it (reusing its allocation).
+    pub fn write_preimage(&self, out: &mut String) {
+        out.clear();
+        self.write_preimage_prefix(out);
+        let _ = write!(out, "{}}}", self.nonce);
     }
 
     /// Computes the SHA-256 of the canonical preimage.
@@ -354,7 +661,7 @@ mod tests {
             timestamp: "22/11/2026, 10:00:00".into(),
             nonce: 2067,
             difficulty: 16,
-            prev_hash: genesis.hash.to_hex(),
+            prev_hash: genesis.hash.into(),
             hash: BlockHash::default(),
             data: BlockData::new(&data),
         };
@@ -410,7 +717,7 @@ mod tests {
             timestamp: "22/11/2026, 10:00:00".into(),
             nonce: 48213,
             difficulty: 16,
-            prev_hash: "ab".repeat(32),
+            prev_hash: BlockHash([0xab; 32]).into(),
             hash: BlockHash::default(),
             data: BlockData::new(&data),
         };
@@ -470,6 +777,84 @@ mod tests {
             let once = BlockData::new(&value);
             let twice = BlockData::new(&serde_json::from_str(once.as_str()).unwrap());
             proptest::prop_assert_eq!(once, twice);
+        }
+    }
+
+    proptest::proptest! {
+        /// The integer timestamp is written exactly as chrono writes the format, for every
+        /// second of years 0 to 9999, and read back to the same second.
+        #[test]
+        fn timestamps_format_and_parse_as_chrono_does(secs in -62_167_219_200i64..=253_402_300_799) {
+            let chrono_text = chrono::DateTime::from_timestamp(secs, 0)
+                .unwrap()
+                .format(TIMESTAMP_FORMAT)
+                .to_string();
+            proptest::prop_assert_eq!(format_timestamp(secs), chrono_text.clone());
+            proptest::prop_assert_eq!(Timestamp::from_unix(secs).to_string(), chrono_text.clone());
+            proptest::prop_assert_eq!(Timestamp::from(chrono_text.as_str()), Timestamp::Unix(secs));
+            proptest::prop_assert_eq!(parse_canonical(&chrono_text), Some(secs));
+        }
+    }
+
+    /// Boundaries of the integer form: leap days, the ends of the four-digit years, and
+    /// texts that are not in the canonical form, which are kept as they came.
+    #[test]
+    fn timestamps_outside_the_canonical_form_keep_their_text() {
+        assert_eq!(parse_canonical("29/02/2024, 23:59:59"), Some(1_709_251_199));
+        assert_eq!(parse_canonical("29/02/2023, 00:00:00"), None);
+        assert_eq!(parse_canonical("29/02/2000, 00:00:00"), Some(951_782_400));
+        assert_eq!(parse_canonical("29/02/1900, 00:00:00"), None);
+        assert_eq!(
+            parse_canonical("31/12/9999, 23:59:59"),
+            Some(253_402_300_799)
+        );
+        assert_eq!(
+            parse_canonical("01/01/0000, 00:00:00"),
+            Some(-62_167_219_200)
+        );
+        assert_eq!(parse_canonical("24/11/2026, 24:00:00"), None);
+        assert_eq!(
+            Timestamp::from("01/01/1970, 00:00:00"),
+            Timestamp::Unix(0),
+            "genesis"
+        );
+        // chrono reads these; the hash commits to their exact bytes, so they stay text.
+        for text in [
+            "1/1/2026, 0:00:00",
+            "yesterday",
+            "01/01/2026, 00:00:00 ",
+            "",
+        ] {
+            let t = Timestamp::from(text);
+            assert_eq!(t, Timestamp::Text(text.into()), "{text:?}");
+            assert_eq!(t.to_string(), text);
+            assert_eq!(t.unix(), parse_timestamp(text), "{text:?}");
+        }
+        assert_eq!(
+            Timestamp::from("1/1/2026, 0:00:00").unix(),
+            Some(1_767_225_600)
+        );
+        let far = Timestamp::from_unix(253_402_300_800);
+        assert_eq!(far.to_string(), "01/01/+10000, 00:00:00");
+        assert_eq!(far, Timestamp::Text("01/01/+10000, 00:00:00".into()));
+        assert_eq!(far.unix(), Some(253_402_300_800));
+    }
+
+    /// A non-canonical timestamp and genesis's `"0000"` survive JSON and the preimage as
+    /// they came; a `prev_hash` that is neither `"0000"` nor a hash does not parse.
+    #[test]
+    fn odd_fields_survive_a_round_trip_byte_for_byte() {
+        let text = r#"{"index":3,"timestamp":"1/1/2026, 0:00:00","nonce":9,"difficulty":0,"prev_hash":"0000","hash":"0000000000000000000000000000000000000000000000000000000000000000","data":{}}"#;
+        let b: Block = serde_json::from_str(text).unwrap();
+        assert_eq!(b.prev_hash, PrevHash::Genesis);
+        assert_eq!(serde_json::to_string(&b).unwrap(), text);
+        assert!(
+            b.preimage()
+                .contains(r#""timestamp":"1/1/2026, 0:00:00","prev_hash":"0000","#)
+        );
+        for bad in ["000", "AB".repeat(32).as_str(), "x"] {
+            let doc = text.replace(r#""prev_hash":"0000""#, &format!(r#""prev_hash":"{bad}""#));
+            assert!(serde_json::from_str::<Block>(&doc).is_err(), "{bad}");
         }
     }
 

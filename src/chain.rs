@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::block::{Block, BlockData, BlockHash, parse_timestamp};
+use crate::block::{Block, BlockData, BlockHash};
 pub use crate::params::{ChainParams, Retarget};
 use crate::pow::Template;
 use crate::rules::{self, Checked, History, check_all, check_one};
@@ -29,13 +29,74 @@ pub enum ChainError {
     ForkAboveTip { fork: u64, height: u64 },
 }
 
+/// Heights by block hash, keyed by the hash's last 8 bytes (16 bytes a block where a map
+/// of whole hashes takes 40; the leading bytes of a proof-of-work hash are mostly zero).
+/// Two blocks sharing those bytes (about once in 10^13 chains of a million blocks, and
+/// not something a miner can aim at cheaply) keep the later one's whole hash apart.
+#[derive(Debug, Clone, Default)]
+struct HashIndex {
+    by_tail: HashMap<u64, u64>,
+    collided: HashMap<BlockHash, u64>,
+}
+
+impl HashIndex {
+    fn tail(hash: &BlockHash) -> u64 {
+        let mut tail = [0u8; 8];
+        tail.copy_from_slice(&hash.0[24..]);
+        u64::from_le_bytes(tail)
+    }
+
+    /// Files `hash` at `height`; `hash_at` tells the hash of the block at a height.
+    fn insert(
+        &mut self,
+        hash: &BlockHash,
+        height: u64,
+        hash_at: impl Fn(u64) -> Option<BlockHash>,
+    ) {
+        match self.by_tail.entry(Self::tail(hash)) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(height);
+            }
+            std::collections::hash_map::Entry::Occupied(e) => {
+                if hash_at(*e.get()).as_ref() == Some(hash) {
+                    return;
+                }
+                self.collided.insert(*hash, height);
+            }
+        }
+    }
+
+    fn get(&self, hash: &BlockHash, hash_at: impl Fn(u64) -> Option<BlockHash>) -> Option<u64> {
+        if let Some(&h) = self.by_tail.get(&Self::tail(hash))
+            && hash_at(h).as_ref() == Some(hash)
+        {
+            return Some(h);
+        }
+        self.collided.get(hash).copied()
+    }
+
+    /// Forgets `hash`, filed at `height`.
+    fn remove(&mut self, hash: &BlockHash, height: u64) {
+        if self.collided.remove(hash).is_none() {
+            let tail = Self::tail(hash);
+            if self.by_tail.get(&tail) == Some(&height) {
+                self.by_tail.remove(&tail);
+            }
+        }
+    }
+
+    fn reserve(&mut self, n: usize) {
+        self.by_tail.reserve(n);
+    }
+}
+
 /// A chain that is valid by construction: blocks only get in through [`Blockchain::push`].
 #[derive(Debug, Clone)]
 pub struct Blockchain {
     params: ChainParams,
     blocks: VecDeque<Block>,
     times: Vec<i64>,
-    by_hash: HashMap<BlockHash, u64>,
+    by_hash: HashIndex,
     work: u128,
 }
 
@@ -119,11 +180,11 @@ impl Blockchain {
     /// Starts a chain holding only the network's genesis.
     pub fn new(params: ChainParams) -> Self {
         let g = params.genesis();
-        let mut by_hash = HashMap::new();
-        by_hash.insert(g.hash, 0);
+        let mut by_hash = HashIndex::default();
+        by_hash.insert(&g.hash, 0, |_| None);
         Blockchain {
             work: g.work(),
-            times: vec![parse_timestamp(&g.timestamp).unwrap_or(0)],
+            times: vec![g.timestamp.unix().unwrap_or(0)],
             blocks: VecDeque::from([g]),
             by_hash,
             params,
@@ -236,7 +297,7 @@ impl Blockchain {
 
     /// Returns the height of the block with `hash`, if we hold it.
     pub fn height_of(&self, hash: &BlockHash) -> Option<u64> {
-        self.by_hash.get(hash).copied()
+        self.by_hash.get(hash, |h| self.get(h).map(|b| b.hash))
     }
 
     /// Returns the work of the blocks above `height`.
@@ -262,7 +323,7 @@ impl Blockchain {
     pub fn template(&self, data: BlockData) -> Template {
         Template {
             index: self.height() + 1,
-            prev_hash: self.tip().hash.to_hex(),
+            prev_hash: self.tip().hash.into(),
             difficulty: self.next_difficulty(),
             data,
             min_time: self.median_time_past(),
@@ -295,7 +356,10 @@ impl Blockchain {
     fn append_unchecked(&mut self, block: Block, time: i64) {
         self.work += block.work();
         self.times.push(time);
-        self.by_hash.insert(block.hash, block.index);
+        let blocks = &self.blocks;
+        self.by_hash.insert(&block.hash, block.index, |h| {
+            blocks.get(h as usize).map(|b| b.hash)
+        });
         self.blocks.push_back(block);
     }
 
@@ -306,7 +370,7 @@ impl Blockchain {
         self.times.truncate(keep);
         for b in &removed {
             self.work -= b.work();
-            self.by_hash.remove(&b.hash);
+            self.by_hash.remove(&b.hash, b.index);
         }
         removed
     }
@@ -416,7 +480,7 @@ impl Blockchain {
     pub(crate) fn rewind(&mut self, fork: u64, restore: Vec<Block>) {
         self.truncate(fork);
         for b in restore {
-            let t = parse_timestamp(&b.timestamp).unwrap_or(0);
+            let t = b.timestamp.unix().unwrap_or(0);
             self.append_unchecked(b, t);
         }
     }
@@ -643,12 +707,41 @@ mod tests {
         ));
     }
 
+    /// Hashes that share their last 8 bytes are all found, each at its own height, and
+    /// forgetting one leaves the other.
+    #[test]
+    fn hash_index_keeps_blocks_whose_tails_collide_apart() {
+        let hash = |head: u8| {
+            let mut h = [7u8; 32];
+            h[0] = head;
+            BlockHash(h)
+        };
+        let held = [hash(1), hash(2), hash(3)];
+        let at = |height: u64| held.get(height as usize).copied();
+        let mut index = HashIndex::default();
+        for (height, h) in held.iter().enumerate() {
+            index.insert(h, height as u64, at);
+            index.insert(h, height as u64, at);
+        }
+        for (height, h) in held.iter().enumerate() {
+            assert_eq!(index.get(h, at), Some(height as u64));
+        }
+        assert_eq!(index.get(&hash(4), at), None);
+        index.remove(&held[0], 0);
+        let at = |height: u64| (height > 0).then(|| held[height as usize]);
+        assert_eq!(index.get(&held[0], at), None);
+        assert_eq!(index.get(&held[1], at), Some(1));
+        assert_eq!(index.get(&held[2], at), Some(2));
+        index.remove(&held[2], 2);
+        assert_eq!(index.get(&held[1], at), Some(1));
+    }
+
     /// A timestamp more than two hours ahead is refused.
     #[test]
     fn far_future_timestamp_is_refused() {
         let c = Blockchain::new(ChainParams::with_difficulty(0));
         let mut b = mine_next(&c, BlockData::empty(), 1);
-        b.timestamp = crate::block::format_timestamp(chrono::Utc::now().timestamp() + 3 * 3600);
+        b.timestamp = crate::block::Timestamp::from_unix(chrono::Utc::now().timestamp() + 3 * 3600);
         remine(&mut b);
         assert!(matches!(
             c.check_next(&b),
@@ -666,7 +759,7 @@ mod tests {
             check_branch(&params, chain.genesis(), &chain.blocks_from(1)).map(|w| w == 3 * 64);
         assert_eq!(err, Ok(true));
         let mut forged = easy.blocks_from(1);
-        forged[0].prev_hash = chain.genesis().hash.to_hex();
+        forged[0].prev_hash = chain.genesis().hash.into();
         remine(&mut forged[0]);
         assert!(matches!(
             check_branch(&params, chain.genesis(), &forged[..1]),
@@ -723,7 +816,7 @@ mod tests {
             let t = c.template(BlockData::new(&json!(i)));
             let mut b = Block {
                 index: t.index,
-                timestamp: crate::block::format_timestamp(946_684_800 + i as i64 * spacing),
+                timestamp: crate::block::Timestamp::from_unix(946_684_800 + i as i64 * spacing),
                 nonce: 0,
                 difficulty: t.difficulty,
                 prev_hash: t.prev_hash,
@@ -777,7 +870,7 @@ mod tests {
                 Tamper::Timestamp => { b.timestamp = "31/12/1999, 23:59:59".into(); |e| matches!(e, ChainError::Block(BlockError::BadHash { .. })) }
                 Tamper::Nonce => { b.nonce ^= 1; |e| matches!(e, ChainError::Block(BlockError::BadHash { .. })) }
                 Tamper::Difficulty => { b.difficulty += 1; |e| matches!(e, ChainError::Block(BlockError::BadHash { .. })) }
-                Tamper::PrevHash => { b.prev_hash = "ff".repeat(32); |e| matches!(e, ChainError::Block(BlockError::BadPrevHash { .. })) }
+                Tamper::PrevHash => { b.prev_hash = BlockHash([0xff; 32]).into(); |e| matches!(e, ChainError::Block(BlockError::BadPrevHash { .. })) }
                 Tamper::Hash => { b.hash.0[31] ^= 1; |e| matches!(e, ChainError::Block(BlockError::BadHash { .. })) }
                 Tamper::Data => { b.data = BlockData::new(&json!({"evil": true})); |e| matches!(e, ChainError::Block(BlockError::BadHash { .. })) }
                 Tamper::Swap => { blocks.swap(at, at + 1); |e| matches!(e, ChainError::Block(BlockError::BadIndex { .. })) }

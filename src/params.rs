@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::block::{Block, BlockData, BlockHash, GENESIS_PREV_HASH, GENESIS_TIMESTAMP};
+use crate::block::{Block, BlockData, BlockHash, GENESIS_TIMESTAMP, PrevHash, Timestamp};
 pub use crate::block::{MAX_DIFFICULTY, MAX_NONCE, work};
 
 /// How many previous blocks the median-time rule looks at.
@@ -75,10 +75,10 @@ pub fn genesis(difficulty: u32, retarget: Option<Retarget>) -> Block {
     };
     let mut block = Block {
         index: 0,
-        timestamp: GENESIS_TIMESTAMP.to_owned(),
+        timestamp: Timestamp::from(GENESIS_TIMESTAMP),
         nonce: 0,
         difficulty,
-        prev_hash: GENESIS_PREV_HASH.to_owned(),
+        prev_hash: PrevHash::Genesis,
         hash: BlockHash::default(),
         data,
     };

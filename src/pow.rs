@@ -31,7 +31,7 @@ use sha2::digest::generic_array::GenericArray;
 /// One 64-byte SHA-256 message block, in the type `compress256` takes (no copy per attempt).
 type MessageBlock = GenericArray<u8, U64>;
 
-use crate::block::{Block, BlockData, BlockHash};
+use crate::block::{Block, BlockData, BlockHash, PrevHash, Timestamp};
 
 pub use crate::block::{MAX_DIFFICULTY, MAX_NONCE, format_timestamp, work};
 
@@ -387,7 +387,7 @@ pub struct Template {
     /// Height of the block to mine.
     pub index: u64,
     /// Hash of the tip it extends.
-    pub prev_hash: String,
+    pub prev_hash: PrevHash,
     /// Difficulty the chain expects at this height.
     pub difficulty: u32,
     /// The user data.
@@ -448,16 +448,16 @@ fn mine_share(
     done: &AtomicBool,
     clock: fn() -> i64,
 ) -> Option<Block> {
-    let mut last_timestamp = String::new();
+    let mut last_second = None;
     let mut stage = 0;
     loop {
         if stopped(control, done) {
             return None;
         }
-        let timestamp = format_timestamp(clock().max(template.min_time));
-        if timestamp != last_timestamp {
+        let second = clock().max(template.min_time);
+        if last_second != Some(second) {
             stage = 0;
-            last_timestamp.clone_from(&timestamp);
+            last_second = Some(second);
         }
         if stage >= MAX_STAGES {
             // Every layout of this second is spent: wait for the clock to move.
@@ -466,10 +466,10 @@ fn mine_share(
         }
         let mut block = Block {
             index: template.index,
-            timestamp,
+            timestamp: Timestamp::from_unix(second),
             nonce: 0,
             difficulty: template.difficulty,
-            prev_hash: template.prev_hash.clone(),
+            prev_hash: template.prev_hash,
             hash: BlockHash::default(),
             data: template.data.clone(),
         };
@@ -610,7 +610,7 @@ mod tests {
     fn difficulty_zero_mines_at_once() {
         let t = Template {
             index: 1,
-            prev_hash: "00".repeat(32),
+            prev_hash: BlockHash([0; 32]).into(),
             difficulty: 0,
             data: BlockData::empty(),
             min_time: 0,
@@ -624,7 +624,7 @@ mod tests {
     fn cancelled_run_returns_none() {
         let t = Template {
             index: 1,
-            prev_hash: "00".repeat(32),
+            prev_hash: BlockHash([0; 32]).into(),
             difficulty: 64,
             data: BlockData::empty(),
             min_time: 0,
@@ -639,7 +639,7 @@ mod tests {
     fn mined_block_meets_difficulty() {
         let t = Template {
             index: 3,
-            prev_hash: "ab".repeat(32),
+            prev_hash: BlockHash([0xab; 32]).into(),
             difficulty: 12,
             data: BlockData::new(&serde_json::json!({"k": "v"})),
             min_time: 0,

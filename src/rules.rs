@@ -2,7 +2,7 @@
 //! chain below it (any [`History`]), or for a branch still being fetched, against its
 //! parent alone ([`check_branch`]).
 
-use crate::block::{Block, BlockHash, MAX_DIFFICULTY, MAX_NONCE, hash_preimage, parse_timestamp};
+use crate::block::{Block, BlockHash, MAX_DIFFICULTY, MAX_NONCE, hash_preimage};
 use crate::params::{ChainParams, MAX_FUTURE_SECS, MAX_RETARGET_BITS, MEDIAN_SPAN};
 
 /// Why a block cannot extend a chain.
@@ -155,7 +155,14 @@ pub fn check_next(
         });
     }
     let time = check_work_and_time(block, c)?;
-    let timestamp = || block.timestamp.chars().take(40).collect::<String>();
+    let timestamp = || {
+        block
+            .timestamp
+            .to_string()
+            .chars()
+            .take(40)
+            .collect::<String>()
+    };
     if time < median_time_past(h) {
         return Err(BlockError::TimestampTooOld {
             index,
@@ -205,16 +212,6 @@ pub fn retarget_shift(expected: u128, actual: u128) -> i64 {
     }
 }
 
-/// Tells whether `prev_hash` is exactly the lowercase hex of `parent` (no allocation).
-fn links_to(prev_hash: &str, parent: &BlockHash) -> bool {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let p = prev_hash.as_bytes();
-    p.len() == 64
-        && parent.0.iter().enumerate().all(|(i, b)| {
-            p[2 * i] == HEX[usize::from(b >> 4)] && p[2 * i + 1] == HEX[usize::from(b & 0xf)]
-        })
-}
-
 /// What the hashing pass learns of a block, computed in parallel for long chains.
 pub struct Checked {
     /// The recomputed hash.
@@ -226,38 +223,48 @@ pub struct Checked {
 }
 
 pub fn check_one(block: &Block) -> Checked {
-    let preimage = block.preimage();
-    let hash = hash_preimage(preimage.as_bytes());
+    check_with(block, &mut String::new())
+}
+
+/// [`check_one`] writing the preimage into `buf`, so a long run allocates it once.
+fn check_with(block: &Block, buf: &mut String) -> Checked {
+    block.write_preimage(buf);
+    let hash = hash_preimage(buf.as_bytes());
     // The JSON form holds the preimage's fields plus `,"hash":"<64 hex>"`.
-    let size = preimage.len() + 74;
+    let size = buf.len() + 74;
     Checked {
         hash,
-        time: parse_timestamp(&block.timestamp),
+        time: block.timestamp.unix(),
         size,
     }
 }
 
 pub fn check_all(blocks: &[Block]) -> Vec<Checked> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    check_all_with(blocks, threads, check_one)
+    check_all_with(blocks, threads, check_with)
 }
 
-/// Runs `check` over `blocks` on up to `threads` threads, results in block order. A panic
-/// in any thread is propagated: a missing result would misalign the rest.
+/// Runs `check` over `blocks` on up to `threads` threads, results in block order; each
+/// thread lends `check` one scratch buffer. A panic in any thread is propagated: a missing
+/// result would misalign the rest.
 fn check_all_with<T: Send>(
     blocks: &[Block],
     threads: usize,
-    check: impl Fn(&Block) -> T + Sync,
+    check: impl Fn(&Block, &mut String) -> T + Sync,
 ) -> Vec<T> {
+    let run = |part: &[Block]| {
+        let mut buf = String::with_capacity(512);
+        part.iter().map(|b| check(b, &mut buf)).collect::<Vec<_>>()
+    };
     if blocks.len() < 2048 || threads < 2 {
-        return blocks.iter().map(check).collect();
+        return run(blocks);
     }
     let per = blocks.len().div_ceil(threads);
-    let check = &check;
+    let run = &run;
     std::thread::scope(|s| {
         let handles: Vec<_> = blocks
             .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
+            .map(|part| s.spawn(move || run(part)))
             .collect();
         handles
             .into_iter()
@@ -350,11 +357,11 @@ fn check_link(
             max: params.max_block_size,
         });
     }
-    if !links_to(&block.prev_hash, &parent.hash) {
+    if !block.prev_hash.is(&parent.hash) {
         return Err(BlockError::BadPrevHash {
             index,
             expected: parent.hash.to_hex(),
-            got: block.prev_hash.chars().take(64).collect(),
+            got: block.prev_hash.to_string(),
         });
     }
     if block.hash != c.hash {
@@ -381,7 +388,7 @@ fn check_work_and_time(block: &Block, c: &Checked) -> Result<i64, BlockError> {
     }
     c.time.ok_or_else(|| BlockError::BadTimestamp {
         index,
-        timestamp: block.timestamp.chars().take(40).collect(),
+        timestamp: block.timestamp.to_string().chars().take(40).collect(),
     })
 }
 
@@ -428,11 +435,11 @@ mod tests {
     #[test]
     fn a_panic_in_a_validation_thread_is_propagated() {
         let blocks = vec![ChainParams::with_difficulty(0).genesis(); 4096];
-        let ok = check_all_with(&blocks, 2, |b| b.index);
+        let ok = check_all_with(&blocks, 2, |b, _| b.index);
         assert_eq!(ok.len(), 4096);
         let counter = std::sync::atomic::AtomicUsize::new(0);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check_all_with(&blocks, 2, |_| {
+            check_all_with(&blocks, 2, |_, _| {
                 // One call panics, in whichever thread makes it.
                 if counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 3000 {
                     panic!("hashing failed");

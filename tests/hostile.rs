@@ -69,7 +69,8 @@ async fn invalid_blocks_are_rejected_and_the_sender_cut_off() {
     easy.difficulty = 2;
     remine(&mut easy);
     let mut warped = next_block("from the future");
-    warped.timestamp = powchain::pow::format_timestamp(chrono::Utc::now().timestamp() + 3 * 3600);
+    warped.timestamp =
+        powchain::pow::format_timestamp(chrono::Utc::now().timestamp() + 3 * 3600).into();
     remine(&mut warped);
     let mut forged = next_block("forged hash");
     forged.hash = BlockHash([0u8; 32]);
@@ -176,10 +177,10 @@ async fn long_chain_of_too_easy_blocks_is_refused() {
     for i in 0..20_000u64 {
         let mut b = Block {
             index: i + 1,
-            timestamp: powchain::pow::format_timestamp(1_700_000_000 + i as i64),
+            timestamp: powchain::pow::format_timestamp(1_700_000_000 + i as i64).into(),
             nonce: 0,
             difficulty: 0,
-            prev_hash: prev.hash.to_hex(),
+            prev_hash: prev.hash.into(),
             hash: BlockHash::default(),
             data: BlockData::new(&json!(i)),
         };
@@ -361,7 +362,7 @@ async fn unlinked_blocks_make_the_node_sync_only_with_their_peer_and_rarely() {
 
     let mut orphan = next_block("orphan");
     orphan.index = 5;
-    orphan.prev_hash = "ab".repeat(32);
+    orphan.prev_hash = powchain::BlockHash([0xab; 32]).into();
     remine(&mut orphan);
     for _ in 0..4 {
         let (outcome, reason) = client.new_block(orphan.clone()).await.unwrap();

@@ -107,7 +107,7 @@ async fn python_client_names_the_broken_block_of_a_tampered_chain() {
     expect_invalid(tampered, "invalid: block 2 claims hash").await;
 
     let mut relinked = honest.clone();
-    relinked[3].prev_hash = honest[1].hash.to_hex();
+    relinked[3].prev_hash = honest[1].hash.into();
     expect_invalid(relinked, "invalid: block 3 links to").await;
 
     let mut big = honest;

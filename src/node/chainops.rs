@@ -14,7 +14,7 @@ use super::core::Node;
 use super::miner::MineError;
 use super::peers::UNLINKED_SYNC_INTERVAL;
 use super::state::{Applied, ApplyError, WriterGuard};
-use crate::block::{Block, BlockData, BlockHash};
+use crate::block::{Block, BlockData, BlockHash, PrevHash};
 use crate::client::NodeClient;
 use crate::env::Event;
 use crate::message::BlockOutcome;
@@ -281,7 +281,7 @@ impl Node {
         block: &Block,
         from: Option<&str>,
     ) -> (BlockOutcome, Option<String>) {
-        let parent: String = block.prev_hash.chars().take(16).collect();
+        let parent: String = block.prev_hash.to_string().chars().take(16).collect();
         let Some(peer) = from.filter(|p| self.peers.client(p).is_some()) else {
             let reason = format!(
                 "block {} links to unknown parent {parent}, not to our tip; only a peer's \
@@ -402,7 +402,7 @@ impl Node {
                 }
             };
             let Some(first) = batch.first() else { break };
-            let Ok(parent_hash) = first.prev_hash.parse::<BlockHash>() else {
+            let PrevHash::Block(parent_hash) = first.prev_hash else {
                 break;
             };
             let (known, height, parent) = {

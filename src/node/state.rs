@@ -186,7 +186,7 @@ impl ChainState {
         let writer = self.writer().await;
         let height = {
             let chain = self.chain();
-            if block.index != chain.height() + 1 || block.prev_hash != chain.tip().hash.to_hex() {
+            if block.index != chain.height() + 1 || !block.prev_hash.is(&chain.tip().hash) {
                 return None;
             }
             chain.height()

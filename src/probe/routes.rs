@@ -144,9 +144,9 @@ struct Mined<'a> {
     message: &'static str,
     index: u64,
     hash: crate::block::BlockHash,
-    prev_hash: &'a str,
+    prev_hash: &'a crate::block::PrevHash,
     nonce: u64,
-    timestamp: &'a str,
+    timestamp: &'a crate::block::Timestamp,
     block: &'a Block,
 }
 
