@@ -858,6 +858,14 @@ mod tests {
         }
     }
 
+    /// What a block costs in memory, as the README says: 120 bytes plus its data's text.
+    #[test]
+    fn a_block_is_held_in_120_bytes_plus_its_data() {
+        assert_eq!(std::mem::size_of::<Block>(), 120);
+        assert_eq!(std::mem::size_of::<Timestamp>(), 16);
+        assert_eq!(std::mem::size_of::<PrevHash>(), 33);
+    }
+
     /// Hashes that are not 64 lowercase hex digits are refused.
     #[test]
     fn block_hash_parse_rejects_bad_text() {

@@ -217,6 +217,19 @@ impl Blockchain {
         Self::build(params, blocks, chrono::Utc::now().timestamp(), recheck)
     }
 
+    /// As [`Blockchain::from_stored_blocks`], with the hashing pass over the blocks after
+    /// genesis already done (`checked[i]` for `blocks[i + 1]`, as the store computes it
+    /// while reading).
+    pub fn from_stored_checked(
+        params: ChainParams,
+        blocks: Vec<Block>,
+        checked: Vec<Checked>,
+        recheck: usize,
+    ) -> Result<Self, ChainError> {
+        let now = chrono::Utc::now().timestamp();
+        Self::build_checked(params, blocks, checked, now, recheck)
+    }
+
     /// Builds a chain from `blocks` (genesis first), every rule applied to the newest
     /// `recheck` blocks and [`rules::check_stored`] to the others.
     fn build(
@@ -225,27 +238,66 @@ impl Blockchain {
         now: i64,
         recheck: usize,
     ) -> Result<Self, ChainError> {
-        let mut chain = Blockchain::new(params);
+        let checked = check_all(blocks.get(1..).unwrap_or_default());
+        Self::build_checked(params, blocks, checked, now, recheck)
+    }
+
+    /// As [`Blockchain::build`] with the hashing pass done: `checked` holds the results of
+    /// the last `checked.len()` blocks (all, or all but genesis), in order.
+    ///
+    /// The trusted part is checked in place and its vector becomes the chain's `VecDeque`
+    /// as it is (no copy of a long chain); only the newest `recheck` blocks are pushed one by
+    /// one through every rule.
+    fn build_checked(
+        params: ChainParams,
+        mut blocks: Vec<Block>,
+        mut checked: Vec<Checked>,
+        now: i64,
+        recheck: usize,
+    ) -> Result<Self, ChainError> {
+        let genesis = params.genesis();
         let first = blocks.first().ok_or(ChainError::Empty)?;
-        let genesis_hash = chain.genesis().hash;
-        if first.hash != genesis_hash || first != chain.genesis() {
+        if first.hash != genesis.hash || *first != genesis {
             return Err(ChainError::WrongGenesis {
-                expected: genesis_hash,
+                expected: genesis.hash,
                 got: first.hash,
             });
         }
-        let checked = check_all(&blocks[1..]);
-        let trusted = blocks.len().saturating_sub(1).saturating_sub(recheck);
-        chain.blocks.reserve(blocks.len());
-        chain.times.reserve(blocks.len());
-        chain.by_hash.reserve(blocks.len());
-        for (i, (block, c)) in blocks.into_iter().skip(1).zip(checked).enumerate() {
-            if i < trusted {
-                let time = rules::check_stored(&chain.params, chain.tip(), &block, &c)?;
-                chain.append_unchecked(block, time);
-            } else {
-                chain.push_checked(block, c, now)?;
-            }
+        if checked.len() + 1 < blocks.len() || checked.len() > blocks.len() {
+            checked = check_all(&blocks[1..]);
+        }
+        let skip = blocks.len() - checked.len();
+        let total = blocks.len();
+        // blocks[..trusted_end] are checked against their parents only; genesis is trusted.
+        let trusted_end = total - recheck.min(total - 1);
+        let rest = blocks.split_off(trusted_end);
+        let mut times = Vec::with_capacity(total);
+        times.push(genesis.timestamp.unix().unwrap_or(0));
+        let mut work = genesis.work();
+        for i in 1..blocks.len() {
+            let c = &checked[i - skip];
+            times.push(rules::check_stored(&params, &blocks[i - 1], &blocks[i], c)?);
+            work += blocks[i].work();
+        }
+        let mut by_hash = HashIndex::default();
+        by_hash.reserve(total);
+        for (height, block) in blocks.iter().enumerate() {
+            by_hash.insert(&block.hash, height as u64, |h| {
+                blocks.get(h as usize).map(|b| b.hash)
+            });
+        }
+        let mut deque = VecDeque::from(blocks);
+        deque.reserve(rest.len());
+        let mut chain = Blockchain {
+            params,
+            blocks: deque,
+            times,
+            by_hash,
+            work,
+        };
+        let rest_checked = checked.into_iter().skip(trusted_end - skip);
+        for (block, c) in rest.into_iter().zip(rest_checked) {
+            chain.push_checked(block, c, now)?;
         }
         Ok(chain)
     }
@@ -513,6 +565,18 @@ impl Blockchain {
     pub fn tail(&self, count: usize) -> Vec<Block> {
         let skip = self.blocks.len().saturating_sub(count);
         self.blocks.iter().skip(skip).cloned().collect()
+    }
+
+    /// Returns a copy of up to `count` blocks from `height` on.
+    pub fn range(&self, height: u64, count: usize) -> Vec<Block> {
+        let Ok(start) = usize::try_from(height) else {
+            return Vec::new();
+        };
+        self.blocks
+            .range(start.min(self.blocks.len())..)
+            .take(count)
+            .cloned()
+            .collect()
     }
 
     /// Returns a copy of the blocks from `height` on.

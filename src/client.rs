@@ -422,6 +422,15 @@ impl NodeClient {
         }
     }
 
+    /// Returns the node's blocks at heights `from` to `from + count - 1` (at most 5,000;
+    /// fewer where its chain is shorter).
+    pub async fn get_range(&self, from: u64, count: usize) -> Result<Vec<Block>, ClientError> {
+        match self.expect(Request::GetRange { from, count }).await? {
+            Response::Blocks { blocks } => Ok(blocks),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Offers a block; returns the outcome and the node's reason.
     pub async fn new_block(
         &self,

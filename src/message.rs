@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::block::{Block, BlockHash};
 
-/// Most blocks one `get_blocks` or `get_tail` reply carries.
+/// Most blocks one `get_blocks`, `get_tail` or `get_range` reply carries.
 pub const MAX_BLOCKS_PER_REPLY: usize = 5000;
 /// Protocol version sent in `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -154,6 +154,15 @@ pub enum Request {
         /// How many (at most 5,000 are sent).
         count: usize,
     },
+    /// The blocks at heights `from` to `from + count - 1` of the node's chain (as many of
+    /// them as it holds, at most 5,000): how a syncing node fetches the parts of one chain
+    /// from several peers at once.
+    GetRange {
+        /// The first height.
+        from: u64,
+        /// How many (at most 5,000 are sent).
+        count: usize,
+    },
     /// A block offered by a peer or a user.
     NewBlock {
         /// The block.
@@ -212,12 +221,13 @@ impl Request {
     }
 
     /// Every request `type` tag, as [`Request::kind`] returns them.
-    pub const TYPES: [&'static str; 15] = [
+    pub const TYPES: [&'static str; 16] = [
         "hello",
         "status",
         "get_chain",
         "get_blocks",
         "get_tail",
+        "get_range",
         "new_block",
         "mine",
         "get_peers",
@@ -238,6 +248,7 @@ impl Request {
             Request::GetChain => "get_chain",
             Request::GetBlocks { .. } => "get_blocks",
             Request::GetTail { .. } => "get_tail",
+            Request::GetRange { .. } => "get_range",
             Request::NewBlock { .. } => "new_block",
             Request::Mine { .. } => "mine",
             Request::GetPeers => "get_peers",
@@ -560,6 +571,7 @@ mod tests {
                 limit: None,
             },
             Request::GetTail { count: 3 },
+            Request::GetRange { from: 7, count: 3 },
             Request::NewBlock { block: g },
             Request::Mine { data: json!(1) },
             Request::GetPeers,

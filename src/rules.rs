@@ -227,7 +227,7 @@ pub fn check_one(block: &Block) -> Checked {
 }
 
 /// [`check_one`] writing the preimage into `buf`, so a long run allocates it once.
-fn check_with(block: &Block, buf: &mut String) -> Checked {
+pub fn check_with(block: &Block, buf: &mut String) -> Checked {
     block.write_preimage(buf);
     let hash = hash_preimage(buf.as_bytes());
     // The JSON form holds the preimage's fields plus `,"hash":"<64 hex>"`.

@@ -101,6 +101,12 @@ impl Node {
                     blocks: self.chain().tail(count),
                 }
             }
+            Request::GetRange { from, count } => {
+                let count = count.min(MAX_BLOCKS_PER_REPLY);
+                Response::Blocks {
+                    blocks: self.chain().range(from, count),
+                }
+            }
             Request::NewBlock { block } => {
                 let (result, reason) = self.offer_block(block, peer.node.clone()).await;
                 Response::BlockResult { result, reason }
@@ -449,7 +455,7 @@ mod tests {
         }
     }
 
-    /// Requests are answered in-process: mine, status, get_tail, validate, peers.
+    /// Requests are answered in-process: mine, status, get_tail, get_range, validate, peers.
     #[tokio::test]
     async fn requests_are_answered_without_a_socket() {
         let (_dir, node) = node().await;
@@ -467,9 +473,21 @@ mod tests {
         assert_eq!(
             tail,
             Response::Blocks {
-                blocks: vec![block]
+                blocks: vec![block.clone()]
             }
         );
+        let genesis = node.chain().genesis().clone();
+        for (from, count, want) in [
+            (0, 2, vec![genesis, block.clone()]),
+            (1, 5_000_000, vec![block.clone()]),
+            (2, 1, vec![]),
+            (u64::MAX, 1, vec![]),
+        ] {
+            let (range, _) = node
+                .handle(Request::GetRange { from, count }, &mut peer)
+                .await;
+            assert_eq!(range, Response::Blocks { blocks: want }, "from {from}");
+        }
         let (valid, _) = node.handle(Request::Validate, &mut peer).await;
         assert_eq!(
             valid,
