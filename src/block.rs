@@ -399,13 +399,35 @@ impl FromStr for BlockHash {
     type Err = ParseHashError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        /// The value of a lowercase hex digit; 0xff for any other byte.
+        const fn digit(b: u8) -> u8 {
+            match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                _ => 0xff,
+            }
+        }
+        const DIGITS: [u8; 256] = {
+            let mut table = [0xff; 256];
+            let mut b = 0;
+            while b < 256 {
+                table[b] = digit(b as u8);
+                b += 1;
+            }
+            table
+        };
+        let refuse = || ParseHashError(s.chars().take(80).collect());
+        let bytes: &[u8; 64] = s.as_bytes().try_into().map_err(|_| refuse())?;
         let mut out = [0u8; 32];
-        if s.len() != 64 || !lower || hex::decode_to_slice(s, &mut out).is_err() {
-            let shown: String = s.chars().take(80).collect();
-            return Err(ParseHashError(shown));
+        let mut bad = 0u8;
+        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let (hi, lo) = (DIGITS[usize::from(pair[0])], DIGITS[usize::from(pair[1])]);
+            bad |= hi | lo;
+            *o = (hi << 4) | (lo & 0xf);
+        }
+        // Every digit is below 16, so any 0xff marks a byte that is no lowercase hex digit.
+        if bad & 0xf0 != 0 {
+            return Err(refuse());
         }
         Ok(BlockHash(out))
     }
@@ -866,6 +888,22 @@ mod tests {
         assert_eq!(std::mem::size_of::<PrevHash>(), 33);
     }
 
+    proptest::proptest! {
+        /// The hash reader accepts exactly 64 lowercase hex digits and decodes them as the
+        /// hex crate does.
+        #[test]
+        fn hash_parsing_agrees_with_hex(s in "[0-9a-f]{64}|[0-9a-f]{0,40}[A-Fgz é][0-9a-f]{23}|[0-9a-f]{63,65}") {
+            let lower = s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            match s.parse::<BlockHash>() {
+                Ok(h) => {
+                    proptest::prop_assert!(lower);
+                    proptest::prop_assert_eq!(h.0.to_vec(), hex::decode(&s).unwrap());
+                }
+                Err(_) => proptest::prop_assert!(!lower),
+            }
+        }
+    }
+
     /// Hashes that are not 64 lowercase hex digits are refused.
     #[test]
     fn block_hash_parse_rejects_bad_text() {
@@ -873,5 +911,10 @@ mod tests {
         assert!("ab".repeat(31).parse::<BlockHash>().is_err());
         assert!("zz".repeat(32).parse::<BlockHash>().is_err());
         assert!("ab".repeat(32).parse::<BlockHash>().is_ok());
+        assert!(format!("{}g", "a".repeat(63)).parse::<BlockHash>().is_err());
+        assert!(format!("{}é", "a".repeat(62)).parse::<BlockHash>().is_err());
+        assert!(format!(" {}", "a".repeat(63)).parse::<BlockHash>().is_err());
+        let h = BlockHash(std::array::from_fn(|i| (i * 37) as u8));
+        assert_eq!(h.to_hex().parse::<BlockHash>(), Ok(h));
     }
 }

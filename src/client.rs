@@ -220,24 +220,66 @@ impl NodeClient {
 
     /// Sends `request` and returns the node's reply, errors included as `Response::Error`.
     pub async fn call(&self, request: &Request) -> Result<Response, ClientError> {
+        let reply = self.call_bytes(request).await?;
+        self.parse(&reply)
+    }
+
+    /// Sends `request` and returns the reply's bytes.
+    async fn call_bytes(&self, request: &Request) -> Result<bytes::Bytes, ClientError> {
         let timeout = match request {
             Request::Mine { .. } => self.mine_timeout,
             _ => self.timeout,
         };
         let payload = serde_json::to_vec(request).map_err(|e| self.unexpected(e))?;
         let greet = !matches!(request, Request::Hello(_));
-        let reply = match self.exchange(&payload, timeout, greet).await {
+        match self.exchange(&payload, timeout, greet).await {
             // The node closed the connection as the request went out (its idle timeout
             // racing our reuse): a request that is safe to repeat is sent once more.
             Err(ClientError::Closed { .. }) if request.is_safe_to_repeat() => {
-                self.exchange(&payload, timeout, greet).await?
+                self.exchange(&payload, timeout, greet).await
             }
-            other => other?,
-        };
-        serde_json::from_slice(&reply).map_err(|_| ClientError::Unexpected {
+            other => other,
+        }
+    }
+
+    fn parse(&self, reply: &[u8]) -> Result<Response, ClientError> {
+        serde_json::from_slice(reply).map_err(|_| ClientError::Unexpected {
             addr: self.addr.clone(),
             reply: String::from_utf8_lossy(&reply[..reply.len().min(200)]).into_owned(),
         })
+    }
+
+    /// Sends a request answered with blocks (`blocks` or `chain`) and returns them.
+    ///
+    /// The reply is read straight into blocks: [`Response`] is tagged by a field, which
+    /// makes serde buffer the whole reply as generic content first, most of the cost of
+    /// reading 5,000 blocks. Anything else (an error) is read as a `Response`.
+    async fn fetch_blocks(&self, request: Request) -> Result<Vec<Block>, ClientError> {
+        /// The two replies that carry blocks.
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Kind {
+            Blocks,
+            Chain,
+        }
+        #[derive(serde::Deserialize)]
+        struct BlockList {
+            #[serde(rename = "type")]
+            _kind: Kind,
+            blocks: Vec<Block>,
+        }
+        let reply = self.call_bytes(&request).await?;
+        if let Ok(list) = serde_json::from_slice::<BlockList>(&reply) {
+            return Ok(list.blocks);
+        }
+        match self.parse(&reply)? {
+            Response::Error { code, message } => Err(ClientError::Node {
+                addr: self.addr.clone(),
+                code,
+                message,
+            }),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
     }
 
     async fn exchange(
@@ -390,10 +432,7 @@ impl NodeClient {
 
     /// Returns the node's whole chain.
     pub async fn get_chain(&self) -> Result<Vec<Block>, ClientError> {
-        match self.expect(Request::GetChain).await? {
-            Response::Chain { blocks } => Ok(blocks),
-            other => Err(self.unexpected(format!("{other:?}"))),
-        }
+        self.fetch_blocks(Request::GetChain).await
     }
 
     /// Returns up to `limit` blocks after the newest locator hash the node knows.
@@ -402,33 +441,22 @@ impl NodeClient {
         locator: Vec<BlockHash>,
         limit: usize,
     ) -> Result<Vec<Block>, ClientError> {
-        match self
-            .expect(Request::GetBlocks {
-                locator,
-                limit: Some(limit),
-            })
-            .await?
-        {
-            Response::Blocks { blocks } => Ok(blocks),
-            other => Err(self.unexpected(format!("{other:?}"))),
-        }
+        self.fetch_blocks(Request::GetBlocks {
+            locator,
+            limit: Some(limit),
+        })
+        .await
     }
 
     /// Returns the newest `count` blocks (at most 5,000), oldest first.
     pub async fn get_tail(&self, count: usize) -> Result<Vec<Block>, ClientError> {
-        match self.expect(Request::GetTail { count }).await? {
-            Response::Blocks { blocks } => Ok(blocks),
-            other => Err(self.unexpected(format!("{other:?}"))),
-        }
+        self.fetch_blocks(Request::GetTail { count }).await
     }
 
     /// Returns the node's blocks at heights `from` to `from + count - 1` (at most 5,000;
     /// fewer where its chain is shorter).
     pub async fn get_range(&self, from: u64, count: usize) -> Result<Vec<Block>, ClientError> {
-        match self.expect(Request::GetRange { from, count }).await? {
-            Response::Blocks { blocks } => Ok(blocks),
-            other => Err(self.unexpected(format!("{other:?}"))),
-        }
+        self.fetch_blocks(Request::GetRange { from, count }).await
     }
 
     /// Offers a block; returns the outcome and the node's reason.
