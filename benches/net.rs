@@ -1,8 +1,8 @@
-//! Network speed: a fresh node syncing 100,000 blocks from one peer, a node catching up the
-//! last 1,000, a block crossing eight nodes in a line, and networks of 16, 64 and 256 node
-//! processes in one home (`net/scale_N`: time to a connected graph, degrees, idle CPU, RSS,
-//! and a block reaching every node). `POWCHAIN_SCALE=16,64` picks the sizes;
-//! `POWCHAIN_BENCH_NODE=path/to/node` measures another build's node binary.
+//! Network speed: a fresh node syncing 100,000 blocks from one peer and from three at once,
+//! a node catching up the last 1,000, a block crossing eight nodes in a line, and networks
+//! of 16, 64 and 256 node processes in one home (`net/scale_N`: time to a connected graph,
+//! degrees, idle CPU, RSS, and a block reaching every node). `POWCHAIN_SCALE=16,64` picks
+//! the sizes; `POWCHAIN_BENCH_NODE=path/to/node` measures another build's node binary.
 
 mod support;
 
@@ -23,8 +23,13 @@ async fn wait_height(client: &NodeClient, height: u64) {
 }
 
 /// Times how long a node started on `data` (if any) takes to reach height `height` once
-/// told of `source`.
-async fn time_catch_up(home: &Path, source: &str, data: Option<&Path>, height: u64) -> Duration {
+/// told of `sources`.
+async fn time_catch_up(
+    home: &Path,
+    sources: &[&str],
+    data: Option<&Path>,
+    height: u64,
+) -> Duration {
     let dir = tempfile::tempdir_in(home).expect("tempdir");
     if let Some(seed) = data {
         std::fs::copy(
@@ -47,7 +52,9 @@ async fn time_catch_up(home: &Path, source: &str, data: Option<&Path>, height: u
     let cookie = powchain::client::read_cookie(dir.path());
     let client = NodeClient::new(node.addr.clone()).with_cookie(cookie);
     let start = Instant::now();
-    client.add_peer(source).await.expect("peer added");
+    for source in sources {
+        client.add_peer(source).await.expect("peer added");
+    }
     wait_height(&client, height).await;
     let took = start.elapsed();
     let _ = node.child.kill().await;
@@ -64,43 +71,50 @@ fn sync_benches(c: &mut Criterion) {
     let partial = home.path().join("partial");
     support::store_chain(&full, &blocks);
     support::store_chain(&partial, &blocks[..n - 999]);
-    let source = rt.block_on(support::start_node(
-        home.path(),
-        &[
-            "--difficulty",
-            "0",
-            "--no-registry",
-            "--data-dir",
-            full.to_str().expect("utf-8 path"),
-        ],
-    ));
+    // Three peers holding the chain, each on its own copy of the store.
+    let mut sources = Vec::new();
+    for i in 0..3 {
+        let dir = home.path().join(format!("full{i}"));
+        if i > 0 {
+            std::fs::create_dir_all(&dir).expect("dir");
+            let file = powchain::store::DB_FILE;
+            std::fs::copy(full.join(file), dir.join(file)).expect("copy");
+        }
+        let dir = if i == 0 { full.clone() } else { dir };
+        sources.push(rt.block_on(support::start_node(
+            home.path(),
+            &[
+                "--difficulty",
+                "0",
+                "--no-registry",
+                "--data-dir",
+                dir.to_str().expect("utf-8 path"),
+            ],
+        )));
+    }
+    let all: Vec<&str> = sources.iter().map(|s| s.addr.as_str()).collect();
     let mut g = c.benchmark_group("net");
     g.sample_size(10);
-    g.bench_function(format!("sync_{label}"), |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += time_catch_up(home.path(), &source.addr, None, n as u64).await;
-                }
-                total
+    let cases: [(String, &[&str], Option<&Path>); 3] = [
+        (format!("sync_{label}"), &all[..1], None),
+        (format!("sync_{label}_from_3"), &all, None),
+        (format!("catchup_1k_of_{label}"), &all[..1], Some(&partial)),
+    ];
+    for (name, from, data) in cases {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += time_catch_up(home.path(), from, data, n as u64).await;
+                    }
+                    total
+                })
             })
-        })
-    });
-    g.bench_function(format!("catchup_1k_of_{label}"), |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total +=
-                        time_catch_up(home.path(), &source.addr, Some(&partial), n as u64).await;
-                }
-                total
-            })
-        })
-    });
+        });
+    }
     g.finish();
-    drop(source);
+    drop(sources);
 }
 
 fn propagation_bench(c: &mut Criterion) {

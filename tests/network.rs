@@ -246,22 +246,25 @@ async fn sixty_four_nodes_keep_bounded_links_and_survive_losing_a_quarter() {
     .unwrap();
 }
 
+/// Stores a chain of `n` blocks at difficulty 0 in the data directory `dir`.
+fn store_chain(dir: &std::path::Path, n: usize) {
+    let params = powchain::ChainParams::with_difficulty(0);
+    let (store, mut chain) = powchain::store::Store::open(dir, &params).unwrap();
+    for i in 0..n {
+        let data = powchain::BlockData::new(&json!({ "i": i }));
+        let block = powchain::chain::mine_next(&chain, data, 1);
+        chain.push(block).unwrap();
+    }
+    store.replace_from(0, &chain.to_vec()[1..]).unwrap();
+}
+
 /// A new node syncs a chain several `get_blocks` batches long from a peer (each next batch
 /// asked for while the one before is applied), and ends with the peer's chain exactly.
 #[tokio::test]
 async fn a_new_node_syncs_a_chain_of_several_batches() {
     let n = powchain::node::SYNC_BATCH * 2 + 1_000;
     let stored = tempfile::tempdir().unwrap();
-    let params = powchain::ChainParams::with_difficulty(0);
-    {
-        let (store, mut chain) = powchain::store::Store::open(stored.path(), &params).unwrap();
-        for i in 0..n {
-            let data = powchain::BlockData::new(&json!({ "i": i }));
-            let block = powchain::chain::mine_next(&chain, data, 1);
-            chain.push(block).unwrap();
-        }
-        store.replace_from(0, &chain.to_vec()[1..]).unwrap();
-    }
+    store_chain(stored.path(), n);
     let mut net = network(
         Options::new(0)
             .difficulty(0)
@@ -291,5 +294,63 @@ async fn a_new_node_syncs_a_chain_of_several_batches() {
         served >= 3,
         "{n} blocks in batches of {}: {served} get_blocks",
         powchain::node::SYNC_BATCH
+    );
+}
+
+/// A new node linked to three peers that hold one long chain fetches its parts from more
+/// than one of them at once (`get_range`, by heights), and ends with that chain exactly.
+#[tokio::test]
+async fn a_new_node_fetches_a_long_chain_from_several_peers_at_once() {
+    let n = powchain::node::SYNC_BATCH * 6 + 10;
+    let stores: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    store_chain(stores[0].path(), n);
+    let file = powchain::store::DB_FILE;
+    for copy in &stores[1..] {
+        std::fs::copy(stores[0].path().join(file), copy.path().join(file)).unwrap();
+    }
+    let mut net = network(
+        Options::new(0)
+            .difficulty(0)
+            .topology(Topology::Isolated)
+            .log_filter("powchain=debug"),
+    )
+    .await;
+    for dir in &stores {
+        net.add_node(&["--data-dir", dir.path().to_str().unwrap()])
+            .await
+            .unwrap();
+    }
+    let peers: Vec<String> = (0..3).map(|i| net.addr(i)).collect();
+    let mut args = Vec::new();
+    for p in &peers {
+        args.extend(["--peer", p.as_str()]);
+    }
+    let new = net.add_node(&args).await.unwrap();
+    let source = net.client(0).status().await.unwrap();
+    assert_eq!(source.height, n as u64);
+    wait_for(Duration::from_secs(90), "the new node to sync", || async {
+        (net.client(new).status().await.ok()?.tip == source.tip).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        net.client(new).get_chain().await.unwrap(),
+        net.client(0).get_chain().await.unwrap()
+    );
+    let served: Vec<usize> = (0..3)
+        .map(|i| {
+            let log = net.log(i);
+            log.matches("request=\"get_range\"").count() + log.matches("request=get_range").count()
+        })
+        .collect();
+    assert!(
+        served.iter().filter(|&&s| s > 0).count() >= 2,
+        "get_range requests served by each peer: {served:?}"
+    );
+    let log = net.log(new);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("synced") && !l.contains("sources=1") && l.contains("sources=")),
+        "{log}"
     );
 }

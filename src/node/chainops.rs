@@ -3,19 +3,22 @@
 //! implies (relay, mining left-behind data again). Mining itself is the
 //! [`Miner`](super::miner::Miner)'s; this module hands it templates and commits its blocks.
 
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
 // tokio's clock: the real one in the binary, the simulated one under simulation.
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::core::Node;
 use super::miner::MineError;
 use super::peers::UNLINKED_SYNC_INTERVAL;
 use super::state::{Applied, ApplyError, WriterGuard};
 use crate::block::{Block, BlockData, BlockHash, PrevHash};
-use crate::client::NodeClient;
+use crate::client::{ClientError, NodeClient};
 use crate::env::Event;
 use crate::message::BlockOutcome;
 use crate::rules::check_branch;
@@ -27,6 +30,10 @@ pub const REMINE_DELAY_STARTUP: Duration = Duration::from_secs(3);
 
 /// Blocks asked for per `get_blocks` round trip.
 pub const SYNC_BATCH: usize = 5000;
+/// Most peers one sync fetches from at once (the peer synced with and three others).
+pub const MAX_SYNC_SOURCES: usize = 4;
+/// Range requests each source of a sync has in flight.
+const RANGES_PER_SOURCE: usize = 2;
 /// Most blocks of a competing branch held in memory while it is fetched.
 pub const MAX_PENDING_BLOCKS: usize = 500_000;
 /// Most bytes of a competing branch held in memory while it is fetched.
@@ -372,35 +379,73 @@ impl Node {
     /// and work (`PendingBranch`), and adopted as soon as it has more work than ours above
     /// the fork, so a peer cannot make us hold a long worthless branch.
     pub async fn sync_with(self: &Arc<Self>, addr: &str) -> bool {
+        if self.fetching.load(Ordering::Acquire) {
+            // A sync fetching from several peers at once runs and asks this peer too; the
+            // link asks again soon (every 2 s while the peer claims more work).
+            tracing::debug!(peer = %addr, "sync deferred: another sync fetches from every peer");
+            return false;
+        }
         let client = self.peers.client(addr).unwrap_or_else(|| {
             Arc::new(NodeClient::new(addr).with_net(self.config.env.net.clone()))
         });
         let mut changed = false;
         let mut pending = PendingBranch::default();
         let mut fork = 0u64;
-        // The next batch, asked for while the one before it was being applied.
-        let mut prefetched = None;
+        // The next batch and who sent it, asked for while the one before was being applied.
+        let mut prefetched: Option<(String, Result<Vec<Block>, ClientError>)> = None;
+        // Height ranges asked of several peers at once, oldest first (see `fill_ranges`).
+        let mut ranges = VecDeque::new();
+        let mut fetch: Option<ParallelFetch> = None;
+        // Batches in a row that held only blocks we already have (another sync got them).
+        let mut stale = 0;
         loop {
             if self.shutdown.is_cancelled() {
                 return changed;
             }
-            let fetched = match prefetched.take() {
+            let (source, fetched) = match prefetched.take() {
                 Some(fetched) => fetched,
                 None => {
                     let mut locator = self.chain().locator();
                     if let Some(last) = pending.last() {
                         locator.insert(0, last.hash);
                     }
-                    client.get_blocks(locator, SYNC_BATCH).await
+                    (
+                        addr.to_owned(),
+                        client.get_blocks(locator, SYNC_BATCH).await,
+                    )
                 }
             };
-            let batch = match fetched {
+            let mut batch = match fetched {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::debug!(peer = %addr, "sync stopped: {e}");
+                    tracing::debug!(peer = %source, "sync stopped: {e}");
                     break;
                 }
             };
+            if batch.is_empty() {
+                break;
+            }
+            if pending.is_empty() {
+                // Blocks we hold already (another sync applied them meanwhile) are no
+                // competing branch: skip them, and ask again from our tip if that was all.
+                let held = {
+                    let chain = self.chain();
+                    batch
+                        .iter()
+                        .take_while(|b| chain.height_of(&b.hash) == Some(b.index))
+                        .count()
+                };
+                if held == batch.len() {
+                    stale += 1;
+                    if stale > 3 {
+                        break;
+                    }
+                    ranges.clear();
+                    continue;
+                }
+                batch.drain(..held);
+            }
+            stale = 0;
             let Some(first) = batch.first() else { break };
             let PrevHash::Block(parent_hash) = first.prev_hash else {
                 break;
@@ -413,20 +458,37 @@ impl Node {
             if pending.is_empty() && known == Some(height) {
                 let writer = self.state.writer().await;
                 if self.chain().height() != height {
+                    ranges.clear();
                     continue;
                 }
-                // Pipelined: the blocks after this batch are asked for while it is checked
-                // and committed; a full batch says there may be more.
-                let next = (batch.len() == SYNC_BATCH).then(|| {
+                let full = batch.len() == SYNC_BATCH;
+                let last = batch.last().map(|b| (b.index, b.hash));
+                // A full batch that extends our tip: the chain goes on, and where other peers
+                // are linked its next parts are asked of all of them at once, by height.
+                if full && fetch.is_none() {
+                    fetch = Some(ParallelFetch::start(self, addr, &client));
+                }
+                let parallel = full && fetch.as_mut().is_some_and(ParallelFetch::is_on);
+                if let (true, Some(f), Some((index, _))) = (parallel, fetch.as_mut(), last) {
+                    f.fill_ranges(&mut ranges, index + 1);
+                } else {
+                    ranges.clear();
+                }
+                // Pipelined from one peer: the blocks after this batch are asked for while it
+                // is checked and committed.
+                let next = (full && !parallel).then(|| {
                     let mut locator = self.chain().locator();
-                    if let Some(last) = batch.last() {
-                        locator.insert(0, last.hash);
+                    if let Some((_, hash)) = last {
+                        locator.insert(0, hash);
                     }
                     locator
                 });
                 let ask_next = async {
                     match next {
-                        Some(locator) => Some(client.get_blocks(locator, SYNC_BATCH).await),
+                        Some(locator) => Some((
+                            addr.to_owned(),
+                            client.get_blocks(locator, SYNC_BATCH).await,
+                        )),
                         None => None,
                     }
                 };
@@ -441,13 +503,27 @@ impl Node {
                 match applied {
                     Ok(_) => changed = true,
                     Err(e) => {
-                        self.peers.strike(addr, &e.to_string());
+                        self.peers.strike(&source, &e.to_string());
                         break;
                     }
                 }
+                if let Some(f) = fetch.as_mut() {
+                    f.used.insert(source);
+                }
                 prefetched = next;
+                if parallel && let Some((index, hash)) = last {
+                    prefetched = next_range(&mut ranges, index + 1, hash).await;
+                    if prefetched.is_none() {
+                        // A part that failed or does not follow: the rest comes from `addr`.
+                        ranges.clear();
+                        if let Some(f) = fetch.as_mut() {
+                            f.stop();
+                        }
+                    }
+                }
                 continue;
             }
+            ranges.clear();
             let parent = match (pending.last(), parent) {
                 (Some(last), _) if last.hash == parent_hash => last.clone(),
                 (None, Some(p)) => {
@@ -460,7 +536,8 @@ impl Node {
             let work = match check_branch(&params, &parent, &batch) {
                 Ok(work) => work,
                 Err(e) => {
-                    self.peers.strike(addr, &format!("competing branch: {e}"));
+                    self.peers
+                        .strike(&source, &format!("competing branch: {e}"));
                     return changed;
                 }
             };
@@ -486,7 +563,8 @@ impl Node {
         }
         if changed {
             let tip = self.chain().tip().clone();
-            tracing::info!(peer = %addr, height = tip.index, "synced");
+            let sources = fetch.as_ref().map_or(1, |f| f.used.len().max(1));
+            tracing::info!(peer = %addr, height = tip.index, sources, "synced");
             self.relay(&tip, Some(addr));
         }
         changed
@@ -581,6 +659,128 @@ impl Node {
             }
         }
     }
+}
+
+/// A range of heights asked of one peer while syncing.
+struct RangeFetch {
+    from: u64,
+    source: String,
+    reply: AbortOnDropHandle<Result<Vec<Block>, ClientError>>,
+}
+
+/// The peers one sync fetches from at once: the peer synced with first, then up to three
+/// other linked peers. Only one sync of the node does this at a time (the others fetch from
+/// their one peer); the mark is released when the sync ends.
+struct ParallelFetch {
+    node: Arc<Node>,
+    sources: Vec<(String, Arc<NodeClient>)>,
+    /// Whether this sync holds the node's mark (and fetches from several peers).
+    on: bool,
+    /// Ranges asked so far, to choose the next source round robin.
+    asked: usize,
+    /// The peers whose blocks were applied, for the log.
+    used: BTreeSet<String>,
+}
+
+impl ParallelFetch {
+    fn start(node: &Arc<Node>, addr: &str, client: &Arc<NodeClient>) -> Self {
+        let on = node
+            .fetching
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        let mut fetch = ParallelFetch {
+            node: node.clone(),
+            on,
+            used: BTreeSet::new(),
+            asked: 0,
+            sources: vec![(addr.to_owned(), client.clone())],
+        };
+        fetch.add_sources();
+        fetch
+    }
+
+    /// Adds linked peers (up to [`MAX_SYNC_SOURCES`] in all), so peers that connect while a
+    /// long sync runs share it.
+    fn add_sources(&mut self) {
+        if !self.on {
+            return;
+        }
+        for peer in self.node.peers.connected() {
+            if self.sources.len() >= MAX_SYNC_SOURCES {
+                break;
+            }
+            if self.sources.iter().all(|(a, _)| *a != peer)
+                && let Some(c) = self.node.peers.client(&peer)
+            {
+                self.sources.push((peer, c));
+            }
+        }
+    }
+
+    /// Tells whether there is more than one peer to fetch from (looking for new ones).
+    fn is_on(&mut self) -> bool {
+        self.add_sources();
+        self.on && self.sources.len() > 1
+    }
+
+    /// Gives up fetching from several peers for the rest of this sync.
+    fn stop(&mut self) {
+        if std::mem::take(&mut self.on) {
+            self.node.fetching.store(false, Ordering::Release);
+        }
+    }
+
+    /// Keeps `RANGES_PER_SOURCE` ranges per source in flight, the first from height `from`
+    /// on (ranges already asked from there are kept).
+    fn fill_ranges(&mut self, ranges: &mut VecDeque<RangeFetch>, from: u64) {
+        if ranges.front().is_some_and(|r| r.from != from) {
+            ranges.clear();
+        }
+        let mut next = ranges.back().map_or(from, |r| r.from + SYNC_BATCH as u64);
+        while ranges.len() < RANGES_PER_SOURCE * self.sources.len() {
+            let (source, client) = self.sources[self.asked % self.sources.len()].clone();
+            self.asked += 1;
+            let reply = AbortOnDropHandle::new(tokio::spawn(async move {
+                client.get_range(next, SYNC_BATCH).await
+            }));
+            ranges.push_back(RangeFetch {
+                from: next,
+                source,
+                reply,
+            });
+            next += SYNC_BATCH as u64;
+        }
+    }
+}
+
+impl Drop for ParallelFetch {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits for the oldest range in flight, which must start at height `from` right after the
+/// block `parent`: its source and blocks, or `None` when it failed, came back empty, or
+/// does not follow (its peer is behind, on another branch, or older than `get_range`).
+async fn next_range(
+    ranges: &mut VecDeque<RangeFetch>,
+    from: u64,
+    parent: BlockHash,
+) -> Option<(String, Result<Vec<Block>, ClientError>)> {
+    let range = ranges.pop_front()?;
+    if range.from != from {
+        return None;
+    }
+    let blocks = match range.reply.await {
+        Ok(Ok(blocks)) => blocks,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %range.source, "range from {from} failed: {e}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let first = blocks.first()?;
+    (first.index == from && first.prev_hash.is(&parent)).then_some((range.source, Ok(blocks)))
 }
 
 #[cfg(test)]

@@ -110,6 +110,8 @@ pub struct Node {
     pub(super) handling: Mutex<HashSet<BlockHash>>,
     /// Reorgs since the node started (a chain with more work replaced blocks of ours).
     pub(super) reorgs: AtomicU64,
+    /// Set while one sync fetches from several peers at once (one such sync at a time).
+    pub(super) fetching: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Node {
@@ -197,6 +199,7 @@ impl Node {
                 next_conn: AtomicU64::new(0),
                 handling: Mutex::new(HashSet::new()),
                 reorgs: AtomicU64::new(0),
+                fetching: std::sync::atomic::AtomicBool::new(false),
             }
         }))
     }
