@@ -390,7 +390,7 @@ fn read_meta(
 }
 
 /// First byte of a block record in the binary layout (see [`encode_block`]). Records
-/// written by powchain 0.1 are the block's JSON and start with `{`; both are read.
+/// written by earlier versions are the block's JSON and start with `{`; both are read.
 const RECORD_V1: u8 = 1;
 
 /// Writes `block` as a binary store record into `out` (cleared first):
@@ -488,7 +488,7 @@ fn decode_block(index: u64, mut rest: &[u8], recanon: bool) -> Result<Block, Str
     })
 }
 
-/// A block as powchain 0.1 stored it, as JSON: its data is the canonical text it wrote.
+/// A block as earlier versions stored it, as JSON: its data is the canonical text it wrote.
 #[derive(serde::Deserialize)]
 struct JsonRecord<'a> {
     index: u64,
@@ -851,7 +851,7 @@ mod tests {
     }
 
     /// Blocks are stored in the binary layout and come back equal, a non-canonical
-    /// timestamp text included; records in powchain 0.1's JSON layout, in the same table,
+    /// timestamp text included; records in the earlier JSON layout, in the same table,
     /// are read as well, by a normal start and by a full one.
     #[test]
     fn binary_and_json_records_both_load() {
@@ -869,7 +869,7 @@ mod tests {
         {
             let (store, _) = Store::open(dir.path(), &params).unwrap();
             store.replace_from(5, &blocks[6..]).unwrap();
-            // Blocks 1 to 3 rewritten as the JSON powchain 0.1 stored.
+            // Blocks 1 to 3 rewritten as the JSON earlier versions stored.
             let tx = store.db.begin_write().unwrap();
             {
                 let mut table = tx.open_table(BLOCKS).unwrap();
