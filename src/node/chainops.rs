@@ -297,6 +297,14 @@ impl Node {
             );
             return (BlockOutcome::Rejected, Some(reason));
         };
+        if self.fetching.load(Ordering::Acquire) {
+            // The sync that runs fetches from this peer too: its block is no fault of its own.
+            let reason = format!(
+                "block {} does not link yet; a sync from several peers is running",
+                block.index
+            );
+            return (BlockOutcome::Ignored, Some(reason));
+        }
         if !self.unlinked_syncs.allow(peer, Instant::now()) {
             let reason = format!(
                 "block {} does not link; a sync with {peer} ran less than {} ms ago",

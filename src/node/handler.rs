@@ -455,6 +455,47 @@ mod tests {
         }
     }
 
+    /// While a sync fetches from several peers, a peer's block that does not link yet is
+    /// ignored, not rejected: it would otherwise count towards closing that peer's connection.
+    #[tokio::test]
+    async fn an_unlinked_block_during_a_parallel_sync_is_ignored() {
+        let (_dir, node) = node().await;
+        let peer_addr = "127.0.0.1:9".to_owned();
+        let mut admin = client();
+        let (added, _) = node
+            .handle(
+                Request::AddPeer {
+                    addr: peer_addr.clone(),
+                    cookie: Some(node.cookie.clone()),
+                },
+                &mut admin,
+            )
+            .await;
+        assert!(!matches!(added, Response::Error { .. }), "{added:?}");
+        let mut block = node.chain().genesis().clone();
+        block.index = 5;
+        block.prev_hash = crate::block::BlockHash([7; 32]).into();
+        block.hash = block.compute_hash();
+        let mut peer = Peer {
+            remote: Some("127.0.0.1:9".parse().unwrap()),
+            node: Some(peer_addr),
+            ..Peer::default()
+        };
+        node.fetching
+            .store(true, std::sync::atomic::Ordering::Release);
+        let (reply, _) = node.handle(Request::NewBlock { block }, &mut peer).await;
+        let Response::BlockResult { result, reason } = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(result, crate::message::BlockOutcome::Ignored, "{reason:?}");
+        assert!(
+            reason
+                .unwrap_or_default()
+                .contains("sync from several peers")
+        );
+        assert_eq!(peer.invalid, 0);
+    }
+
     /// Requests are answered in-process: mine, status, get_tail, get_range, validate, peers.
     #[tokio::test]
     async fn requests_are_answered_without_a_socket() {
