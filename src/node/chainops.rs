@@ -32,8 +32,11 @@ pub const REMINE_DELAY_STARTUP: Duration = Duration::from_secs(3);
 pub const SYNC_BATCH: usize = 5000;
 /// Most peers one sync fetches from at once (the peer synced with and three others).
 pub const MAX_SYNC_SOURCES: usize = 4;
-/// Range requests each source of a sync has in flight.
+/// Range requests each source of a sync has in flight, at most.
 const RANGES_PER_SOURCE: usize = 2;
+/// Replies one sync may have in flight from several peers, counted at the frame cap each
+/// (256 MiB: four ranges at the default 64 MiB cap), so peers cannot make it hold more.
+const MAX_FETCH_BYTES: usize = 256 * 1024 * 1024;
 /// Most blocks of a competing branch held in memory while it is fetched.
 pub const MAX_PENDING_BLOCKS: usize = 500_000;
 /// Most bytes of a competing branch held in memory while it is fetched.
@@ -474,7 +477,15 @@ impl Node {
                 // A full batch that extends our tip: the chain goes on, and where other peers
                 // are linked its next parts are asked of all of them at once, by height.
                 if full && fetch.is_none() {
-                    fetch = Some(ParallelFetch::start(self, addr, &client));
+                    let f = ParallelFetch::start(self, addr, &client);
+                    if !f.on {
+                        // Syncs started together (links made at once): the one fetching from
+                        // every peer does the rest; this peer's link asks again soon.
+                        tracing::debug!(peer = %addr, "sync left to the one fetching from every peer");
+                        drop(writer);
+                        break;
+                    }
+                    fetch = Some(f);
                 }
                 let parallel = full && fetch.as_mut().is_some_and(ParallelFetch::is_on);
                 if let (true, Some(f), Some((index, _))) = (parallel, fetch.as_mut(), last) {
@@ -738,14 +749,17 @@ impl ParallelFetch {
         }
     }
 
-    /// Keeps `RANGES_PER_SOURCE` ranges per source in flight, the first from height `from`
-    /// on (ranges already asked from there are kept).
+    /// Keeps up to `RANGES_PER_SOURCE` ranges per source in flight, within
+    /// [`MAX_FETCH_BYTES`] of replies at the frame cap, the first from height `from` on
+    /// (ranges already asked from there are kept).
     fn fill_ranges(&mut self, ranges: &mut VecDeque<RangeFetch>, from: u64) {
         if ranges.front().is_some_and(|r| r.from != from) {
             ranges.clear();
         }
         let mut next = ranges.back().map_or(from, |r| r.from + SYNC_BATCH as u64);
-        while ranges.len() < RANGES_PER_SOURCE * self.sources.len() {
+        let window = (MAX_FETCH_BYTES / self.node.config.max_frame.max(1))
+            .clamp(1, RANGES_PER_SOURCE * self.sources.len());
+        while ranges.len() < window {
             let (source, client) = self.sources[self.asked % self.sources.len()].clone();
             self.asked += 1;
             let reply = AbortOnDropHandle::new(tokio::spawn(async move {
