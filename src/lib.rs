@@ -5,14 +5,14 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`block`] | `Block`, `BlockHash`, canonical `BlockData`, the preimage, timestamps, work |
+//! | [`block`] | `Block`, `BlockHash`, `PrevHash`, `Timestamp`, canonical `BlockData`, the preimage, work |
 //! | [`params`] | `ChainParams`, `Retarget`, the fixed genesis, limits |
 //! | [`pow`] | the midstate multi-threaded miner (`NonceSearch`, `mine`) |
 //! | [`rules`] | the consensus rules over any `History`, `BlockError`, `check_branch` |
 //! | [`chain`] | `Blockchain` over a `VecDeque<Block>`: fork choice, locator, `Branch`, reorgs |
 //! | [`frame`] | the 10-byte length-header codec (tokio-util `Decoder`/`Encoder`) |
 //! | [`message`] | `Request`, `Response`, `ErrorCode`, the legacy text commands |
-//! | [`store`] | the chain on disk (redb) |
+//! | [`store`] | the chain on disk (redb, binary block records), read and hashed on all cores at start |
 //! | [`registry`] | `nodes.json`, the shared list of running nodes |
 //! | [`home`] | `POWCHAIN_HOME` and default data directories |
 //! | [`env`] | what a node takes from its environment (dialling, clocks, blocking work, mining), real or simulated |
