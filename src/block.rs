@@ -47,12 +47,18 @@ pub fn parse_timestamp(ts: &str) -> Option<i64> {
 
 /// Formats Unix seconds as a block timestamp.
 pub fn format_timestamp(secs: i64) -> String {
-    let mut out = String::with_capacity(20);
-    if !write_canonical_time(secs, &mut out) {
-        let shown = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
-        let _ = write!(out, "{}", shown.format(TIMESTAMP_FORMAT));
+    match canonical_time(secs) {
+        Some(buf) => ascii(&buf).to_owned(),
+        None => chrono::DateTime::from_timestamp(secs, 0)
+            .unwrap_or_default()
+            .format(TIMESTAMP_FORMAT)
+            .to_string(),
     }
-    out
+}
+
+/// The text of a buffer this module filled with ASCII digits and punctuation.
+fn ascii(buf: &[u8]) -> &str {
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 /// Seconds from 1970 of 0000-01-01 00:00:00 and of 9999-12-31 23:59:59: the range whose
@@ -82,10 +88,10 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// Writes `secs` as `dd/mm/YYYY, HH:MM:SS` if its year has four digits; false otherwise.
-fn write_canonical_time(secs: i64, out: &mut String) -> bool {
+/// Returns `secs` as `dd/mm/YYYY, HH:MM:SS` if its year has four digits.
+fn canonical_time(secs: i64) -> Option<[u8; 20]> {
     if !CANONICAL_SECS.contains(&secs) {
-        return false;
+        return None;
     }
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
@@ -101,8 +107,7 @@ fn write_canonical_time(secs: i64, out: &mut String) -> bool {
     two(&mut buf, 12, rem / 3600);
     two(&mut buf, 15, rem / 60 % 60);
     two(&mut buf, 18, rem % 60);
-    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
-    true
+    Some(buf)
 }
 
 /// Reads exactly the form [`format_timestamp`] writes (two-digit fields, a four-digit year,
@@ -173,25 +178,15 @@ impl Timestamp {
         }
     }
 
-    /// Appends the timestamp's text, unquoted.
-    fn write_text(&self, out: &mut String) {
+    /// Calls `f` with the timestamp's text (no allocation for the canonical form).
+    fn with_text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
         match self {
-            Timestamp::Unix(secs) => {
-                write_canonical_time(*secs, out);
-            }
-            Timestamp::Text(text) => out.push_str(text),
-        }
-    }
-
-    /// Appends the timestamp as a JSON string, escaped as serde_json does.
-    fn write_json(&self, out: &mut String) {
-        match self {
-            Timestamp::Unix(_) => {
-                out.push('"');
-                self.write_text(out);
-                out.push('"');
-            }
-            Timestamp::Text(text) => write_string(text, out),
+            Timestamp::Unix(secs) => match canonical_time(*secs) {
+                Some(buf) => f(ascii(&buf)),
+                // Only a `Unix` built by hand is outside the range `from_unix` keeps there.
+                None => f(&format_timestamp(*secs)),
+            },
+            Timestamp::Text(text) => f(text),
         }
     }
 }
@@ -214,47 +209,61 @@ impl From<String> for Timestamp {
     }
 }
 
+impl FromStr for Timestamp {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Timestamp::from(s))
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = String::with_capacity(20);
-        self.write_text(&mut out);
-        f.write_str(&out)
+        self.with_text(|t| f.write_str(t))
     }
 }
 
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.to_string())
+        self.with_text(|t| write!(f, "{t:?}"))
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Timestamp::Unix(_) => {
-                let mut out = String::with_capacity(20);
-                self.write_text(&mut out);
-                s.serialize_str(&out)
-            }
-            Timestamp::Text(text) => s.serialize_str(text),
-        }
+        self.with_text(|t| s.serialize_str(t))
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        /// Reads the text where the deserializer holds it; copies only a non-canonical one.
-        struct Text;
-        impl serde::de::Visitor<'_> for Text {
-            type Value = Timestamp;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a timestamp \"dd/mm/YYYY, HH:MM:SS\"")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
-                Ok(Timestamp::from(s))
-            }
+        d.deserialize_str(ParseText::new("a timestamp \"dd/mm/YYYY, HH:MM:SS\""))
+    }
+}
+
+/// A serde visitor that parses a string where the deserializer holds it (no copy first),
+/// for the block's text fields: hashes, `prev_hash`, timestamps.
+struct ParseText<T> {
+    expecting: &'static str,
+    into: std::marker::PhantomData<T>,
+}
+
+impl<T> ParseText<T> {
+    fn new(expecting: &'static str) -> Self {
+        ParseText {
+            expecting,
+            into: std::marker::PhantomData,
         }
-        d.deserialize_str(Text)
+    }
+}
+
+impl<T: FromStr<Err: fmt::Display>> serde::de::Visitor<'_> for ParseText<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
+        s.parse().map_err(E::custom)
     }
 }
 
@@ -273,15 +282,11 @@ impl PrevHash {
         matches!(self, PrevHash::Block(h) if h == parent)
     }
 
-    /// Appends the text form: `0000` or 64 hex digits.
-    fn write_text(&self, out: &mut String) {
+    /// Calls `f` with the text form: `0000` or 64 hex digits (no allocation).
+    fn with_text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
         match self {
-            PrevHash::Genesis => out.push_str(GENESIS_PREV_HASH),
-            PrevHash::Block(h) => {
-                let mut buf = [0u8; 64];
-                let _ = hex::encode_to_slice(h.0, &mut buf);
-                out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
-            }
+            PrevHash::Genesis => f(GENESIS_PREV_HASH),
+            PrevHash::Block(h) => f(ascii(&h.hex())),
         }
     }
 }
@@ -306,9 +311,7 @@ impl FromStr for PrevHash {
 
 impl fmt::Display for PrevHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = String::with_capacity(64);
-        self.write_text(&mut out);
-        f.write_str(&out)
+        self.with_text(|t| f.write_str(t))
     }
 }
 
@@ -320,27 +323,15 @@ impl fmt::Debug for PrevHash {
 
 impl Serialize for PrevHash {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PrevHash::Genesis => s.serialize_str(GENESIS_PREV_HASH),
-            PrevHash::Block(h) => h.serialize(s),
-        }
+        self.with_text(|t| s.serialize_str(t))
     }
 }
 
 impl<'de> Deserialize<'de> for PrevHash {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        /// Parses the text where the deserializer holds it.
-        struct Text;
-        impl serde::de::Visitor<'_> for Text {
-            type Value = PrevHash;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("\"0000\" or a hash as 64 lowercase hex digits")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<PrevHash, E> {
-                s.parse().map_err(E::custom)
-            }
-        }
-        d.deserialize_str(Text)
+        d.deserialize_str(ParseText::new(
+            "\"0000\" or a hash as 64 lowercase hex digits",
+        ))
     }
 }
 
@@ -357,6 +348,14 @@ impl BlockHash {
     /// Returns the hash as 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
+    }
+
+    /// Returns the 64 lowercase hex digits in a buffer (no allocation).
+    fn hex(&self) -> [u8; 64] {
+        let mut buf = [0u8; 64];
+        // Infallible: the buffer is exactly twice the digest length.
+        let _ = hex::encode_to_slice(self.0, &mut buf);
+        buf
     }
 
     /// Returns the first 8 hex digits, for logs and dashboards.
@@ -435,27 +434,13 @@ impl FromStr for BlockHash {
 
 impl Serialize for BlockHash {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 64];
-        // Infallible: the buffer is exactly twice the digest length.
-        let _ = hex::encode_to_slice(self.0, &mut buf);
-        s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
+        s.serialize_str(ascii(&self.hex()))
     }
 }
 
 impl<'de> Deserialize<'de> for BlockHash {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        /// Parses the text where the deserializer holds it, without copying it first.
-        struct HexHash;
-        impl serde::de::Visitor<'_> for HexHash {
-            type Value = BlockHash;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a hash as 64 lowercase hex digits")
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<BlockHash, E> {
-                s.parse().map_err(E::custom)
-            }
-        }
-        d.deserialize_str(HexHash)
+        d.deserialize_str(ParseText::new("a hash as 64 lowercase hex digits"))
     }
 }
 
@@ -603,9 +588,9 @@ impl Block {
         out.push_str("{\"index\":");
         let _ = write!(out, "{}", self.index);
         out.push_str(",\"timestamp\":");
-        self.timestamp.write_json(out);
+        self.timestamp.with_text(|t| write_string(t, out));
         out.push_str(",\"prev_hash\":\"");
-        self.prev_hash.write_text(out);
+        self.prev_hash.with_text(|t| out.push_str(t));
         out.push_str("\",\"difficulty\":");
         let _ = write!(out, "{}", self.difficulty);
         out.push_str(",\"data\":");

@@ -217,9 +217,10 @@ impl Blockchain {
         Self::build(params, blocks, chrono::Utc::now().timestamp(), recheck)
     }
 
-    /// As [`Blockchain::from_stored_blocks`], with the hashing pass over the blocks after
-    /// genesis already done (`checked[i]` for `blocks[i + 1]`, as the store computes it
-    /// while reading).
+    /// As [`Blockchain::from_stored_blocks`], with the hashing pass already done (as the
+    /// store does it while reading): `checked` holds the results of the last
+    /// `checked.len()` blocks, all of them or all but genesis. With `recheck` at
+    /// `usize::MAX` every rule of every block is checked, as [`Blockchain::from_blocks`] does.
     pub fn from_stored_checked(
         params: ChainParams,
         blocks: Vec<Block>,
@@ -581,7 +582,7 @@ impl Blockchain {
 
     /// Returns a copy of the blocks from `height` on.
     pub fn blocks_from(&self, height: u64) -> Vec<Block> {
-        self.blocks.iter().skip(height as usize).cloned().collect()
+        self.range(height, usize::MAX)
     }
 }
 

@@ -272,13 +272,19 @@ impl NodeClient {
         if let Ok(list) = serde_json::from_slice::<BlockList>(&reply) {
             return Ok(list.blocks);
         }
-        match self.parse(&reply)? {
+        let other = self.node_error(self.parse(&reply)?)?;
+        Err(self.unexpected(format!("{other:?}")))
+    }
+
+    /// Turns the node's error reply into [`ClientError::Node`]; other replies pass.
+    fn node_error(&self, reply: Response) -> Result<Response, ClientError> {
+        match reply {
             Response::Error { code, message } => Err(ClientError::Node {
                 addr: self.addr.clone(),
                 code,
                 message,
             }),
-            other => Err(self.unexpected(format!("{other:?}"))),
+            other => Ok(other),
         }
     }
 
@@ -377,14 +383,8 @@ impl NodeClient {
     }
 
     async fn expect(&self, request: Request) -> Result<Response, ClientError> {
-        match self.call(&request).await? {
-            Response::Error { code, message } => Err(ClientError::Node {
-                addr: self.addr.clone(),
-                code,
-                message,
-            }),
-            other => Ok(other),
-        }
+        let reply = self.call(&request).await?;
+        self.node_error(reply)
     }
 
     /// Performs the handshake.

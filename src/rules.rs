@@ -213,6 +213,7 @@ pub fn retarget_shift(expected: u128, actual: u128) -> i64 {
 }
 
 /// What the hashing pass learns of a block, computed in parallel for long chains.
+#[derive(Default)]
 pub struct Checked {
     /// The recomputed hash.
     pub hash: BlockHash,

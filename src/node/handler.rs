@@ -288,8 +288,14 @@ impl Node {
             .env
             .blocking
             .run(move || {
-                let blocks = node.state.store().load().map_err(|e| e.to_string())?;
-                crate::chain::Blockchain::from_blocks(node.config.params.clone(), blocks)
+                // Hashed while read; every rule of every block checked, as `from_blocks` does.
+                let (blocks, checked) = node
+                    .state
+                    .store()
+                    .load_checked()
+                    .map_err(|e| e.to_string())?;
+                let params = node.config.params.clone();
+                crate::chain::Blockchain::from_stored_checked(params, blocks, checked, usize::MAX)
                     .map(drop)
                     .map_err(|e| e.to_string())
             })
