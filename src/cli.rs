@@ -113,9 +113,10 @@ pub struct NodeArgs {
     /// Most links other nodes may open to this one.
     #[arg(long, default_value_t = 117)]
     pub max_inbound: usize,
-    /// The address other nodes should dial, HOST:PORT, when the bound one is not it
-    /// (a node bound to 0.0.0.0, or behind a forwarded port).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The address other nodes should dial, IP:PORT, when the bound one is not it
+    /// (a node bound to 0.0.0.0, or behind a forwarded port). An address, not a name:
+    /// peers refuse a `hello` naming a host they would have to resolve.
+    #[arg(long, value_name = "IP:PORT")]
     pub advertise: Option<String>,
 }
 
@@ -177,10 +178,13 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
         max_inbound: args.max_inbound,
     };
     if let Some(advertise) = &args.advertise {
-        match crate::node::normalize_addr(advertise) {
-            Ok(a) => config.advertise = Some(a),
-            Err(e) => {
-                eprintln!("error: --advertise: {e}");
+        match crate::node::dial_addr(advertise, None) {
+            Some(a) => config.advertise = Some(a),
+            None => {
+                eprintln!(
+                    "error: --advertise {advertise:?} is not IP:PORT (a numeric address \
+                     other nodes can dial, e.g. 192.0.2.7:5001)"
+                );
                 return std::process::ExitCode::FAILURE;
             }
         }

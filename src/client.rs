@@ -152,6 +152,8 @@ pub struct NodeClient {
     max_frame: usize,
     greeting: GreetingSlot,
     conn: Mutex<Option<Framed<Conn, FrameCodec>>>,
+    /// Held through an admin call's challenge and request.
+    admin: Mutex<()>,
     /// How connections are opened.
     net: Arc<dyn Net>,
     /// When the kept connection was last used, in ms since `born`.
@@ -170,13 +172,14 @@ impl NodeClient {
             max_frame: crate::frame::DEFAULT_MAX_FRAME,
             greeting: GreetingSlot(None),
             conn: Mutex::new(None),
+            admin: Mutex::new(()),
             net: Arc::new(TcpNet),
             last_used_ms: AtomicU64::new(0),
             born: Instant::now(),
         }
     }
 
-    /// Sets the admin cookie sent with `shutdown`, `add_peer` and `remove_peer`.
+    /// Sets the admin cookie that `shutdown`, `add_peer` and `remove_peer` prove.
     pub fn with_cookie(mut self, cookie: Option<String>) -> Self {
         self.cookie = cookie;
         self
@@ -486,22 +489,61 @@ impl NodeClient {
         }
     }
 
-    /// Adds a peer (sends the cookie).
-    pub async fn add_peer(&self, addr: &str) -> Result<(), ClientError> {
-        let request = Request::AddPeer {
-            addr: addr.to_owned(),
-            cookie: self.cookie.clone(),
+    /// Sends the admin request of type `kind` that `make` builds from a proof of the
+    /// cookie: with a cookie set, the node is asked for a challenge first and given a
+    /// proof for it (`message::admin_proof`), never the cookie itself, so that whatever
+    /// listens at the address learns nothing it could use.
+    async fn admin(
+        &self,
+        kind: &str,
+        make: impl FnOnce(Option<String>) -> Request,
+    ) -> Result<Response, ClientError> {
+        // One admin exchange at a time: a second challenge would replace the first's nonce.
+        let _one = self.admin.lock().await;
+        let proof = match &self.cookie {
+            None => None,
+            Some(cookie) => {
+                let nonce = match self.expect(Request::Challenge).await {
+                    Ok(Response::Challenge { nonce }) => nonce,
+                    Ok(other) => return Err(self.unexpected(format!("{other:?}"))),
+                    Err(e) if e.error_code() == Some(ErrorCode::UnknownType) => {
+                        return Err(ClientError::Node {
+                            addr: self.addr.clone(),
+                            code: ErrorCode::Unauthorized,
+                            message: "the node does not answer \"challenge\" (a version before \
+                                      it), so its cookie was not sent; send {\"type\":..,\
+                                      \"cookie\":..} yourself to such a node"
+                                .into(),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                };
+                Some(crate::message::admin_proof(cookie, &nonce, kind))
+            }
         };
-        self.expect(request).await.map(drop)
+        self.expect(make(proof)).await
     }
 
-    /// Removes a peer (sends the cookie).
-    pub async fn remove_peer(&self, addr: &str) -> Result<(), ClientError> {
-        let request = Request::RemovePeer {
+    /// Adds a peer (proves the cookie).
+    pub async fn add_peer(&self, addr: &str) -> Result<(), ClientError> {
+        self.admin("add_peer", |proof| Request::AddPeer {
             addr: addr.to_owned(),
-            cookie: self.cookie.clone(),
-        };
-        self.expect(request).await.map(drop)
+            cookie: None,
+            proof,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Removes a peer (proves the cookie).
+    pub async fn remove_peer(&self, addr: &str) -> Result<(), ClientError> {
+        self.admin("remove_peer", |proof| Request::RemovePeer {
+            addr: addr.to_owned(),
+            cookie: None,
+            proof,
+        })
+        .await
+        .map(drop)
     }
 
     /// Syncs the node with all its peers now; returns (height, tip, replaced).
@@ -525,11 +567,12 @@ impl NodeClient {
         }
     }
 
-    /// Asks the node to shut down (sends the cookie).
+    /// Asks the node to shut down (proves the cookie).
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         match self
-            .expect(Request::Shutdown {
-                cookie: self.cookie.clone(),
+            .admin("shutdown", |proof| Request::Shutdown {
+                cookie: None,
+                proof,
             })
             .await?
         {

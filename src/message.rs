@@ -186,6 +186,9 @@ pub enum Request {
         /// The node's cookie.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cookie: Option<String>,
+        /// Proof of the cookie for this connection's challenge, instead of the cookie.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<String>,
     },
     /// Remove a peer (admin).
     RemovePeer {
@@ -194,6 +197,9 @@ pub enum Request {
         /// The node's cookie.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cookie: Option<String>,
+        /// Proof of the cookie for this connection's challenge, instead of the cookie.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<String>,
     },
     /// Sync with every peer now.
     Sync,
@@ -204,7 +210,13 @@ pub enum Request {
         /// The node's cookie.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cookie: Option<String>,
+        /// Proof of the cookie for this connection's challenge, instead of the cookie.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<String>,
     },
+    /// A nonce for the next admin request on this connection to prove the cookie with
+    /// (`proof`), so that whoever listens on a node's port never learns the cookie.
+    Challenge,
 }
 
 impl Request {
@@ -221,7 +233,7 @@ impl Request {
     }
 
     /// Every request `type` tag, as [`Request::kind`] returns them.
-    pub const TYPES: [&'static str; 16] = [
+    pub const TYPES: [&'static str; 17] = [
         "hello",
         "status",
         "get_chain",
@@ -238,6 +250,7 @@ impl Request {
         "sync",
         "validate",
         "shutdown",
+        "challenge",
     ];
 
     /// Returns the request's `type` tag, for logs.
@@ -259,6 +272,7 @@ impl Request {
             Request::Sync => "sync",
             Request::Validate => "validate",
             Request::Shutdown { .. } => "shutdown",
+            Request::Challenge => "challenge",
         }
     }
 }
@@ -374,6 +388,11 @@ pub enum Response {
     },
     /// The node is shutting down.
     Exiting,
+    /// A nonce for the next admin request on this connection (see [`admin_proof`]).
+    Challenge {
+        /// 64 lowercase hex digits, fresh for each `challenge`.
+        nonce: String,
+    },
     /// The request failed; the connection stays usable.
     Error {
         /// Machine-readable code.
@@ -391,6 +410,22 @@ impl Response {
             message: message.into(),
         }
     }
+}
+
+/// Returns the proof of `cookie` for an admin request of type `kind` (`shutdown`,
+/// `add_peer`, `remove_peer`) answering a connection's challenge `nonce`: lowercase hex
+/// of HMAC-SHA256 keyed by the cookie's text, over `nonce ":" kind`. A listener that is
+/// not the node learns a proof for its own nonce only, which no node will ask again.
+pub fn admin_proof(cookie: &str, nonce: &str, kind: &str) -> String {
+    use hmac::Mac;
+    // HMAC takes a key of any length: `new_from_slice` cannot fail for it.
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(cookie.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(nonce.as_bytes());
+    mac.update(b":");
+    mac.update(kind.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// One of the original's plain-text commands.
@@ -580,14 +615,20 @@ mod tests {
             Request::AddPeer {
                 addr: "a:1".into(),
                 cookie: None,
+                proof: None,
             },
             Request::RemovePeer {
                 addr: "a:1".into(),
                 cookie: None,
+                proof: None,
             },
             Request::Sync,
             Request::Validate,
-            Request::Shutdown { cookie: None },
+            Request::Shutdown {
+                cookie: None,
+                proof: None,
+            },
+            Request::Challenge,
         ];
         for r in &requests {
             let tag = serde_json::to_value(r).unwrap()["type"].clone();
@@ -595,6 +636,24 @@ mod tests {
             assert!(Request::TYPES.contains(&r.kind()));
         }
         assert_eq!(Request::TYPES.len(), requests.len() + 1); // and hello
+    }
+
+    /// The admin proof is PROTOCOL.md's vector, and depends on the nonce and the type.
+    #[test]
+    fn admin_proof_matches_the_protocols_vector() {
+        let (cookie, nonce) = ("0".repeat(64), "1".repeat(64));
+        assert_eq!(
+            admin_proof(&cookie, &nonce, "shutdown"),
+            "5bbcf719c058c5a6fee56f77e5c60e32c284b95b1f19e540e026318f2fdef2bc"
+        );
+        assert_ne!(
+            admin_proof(&cookie, &nonce, "shutdown"),
+            admin_proof(&cookie, &nonce, "add_peer")
+        );
+        assert_ne!(
+            admin_proof(&cookie, &nonce, "shutdown"),
+            admin_proof(&cookie, &"2".repeat(64), "shutdown")
+        );
     }
 
     /// Replies serialize with the design's tags and field names.

@@ -226,6 +226,13 @@ impl AddrBook {
             .min()
     }
 
+    /// Tells whether a handshake with `addr` ever succeeded (since it was last added).
+    pub fn has_succeeded(&self, addr: &str) -> bool {
+        self.entries
+            .get(addr)
+            .is_some_and(|e| e.last_success.is_some())
+    }
+
     /// Records a successful handshake with `addr`.
     pub fn succeeded(&mut self, addr: &str, now: Instant) {
         if let Some(e) = self.entries.get_mut(addr) {
@@ -246,7 +253,14 @@ impl AddrBook {
             .saturating_mul(1 << e.failures.min(16).saturating_sub(1))
             .min(MAX_BACKOFF);
         e.retry_at = Some(now + wait);
-        if e.failures >= MAX_FAILURES && e.source != Source::Seed {
+        // A node that dialled us and announced an address we never reached is taken at its
+        // word once: a peer must not make us dial whatever address it names again and again.
+        let limit = if e.source == Source::Hello && e.last_success.is_none() {
+            1
+        } else {
+            MAX_FAILURES
+        };
+        if e.failures >= limit && e.source != Source::Seed {
             self.remove(addr);
             return true;
         }
@@ -410,6 +424,21 @@ mod tests {
         assert_eq!(book.next_retry(later), Some(later + MAX_BACKOFF));
         // A source's share is given back when its addresses go.
         assert!(!book.per_source.contains_key("x:1"));
+    }
+
+    /// An address a node announced in its `hello` and that we never reached is forgotten
+    /// at its first failure; once reached, it ages out as any other.
+    #[test]
+    fn an_unreached_hello_address_is_dialled_once() {
+        let now = Instant::now();
+        let mut book = AddrBook::new([]);
+        book.add("10.0.0.1:1", Source::Hello, now);
+        book.add("10.0.0.2:1", Source::Hello, now);
+        book.succeeded("10.0.0.2:1", now);
+        assert!(book.failed("10.0.0.1:1", now), "forgotten at once");
+        assert!(!book.contains("10.0.0.1:1"));
+        assert!(!book.failed("10.0.0.2:1", now), "reached before: kept");
+        assert!(book.contains("10.0.0.2:1"));
     }
 
     /// Candidates skip busy addresses and prefer those that worked.

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::addrbook::Source;
 use super::core::Node;
-use super::peers::Accepted;
+use super::peers::{Accepted, UNLINKED_SYNC_INTERVAL, UNVERIFIED_SYNC_INTERVAL};
 use crate::message::{
     self, BlockOutcome, ErrorCode, Hello, Incoming, Legacy, MAX_BLOCKS_PER_REPLY, Pong, Request,
     Response, Status,
@@ -37,6 +37,8 @@ pub struct Peer {
     pub invalid: u32,
     /// Blocks already held received again on this connection.
     pub replays: u32,
+    /// The nonce of the last `challenge` on this connection, until an admin request uses it.
+    pub challenge: Option<String>,
 }
 
 impl Peer {
@@ -131,8 +133,18 @@ impl Node {
                     .peers
                     .sample(peer.remote.map(|r| r.ip()), peer.node.as_deref()),
             },
-            Request::AddPeer { addr, cookie } => {
-                if !self.cookie_ok(cookie.as_deref()) {
+            Request::Challenge => {
+                use rand::Rng;
+                let nonce = hex::encode(rand::rng().random::<[u8; 32]>());
+                peer.challenge = Some(nonce.clone());
+                Response::Challenge { nonce }
+            }
+            Request::AddPeer {
+                addr,
+                cookie,
+                proof,
+            } => {
+                if !self.admin_ok("add_peer", cookie, proof, peer) {
                     return (unauthorized("add_peer"), Effect::Continue);
                 }
                 match self.add_peer(&addr) {
@@ -140,8 +152,12 @@ impl Node {
                     Err(message) => Response::error(ErrorCode::BadPeer, message),
                 }
             }
-            Request::RemovePeer { addr, cookie } => {
-                if !self.cookie_ok(cookie.as_deref()) {
+            Request::RemovePeer {
+                addr,
+                cookie,
+                proof,
+            } => {
+                if !self.admin_ok("remove_peer", cookie, proof, peer) {
                     return (unauthorized("remove_peer"), Effect::Continue);
                 }
                 if self.peers.remove(&addr) {
@@ -164,8 +180,8 @@ impl Node {
                 }
             }
             Request::Validate => self.validate_stored().await,
-            Request::Shutdown { cookie } => {
-                if !self.cookie_ok(cookie.as_deref()) {
+            Request::Shutdown { cookie, proof } => {
+                if !self.admin_ok("shutdown", cookie, proof, peer) {
                     return (unauthorized("shutdown"), Effect::Continue);
                 }
                 tracing::info!(remote = ?peer.remote, "shutdown requested");
@@ -198,6 +214,20 @@ impl Node {
                 format!("listen address {:?} is not host:port", hello.listen),
             );
         };
+        // One identity per connection: a connection that named itself may greet again
+        // (the same address), never as another node. Otherwise one socket could take every
+        // inbound slot, and only the last name would end with it.
+        if let Some(named) = &peer.node
+            && *named != addr
+        {
+            return Response::error(
+                ErrorCode::BadPeer,
+                format!(
+                    "this connection is the link of {named}; a hello naming {addr} needs a \
+                     connection of its own"
+                ),
+            );
+        }
         if self.peers.is_own(&addr) {
             // Ourselves (or a client borrowing our address): answered, never a link.
             return Response::Hello(ours);
@@ -241,10 +271,18 @@ impl Node {
                         _ = tokio::time::sleep(GREETING_GRACE) => {}
                     }
                 }
+                let interval = if node.peers.verified(&addr) {
+                    UNLINKED_SYNC_INTERVAL
+                } else {
+                    UNVERIFIED_SYNC_INTERVAL
+                };
                 if node.has_less_work_than(&work)
-                    && node.unlinked_syncs.allow(&addr, Instant::now())
+                    && node
+                        .unlinked_syncs
+                        .allow_every(&addr, Instant::now(), interval)
+                    && node.sync_with(&addr).await
                 {
-                    node.sync_with(&addr).await;
+                    node.peers.served(&addr);
                 }
             });
         }
@@ -270,8 +308,25 @@ impl Node {
         }
     }
 
-    fn cookie_ok(&self, cookie: Option<&str>) -> bool {
-        cookie.is_some_and(|c| constant_time_eq(c.as_bytes(), self.cookie.as_bytes()))
+    /// Tells whether an admin request of type `kind` is authorized: it carries the cookie,
+    /// or the proof of it for the challenge this connection was given last (used up by
+    /// this request, right or wrong).
+    fn admin_ok(
+        &self,
+        kind: &str,
+        cookie: Option<String>,
+        proof: Option<String>,
+        peer: &mut Peer,
+    ) -> bool {
+        let nonce = peer.challenge.take();
+        match (cookie, proof, nonce) {
+            (Some(c), _, _) => constant_time_eq(c.as_bytes(), self.cookie.as_bytes()),
+            (None, Some(p), Some(nonce)) => {
+                let want = crate::message::admin_proof(&self.cookie, &nonce, kind);
+                constant_time_eq(p.as_bytes(), want.as_bytes())
+            }
+            _ => false,
+        }
     }
 
     /// Tells whether the original's bare `SHUTDOWN` is obeyed from this client.
@@ -317,7 +372,10 @@ impl Node {
 fn unauthorized(what: &str) -> Response {
     Response::error(
         ErrorCode::Unauthorized,
-        format!("{what} needs the node's cookie (the \"cookie\" field; see <data-dir>/.cookie)"),
+        format!(
+            "{what} needs the node's cookie (see <data-dir>/.cookie): the \"cookie\" field, or \
+             a \"proof\" of it for this connection's last \"challenge\""
+        ),
     )
 }
 
@@ -473,6 +531,7 @@ mod tests {
                 Request::AddPeer {
                     addr: peer_addr.clone(),
                     cookie: Some(node.cookie.clone()),
+                    proof: None,
                 },
                 &mut admin,
             )
@@ -548,6 +607,7 @@ mod tests {
                 Request::RemovePeer {
                     addr: "127.0.0.1:2".into(),
                     cookie: Some(node.cookie.clone()),
+                    proof: None,
                 },
                 &mut peer,
             )
@@ -568,7 +628,13 @@ mod tests {
         let (_dir, node) = node().await;
         let mut peer = client();
         let (refused, effect) = node
-            .handle(Request::Shutdown { cookie: None }, &mut peer)
+            .handle(
+                Request::Shutdown {
+                    cookie: None,
+                    proof: None,
+                },
+                &mut peer,
+            )
             .await;
         assert!(matches!(
             refused,
@@ -579,7 +645,15 @@ mod tests {
         ));
         assert_eq!(effect, Effect::Continue);
         let cookie = Some(node.cookie.clone());
-        let (reply, effect) = node.handle(Request::Shutdown { cookie }, &mut peer).await;
+        let (reply, effect) = node
+            .handle(
+                Request::Shutdown {
+                    cookie,
+                    proof: None,
+                },
+                &mut peer,
+            )
+            .await;
         assert_eq!((reply, effect), (Response::Exiting, Effect::Shutdown));
         let (bytes, effect) =
             answer(&node, bytes::Bytes::from_static(b"SHUTDOWN"), &mut peer).await;

@@ -3,7 +3,7 @@
 //! (handshake, address gossip, sync when the peer has more work, a small ping every
 //! [`PING_INTERVAL`]). Inbound links are taken from `hello`s by the handler.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -332,22 +332,24 @@ impl Node {
 }
 
 /// Returns the address to dial a peer that announced `listen` on a connection from
-/// `remote`: a peer bound to every interface (`0.0.0.0:P`) is dialled at the address its
+/// `remote`, or `None` when `listen` is not a numeric `ip:port` (a name would be resolved
+/// when dialled, and `LOCALHOST`, `127.1` or `2130706433` all lead to loopback through a
+/// resolver: a peer names itself by address). An IPv4-mapped IPv6 address is its IPv4
+/// address. A peer bound to every interface (`0.0.0.0:P`) is dialled at the address its
 /// connection came from, on port `P`; so is a peer on another host announcing a loopback
 /// address (which could only lead to this machine's own services).
 pub fn dial_addr(listen: &str, remote: Option<SocketAddr>) -> Option<String> {
-    let addr = normalize_addr(listen).ok()?;
-    let (host, port) = addr.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip = host.parse::<IpAddr>().ok();
-    let remote_is_local = remote.is_none_or(|r| r.ip().is_loopback());
-    let rewrite =
-        ip.is_some_and(|ip| ip.is_unspecified() || (ip.is_loopback() && !remote_is_local));
-    match (rewrite, remote) {
-        (true, Some(remote)) => Some(SocketAddr::new(remote.ip(), port.parse().ok()?).to_string()),
-        (true, None) => None,
-        (false, _) => Some(addr),
+    let announced: SocketAddr = listen.parse().ok()?;
+    let ip = announced.ip().to_canonical();
+    if announced.port() == 0 {
+        return None;
     }
+    let remote_is_local = remote.is_none_or(|r| r.ip().to_canonical().is_loopback());
+    if ip.is_unspecified() || (ip.is_loopback() && !remote_is_local) {
+        let remote = remote?;
+        return Some(SocketAddr::new(remote.ip().to_canonical(), announced.port()).to_string());
+    }
+    Some(SocketAddr::new(ip, announced.port()).to_string())
 }
 
 #[cfg(test)]
@@ -373,9 +375,26 @@ mod tests {
             Some("127.0.0.1:5001")
         );
         assert_eq!(
-            dial_addr("localhost:5001", Some(near)).as_deref(),
-            Some("127.0.0.1:5001")
+            dial_addr("[::ffff:127.0.0.1]:5001", Some(far)).as_deref(),
+            Some("10.0.0.7:5001"),
+            "an IPv4-mapped loopback address is loopback"
         );
+        assert_eq!(
+            dial_addr("[::ffff:10.0.0.9]:5001", Some(far)).as_deref(),
+            Some("10.0.0.9:5001")
+        );
+        // Names, and the forms a resolver reads as loopback, are not addresses.
+        for name in [
+            "localhost:5001",
+            "LOCALHOST:5001",
+            "127.1:5001",
+            "2130706433:5001",
+            "0x7f000001:5001",
+            "127.0.0.1:0",
+            "http://127.0.0.1:5001",
+        ] {
+            assert_eq!(dial_addr(name, Some(near)), None, "{name}");
+        }
         assert_eq!(
             dial_addr("10.0.0.9:5001", Some(far)).as_deref(),
             Some("10.0.0.9:5001")

@@ -26,7 +26,7 @@ pub use addrbook::MAX_ADDRS;
 pub use addrbook::{AddrBook, Source};
 pub use chainops::{MAX_PENDING_BLOCKS, MAX_PENDING_BYTES, SYNC_BATCH};
 pub use env::{Env, Listener};
-pub use links::PING_INTERVAL;
+pub use links::{PING_INTERVAL, dial_addr};
 pub use miner::Miner;
 pub use peers::{Direction, Limits, PeerSet, normalize_addr};
 

@@ -439,6 +439,17 @@ impl PeerSet {
         ours
     }
 
+    /// Tells whether `addr` ever answered this node as a node of its network (a handshake
+    /// we made, or blocks it served that we kept).
+    pub fn verified(&self, addr: &str) -> bool {
+        self.book().has_succeeded(addr)
+    }
+
+    /// Records that `addr` served blocks that we kept: it is a node, good in the book.
+    pub fn served(&self, addr: &str) {
+        self.book().succeeded(addr, Instant::now());
+    }
+
     /// Records a successful handshake with `addr`: connected, and good in the book.
     pub fn connected_to(&self, addr: &str) {
         if let Some(l) = self.lock().get_mut(addr) {
@@ -526,28 +537,42 @@ pub const UNLINKED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Most peers whose last unlinked-block sync is remembered.
 const MAX_SYNC_MEMORY: usize = 1024;
 
-/// When each peer last made us sync by sending a block that did not link.
+/// A `hello` claiming more work makes us dial an address that never answered us as a node
+/// (a claim costs nothing) at most this often: a peer cannot turn us into a dialler of
+/// whatever address it names.
+pub const UNVERIFIED_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// When each peer last made us sync by sending a block that did not link, or a `hello`
+/// claiming more work, and how long that sync holds the next one off.
 #[derive(Debug, Default)]
-pub struct SyncLimiter(Mutex<BTreeMap<String, Instant>>);
+pub struct SyncLimiter(Mutex<BTreeMap<String, (Instant, Duration)>>);
 
 impl SyncLimiter {
-    /// Tells whether a sync with `peer` may start now, and if so records it.
+    /// Tells whether a sync with `peer` may start now (at most every
+    /// [`UNLINKED_SYNC_INTERVAL`]), and if so records it.
     pub fn allow(&self, peer: &str, now: Instant) -> bool {
+        self.allow_every(peer, now, UNLINKED_SYNC_INTERVAL)
+    }
+
+    /// Tells whether a sync with `peer` may start now, at most every `interval`, and if so
+    /// records it. When the memory is full, syncs older than the interval they were
+    /// recorded with are forgotten first.
+    pub fn allow_every(&self, peer: &str, now: Instant, interval: Duration) -> bool {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if last
             .get(peer)
-            .is_some_and(|t| now.duration_since(*t) < UNLINKED_SYNC_INTERVAL)
+            .is_some_and(|(t, _)| now.duration_since(*t) < interval)
         {
             return false;
         }
         if last.len() >= MAX_SYNC_MEMORY {
-            last.retain(|_, t| now.duration_since(*t) < UNLINKED_SYNC_INTERVAL);
+            last.retain(|_, (t, held)| now.duration_since(*t) < *held);
             if last.len() >= MAX_SYNC_MEMORY {
                 // Every slot synced within the interval: wait rather than grow.
                 return false;
             }
         }
-        last.insert(peer.to_owned(), now);
+        last.insert(peer.to_owned(), (now, interval));
         true
     }
 }
@@ -651,6 +676,27 @@ mod tests {
         assert!(!limiter.allow("a:1", t0 + Duration::from_millis(500)));
         assert!(limiter.allow("b:1", t0 + Duration::from_millis(500)));
         assert!(limiter.allow("a:1", t0 + UNLINKED_SYNC_INTERVAL));
+    }
+
+    /// A sync on the word of an address never verified holds the next one off for
+    /// [`UNVERIFIED_SYNC_INTERVAL`], and a 1 s check does not undo that.
+    #[test]
+    fn unverified_addresses_are_synced_with_rarely() {
+        let limiter = SyncLimiter::default();
+        let t0 = Instant::now();
+        assert!(limiter.allow_every("a:1", t0, UNVERIFIED_SYNC_INTERVAL));
+        for later in [1, 5, 29] {
+            let t = t0 + Duration::from_secs(later);
+            assert!(
+                !limiter.allow_every("a:1", t, UNVERIFIED_SYNC_INTERVAL),
+                "{later} s"
+            );
+        }
+        assert!(limiter.allow_every(
+            "a:1",
+            t0 + UNVERIFIED_SYNC_INTERVAL,
+            UNVERIFIED_SYNC_INTERVAL
+        ));
     }
 
     /// The limiter never holds more than its cap: when every slot synced within the

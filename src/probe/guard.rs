@@ -18,7 +18,14 @@ use super::{ProbeError, ProbeState};
 /// asked for by a page of another origin.
 pub async fn guard(State(s): State<Arc<ProbeState>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    // A Host that cannot be read, or two of them, names nothing the probe answers to.
+    let host = match only_value(headers, header::HOST.as_str()) {
+        Ok(host) => host,
+        Err(why) => {
+            tracing::info!(path = %request.uri().path(), "refused: {why}");
+            return ProbeError::Misdirected(why).into_response();
+        }
+    };
     if let Some(host) = host
         && !host_allowed(host, &s.allowed_hosts)
     {
@@ -61,15 +68,38 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
         || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name))
 }
 
-/// Checks that a request comes from the probe's own origin, or from no page at all.
+/// Returns the one value of header `name` (`None` when absent); an error when it is sent
+/// twice or is not visible ASCII.
+fn only_value<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, String> {
+    let mut values = readable_values(headers, name)?;
+    match values.len() {
+        0 => Ok(None),
+        1 => Ok(values.pop()),
+        n => Err(format!("{n} {name} headers")),
+    }
+}
+
+/// Returns every value of header `name`; an error when one is not visible ASCII (a value a
+/// check cannot read must not pass it).
+fn readable_values<'h>(headers: &'h HeaderMap, name: &str) -> Result<Vec<&'h str>, String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| format!("a {name} header that is not visible ASCII"))
+        })
+        .collect()
+}
+
+/// Checks that a request comes from the probe's own origin, or from no page at all. Every
+/// value of each header is checked, and one that cannot be read refuses the request.
 fn same_origin(headers: &HeaderMap, host: Option<&str>) -> Result<(), String> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     // Browsers send it with every request; `same-site` includes other ports of this host.
-    if let Some(site) = get("sec-fetch-site")
-        && site != "same-origin"
-        && site != "none"
-    {
-        return Err(format!("Sec-Fetch-Site is {site}"));
+    for site in readable_values(headers, "sec-fetch-site")? {
+        if site != "same-origin" && site != "none" {
+            return Err(format!("Sec-Fetch-Site is {site}"));
+        }
     }
     let ours = host.map(|h| format!("http://{h}"));
     let foreign = |url: &str| {
@@ -77,18 +107,18 @@ fn same_origin(headers: &HeaderMap, host: Option<&str>) -> Result<(), String> {
         ours.as_deref()
             .is_none_or(|o| !o.eq_ignore_ascii_case(&origin))
     };
-    if let Some(origin) = get("origin")
-        && foreign(origin)
-    {
-        return Err(format!("Origin {origin} is not this probe's"));
+    for origin in readable_values(headers, "origin")? {
+        if foreign(origin) {
+            return Err(format!("Origin {origin} is not this probe's"));
+        }
     }
-    if let Some(referer) = get("referer")
-        && foreign(referer)
-    {
-        return Err(format!(
-            "Referer {} is not this probe's",
-            origin_of(referer)
-        ));
+    for referer in readable_values(headers, "referer")? {
+        if foreign(referer) {
+            return Err(format!(
+                "Referer {} is not this probe's",
+                origin_of(referer)
+            ));
+        }
     }
     Ok(())
 }
@@ -107,6 +137,7 @@ fn origin_of(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     /// Addresses and loopback names pass; other names (rebinding) only when allowed.
     #[test]
@@ -165,6 +196,27 @@ mod tests {
             "another port of this host"
         );
         assert!(with(&[("referer", "http://127.0.0.1:9999/attack.html")]).is_err());
+        // Values a check cannot read, and a second value of a header, are checked too.
+        for name in ["origin", "referer", "sec-fetch-site"] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                name,
+                HeaderValue::from_bytes(b"http://ev\xffil.com").unwrap(),
+            );
+            assert!(same_origin(&h, host).is_err(), "non-ASCII {name}");
+        }
+        let mut h = HeaderMap::new();
+        h.append("origin", HeaderValue::from_static("http://127.0.0.1:8080"));
+        h.append("origin", HeaderValue::from_static("http://evil.example"));
+        assert!(same_origin(&h, host).is_err(), "the second Origin");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::HOST,
+            HeaderValue::from_bytes(b"ev\xffil.com").unwrap(),
+        );
+        assert!(only_value(&h, "host").is_err(), "a non-ASCII Host");
+        h.append(header::HOST, HeaderValue::from_static("127.0.0.1"));
+        assert!(only_value(&h, "host").is_err(), "two Hosts");
         assert!(changes_something(&Method::GET, "/shutdown/5001"));
         assert!(changes_something(&Method::POST, "/append/5001"));
         assert!(!changes_something(&Method::GET, "/status/5001"));

@@ -1,4 +1,4 @@
-//! The network as the probe sees it: the registry's nodes asked for their status all at
+//! The network as the probe sees it: the registry's nodes asked for their status, many at
 //! once (`GET /nodes`), and a history of those answers over the last minutes, sampled in
 //! the background (`GET /history`) so that a page opened late still shows what happened.
 
@@ -19,6 +19,8 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 pub const MAX_SAMPLES: usize = 300;
 /// Nodes kept per sample (a registry is a file anyone on the host can write).
 pub const MAX_NODES_PER_SAMPLE: usize = 1024;
+/// Status calls open at once while gathering.
+const MAX_STATUS_CALLS: usize = 64;
 /// Time limit of one node's status call while gathering.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -57,12 +59,18 @@ pub async fn gather(state: &ProbeState) -> Result<Vec<NodeView>, ProbeError> {
         .await
         .map_err(|e| internal(format!("registry task failed: {e}")))?
         .map_err(|e| internal(format!("cannot read {}: {e}", path.display())))?;
+    // The registry lists each port once, at most `registry::MAX_ENTRIES`; asked
+    // [`MAX_STATUS_CALLS`] at a time.
     let checks = entries.into_iter().map(|(port, host)| async move {
         let client = crate::client::NodeClient::new(state.addr(port)).with_timeout(STATUS_TIMEOUT);
         let status = client.status().await.map_err(|e| e.to_string());
         NodeView { port, host, status }
     });
-    Ok(futures::future::join_all(checks).await)
+    Ok(futures::StreamExt::collect(futures::StreamExt::buffered(
+        futures::stream::iter(checks),
+        MAX_STATUS_CALLS,
+    ))
+    .await)
 }
 
 /// One node in a sample: `[port, height, hash_rate, reorgs]` on the wire.
