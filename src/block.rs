@@ -34,16 +34,38 @@ pub fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// Parses a block timestamp into Unix seconds, as lenient as chrono's reader (the rule
-/// every node has applied since the first version).
+/// Parses a block timestamp into Unix seconds: exactly the 20 bytes `DD/MM/YYYY, HH:MM:SS`
+/// (ASCII digits, each field zero-padded to its width, one space after the comma, a real
+/// date of years 0000–9999, hours 00–23, minutes and seconds 00–59: no leap second), as
+/// PROTOCOL.md's rule 6 says. Anything else is `None`, whatever a lenient reader (chrono's,
+/// which nodes before this rule used) would make of it: a second implementation built on
+/// its language's strict parser must agree with the node byte for byte.
 pub fn parse_timestamp(ts: &str) -> Option<i64> {
-    if let Some(secs) = parse_canonical(ts) {
-        return Some(secs);
-    }
-    chrono::NaiveDateTime::parse_from_str(ts, TIMESTAMP_FORMAT)
-        .ok()
-        .map(|t| t.and_utc().timestamp())
+    parse_canonical(ts)
 }
+
+/// PROTOCOL.md's vectors of timestamps rule 6 refuses: whitespace where the form has
+/// none (or other whitespace than one space), unpadded fields, a leap second, a day the
+/// month lacks, another separator, trailing bytes.
+#[cfg(any(test, feature = "testkit"))]
+pub const TIMESTAMPS_REFUSED: [&str; 16] = [
+    "03/02/1972,00:00:00",
+    " 05/02/1972, 00:00:00",
+    "15/ 03/1972, 00:00:00",
+    "18/03/1972, 00: 00:00",
+    "\t05/02/1972, 00:00:00",
+    "05/02/1972,  00:00:00",
+    "05/02/1972, 00:00:00 ",
+    "31/12/1972, 23:59:60",
+    "1/1/2026, 0:00:00",
+    "29/02/2025, 00:00:00",
+    "31/04/2026, 00:00:00",
+    "05-02-1972, 00:00:00",
+    "05/02/1972 00:00:00",
+    "05/02/+1972, 00:00:00",
+    "yesterday",
+    "",
+];
 
 /// Formats Unix seconds as a block timestamp.
 pub fn format_timestamp(secs: i64) -> String {
@@ -825,26 +847,33 @@ mod tests {
             Timestamp::Unix(0),
             "genesis"
         );
-        // chrono reads these; the hash commits to their exact bytes, so they stay text.
-        for text in [
-            "1/1/2026, 0:00:00",
-            "yesterday",
-            "01/01/2026, 00:00:00 ",
-            "",
-        ] {
+        // Chrono reads some of these; the hash commits to their exact bytes, so they stay
+        // text, and none of them is a time under rule 6.
+        for text in TIMESTAMPS_REFUSED {
             let t = Timestamp::from(text);
             assert_eq!(t, Timestamp::Text(text.into()), "{text:?}");
             assert_eq!(t.to_string(), text);
-            assert_eq!(t.unix(), parse_timestamp(text), "{text:?}");
+            assert_eq!(t.unix(), None, "{text:?}");
+            assert_eq!(parse_timestamp(text), None, "{text:?}");
         }
-        assert_eq!(
-            Timestamp::from("1/1/2026, 0:00:00").unix(),
-            Some(1_767_225_600)
-        );
         let far = Timestamp::from_unix(253_402_300_800);
         assert_eq!(far.to_string(), "01/01/+10000, 00:00:00");
         assert_eq!(far, Timestamp::Text("01/01/+10000, 00:00:00".into()));
-        assert_eq!(far.unix(), Some(253_402_300_800));
+        assert_eq!(far.unix(), None, "a five-digit year is not the form");
+    }
+
+    /// PROTOCOL.md's vectors of timestamps rule 6 reads, with their Unix seconds.
+    #[test]
+    fn timestamp_vectors_of_the_protocol() {
+        for (text, secs) in [
+            ("01/01/1970, 00:00:00", 0),
+            ("31/12/1972, 23:59:59", 94_694_399),
+            ("29/02/2024, 12:30:05", 1_709_209_805),
+            ("31/12/9999, 23:59:59", 253_402_300_799),
+        ] {
+            assert_eq!(parse_timestamp(text), Some(secs), "{text}");
+            assert_eq!(format_timestamp(secs), text);
+        }
     }
 
     /// A non-canonical timestamp and genesis's `"0000"` survive JSON and the preimage as

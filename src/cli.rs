@@ -87,7 +87,8 @@ pub struct NodeArgs {
     /// Largest frame payload accepted, in bytes.
     #[arg(long, default_value_t = crate::frame::DEFAULT_MAX_FRAME)]
     pub max_frame: usize,
-    /// Largest block accepted, in bytes of JSON.
+    /// Size cap: every block must be smaller than this many bytes of compact JSON
+    /// (PROTOCOL.md rule 8; a block of exactly this size is refused).
     #[arg(long, default_value_t = DEFAULT_MAX_BLOCK_SIZE)]
     pub max_block: usize,
     /// Most connections open at once.

@@ -50,8 +50,10 @@ pub enum BlockError {
     /// The timestamp is more than two hours ahead of this node's clock.
     #[error("block {index} timestamp {timestamp:?} is more than 2 hours in the future")]
     TimestampTooFarAhead { index: u64, timestamp: String },
-    /// The block is over the size cap.
-    #[error("block {index} is {size} bytes, over the {max} byte cap")]
+    /// The block is not smaller than the size cap.
+    #[error(
+        "block {index} is {size} bytes of JSON; a block must be smaller than {max} bytes (the size cap)"
+    )]
     BlockTooLarge { index: u64, size: usize, max: usize },
     /// The nonce is above 2^53 − 1, which JSON readers cannot all read exactly.
     #[error(

@@ -64,6 +64,19 @@ pub enum StoreError {
         index: u64,
         nonce: u64,
     },
+    /// The store holds a timestamp an older version's lenient reader accepted and rule 6
+    /// now refuses (anything but the exact `DD/MM/YYYY, HH:MM:SS`).
+    #[error(
+        "the chain stored at {path} was accepted by an older powchain: block {index} has the \
+         timestamp {timestamp:?}, not in the exact form \"DD/MM/YYYY, HH:MM:SS\" this version \
+         requires of every block. Nothing was changed on disk. Move the data directory aside \
+         (or use another --data-dir) and the node fetches the chain again from its peers"
+    )]
+    OldTimestamp {
+        path: PathBuf,
+        index: u64,
+        timestamp: String,
+    },
     /// The stored chain breaks a rule.
     #[error("the chain stored at {path} is invalid: {source}")]
     Invalid { path: PathBuf, source: ChainError },
@@ -364,6 +377,13 @@ fn validate(
             index,
             nonce,
         },
+        ChainError::Block(BlockError::BadTimestamp { index, timestamp }) => {
+            StoreError::OldTimestamp {
+                path: path.to_path_buf(),
+                index,
+                timestamp,
+            }
+        }
         source => StoreError::Invalid {
             path: path.to_path_buf(),
             source,
@@ -852,44 +872,81 @@ mod tests {
         assert_eq!(store.load().unwrap().len(), 2);
     }
 
-    /// Blocks are stored in the binary layout and come back equal, a non-canonical
-    /// timestamp text included; records in the earlier JSON layout, in the same table,
-    /// are read as well, by a normal start and by a full one.
+    /// Blocks are stored in the binary layout and come back equal; records in the earlier
+    /// JSON layout, in the same table, are read as well, by a normal start and a full one.
     #[test]
     fn binary_and_json_records_both_load() {
         let dir = tempfile::tempdir().unwrap();
         let params = ChainParams::with_difficulty(0);
+        let blocks = stored_chain(dir.path(), 6);
+        json_records(dir.path(), &params, &blocks);
+        for verify in [Verify::Recent, Verify::Full] {
+            let (_, chain) = Store::open_with(dir.path(), &params, verify).unwrap();
+            assert_eq!(chain.to_vec(), blocks, "{verify:?}");
+        }
+    }
+
+    /// Rewrites blocks 1 to 3 of a store as the JSON records earlier versions wrote.
+    fn json_records(dir: &Path, params: &ChainParams, blocks: &[Block]) {
+        let (store, _) = Store::open(dir, params).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        {
+            let mut table = tx.open_table(BLOCKS).unwrap();
+            for b in &blocks[1..4] {
+                table
+                    .insert(b.index, serde_json::to_vec(b).unwrap().as_slice())
+                    .unwrap();
+            }
+            let record = table.get(4).unwrap().unwrap().value().to_vec();
+            assert_eq!(record[0], RECORD_V1);
+            assert!(record.len() < serde_json::to_vec(&blocks[4]).unwrap().len() / 2);
+        }
+        tx.commit().unwrap();
+    }
+
+    /// A stored block whose timestamp an older version's lenient reader accepted (seconds
+    /// written with one digit) survives the binary record byte for byte, and then keeps the
+    /// store from opening, naming the block and the way out (PROTOCOL.md rule 6).
+    #[test]
+    fn a_stored_lenient_timestamp_is_named_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChainParams::with_difficulty(0);
         let mut blocks = stored_chain(dir.path(), 6);
-        // The tip gets a text chrono reads but that is not canonical: the first second
-        // after block 5 ending in 0-9, its seconds written with one digit.
         let after = blocks[5].timestamp.unix().unwrap();
         let t = (after..after + 60).find(|t| t % 60 < 10).unwrap();
         let text = crate::block::format_timestamp(t);
-        blocks[6].timestamp = Timestamp::from(format!("{}{}", &text[..18], &text[19..]));
+        let lenient = format!("{}{}", &text[..18], &text[19..]);
+        blocks[6].timestamp = Timestamp::from(lenient.as_str());
         assert!(matches!(blocks[6].timestamp, Timestamp::Text(_)));
         blocks[6].hash = blocks[6].compute_hash();
         {
             let (store, _) = Store::open(dir.path(), &params).unwrap();
             store.replace_from(5, &blocks[6..]).unwrap();
-            // Blocks 1 to 3 rewritten as the JSON earlier versions stored.
-            let tx = store.db.begin_write().unwrap();
-            {
-                let mut table = tx.open_table(BLOCKS).unwrap();
-                for b in &blocks[1..4] {
-                    table
-                        .insert(b.index, serde_json::to_vec(b).unwrap().as_slice())
-                        .unwrap();
-                }
-                let record = table.get(4).unwrap().unwrap().value().to_vec();
-                assert_eq!(record[0], RECORD_V1);
-                assert!(record.len() < serde_json::to_vec(&blocks[4]).unwrap().len() / 2);
-            }
-            tx.commit().unwrap();
+            let record = store.db.begin_read().unwrap();
+            let table = record.open_table(BLOCKS).unwrap();
+            let raw = table.get(6).unwrap().unwrap().value().to_vec();
+            assert_eq!(
+                read_record(6, &raw, Verify::Full).unwrap(),
+                blocks[6],
+                "byte for byte"
+            );
         }
+        let before = std::fs::read(dir.path().join("chain.redb")).unwrap();
         for verify in [Verify::Recent, Verify::Full] {
-            let (_, chain) = Store::open_with(dir.path(), &params, verify).unwrap();
-            assert_eq!(chain.to_vec(), blocks, "{verify:?}");
+            let err = Store::open_with(dir.path(), &params, verify).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::OldTimestamp { index: 6, timestamp, .. } if *timestamp == lenient),
+                "{verify:?}: {err}"
+            );
+            assert!(
+                err.to_string().contains("Move the data directory aside"),
+                "{err}"
+            );
         }
+        assert_eq!(
+            std::fs::read(dir.path().join("chain.redb")).unwrap(),
+            before
+        );
     }
 
     /// A truncated record, or one filed under another height, is reported as damage with

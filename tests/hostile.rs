@@ -220,6 +220,81 @@ async fn long_chain_of_too_easy_blocks_is_refused() {
     assert_eq!(client.validate().await.unwrap(), None);
 }
 
+/// Every timestamp of PROTOCOL.md's refused vectors (texts a lenient reader such as
+/// chrono's or Python's `strptime` accepts among them) is refused by rule 6, from a client
+/// and from a peer serving a chain with one; the node keeps its chain.
+#[tokio::test]
+async fn timestamps_outside_the_exact_form_are_refused() {
+    let net = TestNetwork::start(NODE, isolated(1)).await.unwrap();
+    let client = net.client(0);
+    let lenient = |text: &str| {
+        let mut b = next_block("lenient");
+        b.timestamp = text.into();
+        remine(&mut b);
+        b
+    };
+    for text in powchain::block::TIMESTAMPS_REFUSED {
+        // A fresh client each time: five refusals close a connection.
+        let one = NodeClient::new(net.addr(0));
+        let (result, reason) = one.new_block(lenient(text)).await.unwrap();
+        assert_eq!(result, BlockOutcome::Rejected, "{text:?}");
+        let reason = reason.unwrap_or_default();
+        assert!(
+            reason.contains("unparsable timestamp"),
+            "{text:?}: {reason}"
+        );
+    }
+    let (fake, _) = fake_peer(vec![lenient("1/1/2026, 0:00:00")], "1000000").await;
+    client.add_peer(&fake).await.unwrap();
+    wait_for(DEADLINE, "the peer's block to be refused", || async {
+        let log = net.log(0);
+        log.lines()
+            .any(|l| l.contains("peer sent an invalid block") && l.contains("unparsable timestamp"))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(client.status().await.unwrap().height, 0);
+    assert_eq!(client.validate().await.unwrap(), None);
+}
+
+/// The size cap is strict and measured on the block's compact JSON: with `--max-block N`
+/// a block of N − 1 bytes is appended and one of N bytes refused, the message and the
+/// rule saying the same.
+#[tokio::test]
+async fn a_block_of_exactly_the_size_cap_is_refused() {
+    let cap = 600usize;
+    let net = TestNetwork::start(NODE, isolated(1).args(["--max-block", &cap.to_string()]))
+        .await
+        .unwrap();
+    // The nonce found changes the length too: try the fills around the estimate.
+    let of_size = |size: usize| {
+        let mut b = next_block("");
+        remine(&mut b);
+        let estimate = size - serde_json::to_vec(&b).unwrap().len();
+        for fill in estimate.saturating_sub(16)..estimate + 16 {
+            b.data = BlockData::new(&json!("x".repeat(fill)));
+            remine(&mut b);
+            if serde_json::to_vec(&b).unwrap().len() == size {
+                return b;
+            }
+        }
+        panic!("no block of {size} bytes near a fill of {estimate}");
+    };
+    let client = net.client(0);
+    let (result, reason) = client.new_block(of_size(cap)).await.unwrap();
+    assert_eq!(result, BlockOutcome::Rejected);
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "is {cap} bytes of JSON; a block must be smaller than {cap} bytes"
+        )),
+        "{reason}"
+    );
+    let (result, reason) = client.new_block(of_size(cap - 1)).await.unwrap();
+    assert_eq!(result, BlockOutcome::Appended, "{reason:?}");
+}
+
 /// Peers announcing huge frames and sending nothing, or stalling mid-frame, cost bounded
 /// memory, are cut off by the idle timeout, and the node keeps serving.
 #[tokio::test]

@@ -110,9 +110,22 @@ async fn python_client_names_the_broken_block_of_a_tampered_chain() {
     relinked[3].prev_hash = honest[1].hash.into();
     expect_invalid(relinked, "invalid: block 3 links to").await;
 
-    let mut big = honest;
+    let mut big = honest.clone();
     big[1].nonce = powchain::pow::MAX_NONCE + 1;
     expect_invalid(big, "invalid: block 1 has nonce 9007199254740992").await;
+
+    // Rule 6's exact form: what `strptime` alone would read (an unpadded field, a leap
+    // second, a missing space) is refused, as the node refuses it.
+    for text in powchain::block::TIMESTAMPS_REFUSED {
+        let mut odd = honest.clone();
+        odd[4].timestamp = text.into();
+        odd[4].hash = odd[4].compute_hash();
+        while odd[4].hash.leading_zero_bits() < odd[4].difficulty {
+            odd[4].nonce += 1;
+            odd[4].hash = odd[4].compute_hash();
+        }
+        expect_invalid(odd, "invalid: block 4 has an unparsable timestamp").await;
+    }
 }
 
 /// Serves `blocks` from a fake node and checks that the verifier exits 1 with `problem`.

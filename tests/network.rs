@@ -126,6 +126,26 @@ async fn partition_heals_to_most_work_without_losing_data() {
     assert!(chain.len() >= 7);
 }
 
+/// `status.reorgs` is counted in the step that swaps the blocks: the first status showing
+/// the other branch's tip already counts the reorg (PROTOCOL.md section 4).
+#[tokio::test]
+async fn a_status_showing_the_new_tip_counts_the_reorg() {
+    let net = network(Options::new(2).topology(Topology::Isolated)).await;
+    let ours = net.client(0).mine(json!("a")).await.unwrap().hash;
+    net.client(1).mine(json!("b1")).await.unwrap();
+    net.client(1).mine(json!("b2")).await.unwrap();
+    let watcher = net.client(0);
+    net.client(0).add_peer(&net.addr(1)).await.unwrap();
+    // Node 0 changes its tip only by that reorg (then it mines "a" again on top).
+    let seen = wait_for(DEADLINE, "node 0 to reorg to node 1's chain", || async {
+        let s = watcher.status().await.ok()?;
+        (s.tip != ours).then_some(s)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", net.log(0), net.log(1)));
+    assert_eq!(seen.reorgs, 1, "{seen:?}");
+}
+
 /// A node restarted after missing 200 blocks catches up through `get_blocks`, not `get_chain`.
 #[tokio::test]
 async fn restarted_node_catches_up_through_locators() {

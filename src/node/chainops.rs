@@ -163,8 +163,6 @@ impl Node {
     /// Follows up a change: logs a reorg and mines again the data it left behind.
     fn follow_up(self: &Arc<Self>, applied: &Applied) {
         if !applied.left.is_empty() {
-            self.reorgs
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(
                 fork = applied.fork,
                 left_behind = applied.left.len(),

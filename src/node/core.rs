@@ -108,8 +108,6 @@ pub struct Node {
     /// Blocks being handled right now: the same block from another peer meanwhile is
     /// ignored instead of handled twice.
     pub(super) handling: Mutex<HashSet<BlockHash>>,
-    /// Reorgs since the node started (a chain with more work replaced blocks of ours).
-    pub(super) reorgs: AtomicU64,
     /// Set while one sync fetches from several peers at once (one such sync at a time).
     pub(super) fetching: std::sync::atomic::AtomicBool,
 }
@@ -198,7 +196,6 @@ impl Node {
                 config,
                 next_conn: AtomicU64::new(0),
                 handling: Mutex::new(HashSet::new()),
-                reorgs: AtomicU64::new(0),
                 fetching: std::sync::atomic::AtomicBool::new(false),
             }
         }))

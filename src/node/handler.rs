@@ -304,7 +304,7 @@ impl Node {
             mining: self.mining.is_active(),
             hash_rate: self.mining.hash_rate(),
             genesis: Some(chain.genesis().hash),
-            reorgs: self.reorgs.load(std::sync::atomic::Ordering::Relaxed),
+            reorgs: self.state.reorgs(),
         }
     }
 

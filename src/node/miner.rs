@@ -81,8 +81,11 @@ pub enum MineError {
     /// The node is stopping.
     #[error("the node is shutting down; the block was not mined")]
     ShuttingDown,
-    /// The data would make a block over the size cap.
-    #[error("data of {size} bytes makes a block over the {max} byte cap")]
+    /// The data would make a block not smaller than the size cap.
+    #[error(
+        "data of {size} bytes leaves no room in a block: a block must be smaller than {max} \
+         bytes of JSON (the size cap), and its other fields take up to 400"
+    )]
     TooLarge { size: usize, max: usize },
     /// The block could not be stored.
     #[error(transparent)]

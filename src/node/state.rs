@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -58,6 +59,10 @@ pub struct ChainState {
     store: Arc<Store>,
     writer: tokio::sync::Mutex<()>,
     tip: watch::Sender<BlockHash>,
+    /// Reorgs since the node started (a chain with more work replaced blocks of ours),
+    /// counted under the chain's lock as the blocks are swapped, so that whoever sees the
+    /// new tip sees the count too.
+    reorgs: std::sync::atomic::AtomicU64,
     /// The clock, the blocking work and the observer.
     env: Env,
     /// Set while a branch is being checked: lets tests see that readers are not blocked.
@@ -80,6 +85,7 @@ impl ChainState {
             store: Arc::new(store),
             writer: tokio::sync::Mutex::new(()),
             tip,
+            reorgs: std::sync::atomic::AtomicU64::new(0),
             env,
             #[cfg(test)]
             checking: std::sync::atomic::AtomicBool::new(false),
@@ -99,6 +105,12 @@ impl ChainState {
     /// Returns the environment the node runs in.
     pub fn env(&self) -> &Env {
         &self.env
+    }
+
+    /// Returns the number of reorgs since the node started. Read it while holding the
+    /// chain's lock to see it agree with the chain.
+    pub fn reorgs(&self) -> u64 {
+        self.reorgs.load(Ordering::Relaxed)
     }
 
     /// Returns a receiver told of every new tip.
@@ -144,6 +156,9 @@ impl ChainState {
         let (left, requeue) = {
             let mut chain = self.chain();
             let left = chain.adopt(branch)?;
+            if !left.is_empty() {
+                self.reorgs.fetch_add(1, Ordering::Relaxed);
+            }
             let requeue = left_behind_data(&chain, fork, &left);
             (left, requeue)
         };
@@ -160,7 +175,12 @@ impl ChainState {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!("store commit failed, chain change undone: {e}");
-                self.chain().rewind(fork, left);
+                let mut chain = self.chain();
+                if !left.is_empty() {
+                    self.reorgs.fetch_sub(1, Ordering::Relaxed);
+                }
+                chain.rewind(fork, left);
+                drop(chain);
                 return Err(e);
             }
         };
