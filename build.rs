@@ -1,7 +1,8 @@
 //! Detects the programs some integration tests need: Chromium for the dashboard's browser
 //! tests, python3 for the second client's test, root and `ip` (iproute2) for the multi-host
-//! test on network namespaces. Without one, those tests are compiled as ignored, so
-//! `cargo test` reports them as ignored rather than passed.
+//! test on network namespaces, root and `mount` for the full-disk test. Without one, those
+//! tests are compiled as ignored, so `cargo test` reports them as ignored rather than
+//! passed.
 //!
 //! Only paths that exist are watched: cargo re-runs a build script on every build when a
 //! watched path is missing. After installing Chromium or python3 into a directory already
@@ -44,6 +45,11 @@ fn main() {
     println!("cargo:rustc-check-cfg=cfg(has_netns)");
     if is_root() && on_path(&["ip"]).is_some() {
         println!("cargo:rustc-cfg=has_netns");
+    }
+    // Mounting a small tmpfs (tests/disk.rs) needs root and mount(8).
+    println!("cargo:rustc-check-cfg=cfg(has_mount)");
+    if is_root() && on_path(&["mount"]).is_some() {
+        println!("cargo:rustc-cfg=has_mount");
     }
 }
 

@@ -55,6 +55,9 @@ fn report(name: &str, runs: &mut [Duration]) {
     );
 }
 
+/// Requests of `probe/status_sequential`, one after the other on one connection.
+const SEQUENTIAL: usize = 1000;
+
 fn status_bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let home = tempfile::tempdir().expect("tempdir");
@@ -128,6 +131,19 @@ fn status_bench(c: &mut Criterion) {
                     total += took;
                 }
                 total
+            })
+        })
+    });
+    // One client, one connection, one request at a time: what a script's loop costs
+    // (python/bench_roundtrip.py measures the Python client the same way).
+    let one = NodeClient::new(node.addr.clone());
+    g.throughput(Throughput::Elements(SEQUENTIAL as u64));
+    g.bench_function("status_sequential", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for _ in 0..SEQUENTIAL {
+                    one.status().await.expect("status");
+                }
             })
         })
     });

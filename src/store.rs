@@ -1,6 +1,7 @@
 //! The on-disk chain: blocks in an embedded redb database, one transaction per change.
 
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -98,7 +99,10 @@ fn builder() -> redb::Builder {
 /// The chain database of one node.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    /// The open database. A redb handle that saw an I/O error (a full disk) refuses every
+    /// later transaction, so after one the handle is closed and the file opened again
+    /// ([`Store::reopen`]); `None` while that has not worked yet.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
 }
 
@@ -161,18 +165,14 @@ impl Store {
             opened => opened,
         }
         .map_err(|e| db_err(&e))?;
-        let store = Store {
-            db,
-            path: path.clone(),
-        };
         if let Some(chain) = checked {
-            return Ok((store, chain));
+            return Ok((Store::new(db, &path), chain));
         }
         let genesis = params.genesis();
-        match read_meta(&store.db, &path, "genesis")? {
+        match read_meta(&db, &path, "genesis")? {
             Some(stored) => check_network(&path, &stored, params)?,
             None => {
-                let tx = store.db.begin_write().map_err(|e| db_err(&e))?;
+                let tx = db.begin_write().map_err(|e| db_err(&e))?;
                 {
                     let mut meta = tx.open_table(META).map_err(|e| db_err(&e))?;
                     meta.insert("genesis", genesis.hash.to_hex().as_str())
@@ -187,9 +187,61 @@ impl Store {
                 tx.commit().map_err(|e| db_err(&e))?;
             }
         }
-        let stored = read_blocks(&store.db, &path, verify)?;
+        let stored = read_blocks(&db, &path, verify)?;
         let chain = validate(&path, params, stored, verify)?;
-        Ok((store, chain))
+        Ok((Store::new(db, &path), chain))
+    }
+
+    fn new(db: Database, path: &Path) -> Store {
+        Store {
+            db: RwLock::new(Some(db)),
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Runs `f` on the open database. An I/O failure (or redb's "previous I/O error")
+    /// closes the handle and opens the file again, so that the next transaction can work
+    /// once the cause is gone (space freed on a full disk); this one's error is returned.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let result = {
+            let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                Some(db) => f(db),
+                None => Err(redb::Error::DatabaseClosed),
+            }
+        };
+        match result {
+            Ok(v) => Ok(v),
+            Err(
+                e @ (redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed),
+            ) => {
+                let err = self.err(&e);
+                self.reopen();
+                Err(err)
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Closes the database handle and opens the file again (redb recovers the last
+    /// committed state); logs the outcome. A failed open is tried again by the next call.
+    fn reopen(&self) {
+        let mut guard = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // The old handle holds the file's lock: it must be gone before the open.
+        drop(guard.take());
+        match builder().create(&self.path) {
+            Ok(db) => {
+                tracing::warn!(path = %self.path.display(), "store reopened after an I/O error");
+                *guard = Some(db);
+            }
+            Err(e) => tracing::error!(
+                path = %self.path.display(),
+                "store could not be reopened after an I/O error (will try again): {e}"
+            ),
+        }
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -208,7 +260,11 @@ impl Store {
     /// the way (on all cores): `checked[i]` for `blocks[i]`, ready for
     /// [`Blockchain::from_stored_checked`].
     pub fn load_checked(&self) -> Result<(Vec<Block>, Vec<Checked>), StoreError> {
-        read_blocks(&self.db, &self.path, Verify::Full).map(|s| (s.blocks, s.checked))
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| self.err("the store is closed after an I/O error"))?;
+        read_blocks(db, &self.path, Verify::Full).map(|s| (s.blocks, s.checked))
     }
 
     /// Durably appends `block`; returns once it is committed.
@@ -231,63 +287,60 @@ impl Store {
         requeue: &[BlockData],
         done: Option<u64>,
     ) -> Result<Vec<u64>, StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        let mut ids = Vec::new();
-        {
-            let mut table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
-            table
-                .retain_in(fork + 1.., |_, _| false)
-                .map_err(|e| self.err(e))?;
-            let mut record = Vec::with_capacity(512);
-            for b in blocks {
-                encode_block(b, &mut record);
-                table
-                    .insert(b.index, record.as_slice())
-                    .map_err(|e| self.err(e))?;
+        self.with_db(|db| {
+            let tx = db.begin_write()?;
+            let mut ids = Vec::new();
+            {
+                let mut table = tx.open_table(BLOCKS)?;
+                table.retain_in(fork + 1.., |_, _| false)?;
+                let mut record = Vec::with_capacity(512);
+                for b in blocks {
+                    encode_block(b, &mut record);
+                    table.insert(b.index, record.as_slice())?;
+                }
+                let mut pending = tx.open_table(PENDING)?;
+                if let Some(id) = done {
+                    pending.remove(id)?;
+                }
+                let first = pending.last()?.map_or(0, |(k, _)| k.value() + 1);
+                for (id, data) in (first..).zip(requeue) {
+                    pending.insert(id, data.as_str())?;
+                    ids.push(id);
+                }
             }
-            let mut pending = tx.open_table(PENDING).map_err(|e| self.err(e))?;
-            if let Some(id) = done {
-                pending.remove(id).map_err(|e| self.err(e))?;
-            }
-            let first = pending
-                .last()
-                .map_err(|e| self.err(e))?
-                .map_or(0, |(k, _)| k.value() + 1);
-            for (id, data) in (first..).zip(requeue) {
-                pending.insert(id, data.as_str()).map_err(|e| self.err(e))?;
-                ids.push(id);
-            }
-        }
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(ids)
+            tx.commit()?;
+            Ok(ids)
+        })
     }
 
     /// Drops a queued entry (its data turned out to be in the chain already).
     pub fn drop_pending(&self, id: u64) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        tx.open_table(PENDING)
-            .map_err(|e| self.err(e))?
-            .remove(id)
-            .map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))
+        self.with_db(|db| {
+            let tx = db.begin_write()?;
+            tx.open_table(PENDING)?.remove(id)?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Returns the data waiting to be mined again, by id.
     pub fn pending(&self) -> Result<Vec<(u64, BlockData)>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = match tx.open_table(PENDING) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err(e)),
-        };
-        let mut out = Vec::new();
-        for row in table.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let value: serde_json::Value =
-                serde_json::from_str(v.value()).unwrap_or(serde_json::Value::Null);
-            out.push((k.value(), BlockData::new(&value)));
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let tx = db.begin_read()?;
+            let table = match tx.open_table(PENDING) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                let value: serde_json::Value =
+                    serde_json::from_str(v.value()).unwrap_or(serde_json::Value::Null);
+                out.push((k.value(), BlockData::new(&value)));
+            }
+            Ok(out)
+        })
     }
 
     /// Returns the database file's path.
@@ -889,7 +942,14 @@ mod tests {
     /// Rewrites blocks 1 to 3 of a store as the JSON records earlier versions wrote.
     fn json_records(dir: &Path, params: &ChainParams, blocks: &[Block]) {
         let (store, _) = Store::open(dir, params).unwrap();
-        let tx = store.db.begin_write().unwrap();
+        let tx = store
+            .db
+            .read()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .begin_write()
+            .unwrap();
         {
             let mut table = tx.open_table(BLOCKS).unwrap();
             for b in &blocks[1..4] {
@@ -922,7 +982,14 @@ mod tests {
         {
             let (store, _) = Store::open(dir.path(), &params).unwrap();
             store.replace_from(5, &blocks[6..]).unwrap();
-            let record = store.db.begin_read().unwrap();
+            let record = store
+                .db
+                .read()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .begin_read()
+                .unwrap();
             let table = record.open_table(BLOCKS).unwrap();
             let raw = table.get(6).unwrap().unwrap().value().to_vec();
             assert_eq!(
@@ -966,7 +1033,14 @@ mod tests {
         ] {
             {
                 let (store, _) = Store::open(dir.path(), &params).unwrap();
-                let tx = store.db.begin_write().unwrap();
+                let tx = store
+                    .db
+                    .read()
+                    .unwrap()
+                    .as_ref()
+                    .unwrap()
+                    .begin_write()
+                    .unwrap();
                 tx.open_table(BLOCKS).unwrap().insert(key, bytes).unwrap();
                 tx.commit().unwrap();
             }
@@ -998,7 +1072,14 @@ mod tests {
             std::fs::copy(dir.path().join(DB_FILE), copy.path().join(DB_FILE)).unwrap();
             {
                 let (store, _) = Store::open(copy.path(), &params).unwrap();
-                let tx = store.db.begin_write().unwrap();
+                let tx = store
+                    .db
+                    .read()
+                    .unwrap()
+                    .as_ref()
+                    .unwrap()
+                    .begin_write()
+                    .unwrap();
                 tx.open_table(BLOCKS).unwrap().remove(gone).unwrap();
                 tx.commit().unwrap();
             }

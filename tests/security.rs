@@ -439,3 +439,77 @@ async fn admin_proofs_are_bound_to_the_connection_and_used_once() {
     client.remove_peer(&peer).await.unwrap();
     client.shutdown().await.unwrap();
 }
+
+/// A peer whose `get_addr` reply floods the node with 20,000 addresses (all leading to one
+/// local listener, on as many loopback addresses) places at most its share of the book:
+/// the node dials at most 64 of them however long it runs, shares at most 32, and serves on.
+#[tokio::test]
+async fn an_address_flood_places_at_most_one_peers_share() {
+    // Every 127.x.y.z:port reaches a listener bound to 0.0.0.0:port.
+    let sink = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = sink.local_addr().unwrap().port();
+    let dialled = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let seen = dialled.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = sink.accept().await {
+            if let Ok(to) = stream.local_addr() {
+                seen.lock().unwrap().insert(to.ip());
+            }
+        }
+    });
+    let flood: Vec<String> = (0..20_000u32)
+        .map(|i| {
+            format!(
+                "127.{}.{}.{}:{port}",
+                1 + i / 65_536,
+                (i / 256) % 256,
+                1 + i % 254
+            )
+        })
+        .collect();
+    let genesis = powchain::ChainParams::with_difficulty(8).genesis().hash;
+    let seed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let seed_addr = seed.local_addr().unwrap().to_string();
+    let listen = seed_addr.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = seed.accept().await {
+            let (flood, listen) = (flood.clone(), listen.clone());
+            tokio::spawn(async move {
+                let mut conn = Framed::new(stream, FrameCodec::default());
+                while let Some(Ok(frame)) = conn.next().await {
+                    let request: Value = serde_json::from_slice(&frame).unwrap_or(Value::Null);
+                    let reply = match request["type"].as_str() {
+                        Some("hello") => hello(&genesis.to_string(), &listen, "1"),
+                        Some("get_addr") => json!({"type":"addr","addrs":flood}),
+                        Some("ping") => json!({"type":"pong","height":0,"tip":genesis,"work":"1"}),
+                        _ => json!({"type":"ok"}),
+                    };
+                    if conn
+                        .send(serde_json::to_vec(&reply).unwrap())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let (net, _) = lone_node(&["--peer", &seed_addr]).await;
+    wait_for(
+        DEADLINE,
+        "the node to dial the flooded addresses",
+        || async { (dialled.lock().unwrap().len() >= 16).then_some(()) },
+    )
+    .await
+    .unwrap();
+    // Long enough for every flooded address to be tried once if the book took them all.
+    for _ in 0..20 {
+        let shared = net.client(0).get_addr().await.unwrap();
+        assert!(shared.len() <= 32, "{}", shared.len());
+        let n = dialled.lock().unwrap().len();
+        assert!(n <= 64, "the node dialled {n} flooded addresses");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(net.client(0).status().await.unwrap().height, 0);
+}
