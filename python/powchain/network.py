@@ -4,6 +4,7 @@ deadlines, kill/stop/restart, and partitions made and healed by removing and re-
 links. Every process is stopped when the network is closed, and its log kept on failure.
 """
 
+import atexit
 import os
 import shutil
 import signal
@@ -111,7 +112,10 @@ class Network:
         self.home = tempfile.mkdtemp(prefix="powchain-py-")
         self.nodes = []  # type: List[Node]
         self.keep_logs = False
+        self._closed = False
         self._cut = []  # links removed by partition, as (i, j)
+        # A script that ends without closing the network still stops its nodes.
+        atexit.register(self.close)
         try:
             for _ in range(n):
                 self.add_node()
@@ -228,7 +232,12 @@ class Network:
 
     def close(self):
         """Stops every node (SIGTERM, then SIGKILL after 5 s) and removes the home, unless
-        a failure asked to keep the logs (then it says where they are)."""
+        a failure asked to keep the logs (then it says where they are). Closing twice does
+        nothing more."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
         for node in self.nodes:
             if node.is_running():
                 node.process.send_signal(signal.SIGTERM)
