@@ -68,6 +68,9 @@ struct Args {
     /// Where the nodes' stores go (default: a temporary directory, on /dev/shm if any).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Start of the simulated wall clock, in Unix seconds (2026-01-01T00:00:00Z by default).
+    #[arg(long, default_value_t = sim::EPOCH_SECS)]
+    epoch: u64,
 }
 
 fn main() -> ExitCode {
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         difficulty: args.difficulty,
         settle: args.settle,
         data_dir: args.data_dir,
+        epoch_secs: args.epoch,
     };
     match sim::run(&options) {
         Ok(report) => {

@@ -193,7 +193,7 @@ impl Blockchain {
 
     /// Builds a chain from blocks (genesis first), checking every rule of every block.
     pub fn from_blocks(params: ChainParams, blocks: Vec<Block>) -> Result<Self, ChainError> {
-        Self::from_blocks_at(params, blocks, chrono::Utc::now().timestamp())
+        Self::from_blocks_at(params, blocks, crate::block::unix_now())
     }
 
     /// As [`Blockchain::from_blocks`], judging future timestamps against `now`.
@@ -205,20 +205,11 @@ impl Blockchain {
         Self::build(params, blocks, now, usize::MAX)
     }
 
-    /// Builds a chain from blocks this node validated and stored itself (genesis first):
-    /// every block's hash is recomputed, on all cores, and checked with its link and proof of
-    /// work, so damage on disk is found; every rule, history included (difficulty, timestamp
-    /// order, future limit), is applied to the newest `recheck` blocks only.
-    pub fn from_stored_blocks(
-        params: ChainParams,
-        blocks: Vec<Block>,
-        recheck: usize,
-    ) -> Result<Self, ChainError> {
-        Self::build(params, blocks, chrono::Utc::now().timestamp(), recheck)
-    }
-
-    /// As [`Blockchain::from_stored_blocks`], with the hashing pass already done (as the
-    /// store does it while reading): `checked` holds the results of the last
+    /// Builds a chain from blocks this node validated and stored itself (genesis first),
+    /// with the hashing pass already done (as the store does it while reading): every
+    /// block's hash, link and proof of work are checked, so damage on disk is found, and
+    /// every rule, history included (difficulty, timestamp order, future limit), is
+    /// applied to the newest `recheck` blocks only. `checked` holds the results of the last
     /// `checked.len()` blocks, all of them or all but genesis. With `recheck` at
     /// `usize::MAX` every rule of every block is checked, as [`Blockchain::from_blocks`] does.
     pub fn from_stored_checked(
@@ -227,7 +218,17 @@ impl Blockchain {
         checked: Vec<Checked>,
         recheck: usize,
     ) -> Result<Self, ChainError> {
-        let now = chrono::Utc::now().timestamp();
+        Self::from_stored_checked_at(params, blocks, checked, recheck, crate::block::unix_now())
+    }
+
+    /// As [`Blockchain::from_stored_checked`], judging future timestamps against `now`.
+    pub fn from_stored_checked_at(
+        params: ChainParams,
+        blocks: Vec<Block>,
+        checked: Vec<Checked>,
+        recheck: usize,
+        now: i64,
+    ) -> Result<Self, ChainError> {
         Self::build_checked(params, blocks, checked, now, recheck)
     }
 
@@ -385,19 +386,13 @@ impl Blockchain {
 
     /// Checks that `block` may extend the tip, without changing anything.
     pub fn check_next(&self, block: &Block) -> Result<(), BlockError> {
-        rules::check_next(
-            self,
-            block,
-            &check_one(block),
-            chrono::Utc::now().timestamp(),
-        )
-        .map(drop)
+        rules::check_next(self, block, &check_one(block), crate::block::unix_now()).map(drop)
     }
 
     /// Appends `block` if it follows every rule on top of the tip; the only way a block gets in.
     pub fn push(&mut self, block: Block) -> Result<(), BlockError> {
         let c = check_one(&block);
-        self.push_checked(block, c, chrono::Utc::now().timestamp())
+        self.push_checked(block, c, crate::block::unix_now())
     }
 
     fn push_checked(&mut self, block: Block, c: Checked, now: i64) -> Result<(), BlockError> {
@@ -481,7 +476,7 @@ impl Blockchain {
                 theirs: self.work - ours + claimed,
             });
         }
-        branch.extend(blocks, chrono::Utc::now().timestamp())?;
+        branch.extend(blocks, crate::block::unix_now())?;
         self.adopt(branch)
     }
 
@@ -699,7 +694,7 @@ mod tests {
         }
         let mut branch = ours.branch_at(2).unwrap();
         branch
-            .extend(theirs.blocks_from(3), chrono::Utc::now().timestamp())
+            .extend(theirs.blocks_from(3), crate::block::unix_now())
             .unwrap();
         assert_eq!((branch.fork(), branch.blocks().len()), (2, 4));
         assert_eq!(ours.height(), 5);
@@ -806,7 +801,7 @@ mod tests {
     fn far_future_timestamp_is_refused() {
         let c = Blockchain::new(ChainParams::with_difficulty(0));
         let mut b = mine_next(&c, BlockData::empty(), 1);
-        b.timestamp = crate::block::Timestamp::from_unix(chrono::Utc::now().timestamp() + 3 * 3600);
+        b.timestamp = crate::block::Timestamp::from_unix(crate::block::unix_now() + 3 * 3600);
         remine(&mut b);
         assert!(matches!(
             c.check_next(&b),

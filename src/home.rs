@@ -22,11 +22,6 @@ pub fn home() -> PathBuf {
     user.join(".powchain")
 }
 
-/// Returns the default data directory of the node on `port` of the default network.
-pub fn node_dir(port: u16) -> PathBuf {
-    node_dir_in(&home(), port)
-}
-
 /// Returns the data directory of the node on `port` of the default network under `home`.
 pub fn node_dir_in(home: &Path, port: u16) -> PathBuf {
     home.join("nodes").join(port.to_string())

@@ -146,6 +146,17 @@ impl Store {
         params: &ChainParams,
         verify: Verify,
     ) -> Result<(Store, Blockchain), StoreError> {
+        Self::open_at(dir, params, verify, crate::block::unix_now())
+    }
+
+    /// As [`Store::open_with`], judging the future-time rule against `now` (Unix seconds:
+    /// a node's own clock, which is the simulated one under simulation).
+    pub fn open_at(
+        dir: &Path,
+        params: &ChainParams,
+        verify: Verify,
+        now: i64,
+    ) -> Result<(Store, Blockchain), StoreError> {
         let path = dir.join(DB_FILE);
         let db_err = |e: &dyn std::fmt::Display| StoreError::Db {
             path: path.clone(),
@@ -153,7 +164,7 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(|e| db_err(&e))?;
         let checked = if path.exists() {
-            check_existing(&path, params, verify)?
+            check_existing(&path, params, verify, now)?
         } else {
             None
         };
@@ -188,7 +199,7 @@ impl Store {
             }
         }
         let stored = read_blocks(&db, &path, verify)?;
-        let chain = validate(&path, params, stored, verify)?;
+        let chain = validate(&path, params, stored, verify, now)?;
         Ok((Store::new(db, &path), chain))
     }
 
@@ -355,6 +366,7 @@ fn check_existing(
     path: &Path,
     params: &ChainParams,
     verify: Verify,
+    now: i64,
 ) -> Result<Option<Blockchain>, StoreError> {
     let db = match builder().open_read_only(path) {
         Ok(db) => db,
@@ -380,7 +392,7 @@ fn check_existing(
         millis = started.elapsed().as_millis() as u64,
         "stored blocks read and hashed"
     );
-    validate(path, params, stored, verify).map(Some)
+    validate(path, params, stored, verify, now).map(Some)
 }
 
 /// Refuses a store whose genesis (`stored`, hex) is not this network's.
@@ -403,6 +415,7 @@ fn validate(
     params: &ChainParams,
     stored: Stored,
     verify: Verify,
+    now: i64,
 ) -> Result<Blockchain, StoreError> {
     let started = std::time::Instant::now();
     let recheck = match verify {
@@ -410,7 +423,7 @@ fn validate(
         Verify::Recent => RECHECK_AT_START,
     };
     let Stored { blocks, checked } = stored;
-    let checked = Blockchain::from_stored_checked(params.clone(), blocks, checked, recheck);
+    let checked = Blockchain::from_stored_checked_at(params.clone(), blocks, checked, recheck, now);
     match (&checked, verify) {
         (Ok(chain), Verify::Full) => tracing::info!(
             height = chain.height(),

@@ -120,3 +120,31 @@ fn blocks_reach_every_node_of_a_healthy_network() {
     assert!(p50 > 0.0 && p50 < 5.0, "{s}");
     assert_eq!(s["final"]["height"].as_u64(), Some(chain), "{s}");
 }
+
+/// Every clock a simulated node reads is the simulated one: the same seed with churn
+/// (restarts check their stores' timestamps) gives the same run with the simulated epoch a
+/// century after the real date, where one real-clock read would refuse every stored block
+/// as from the future, and one a century before it.
+#[test]
+fn the_real_date_does_not_leak_into_a_simulation() {
+    let run = |epoch_secs: u64| {
+        let options = Options {
+            nodes: 16,
+            churn: 0.25,
+            epoch_secs,
+            ..small(5)
+        };
+        let report = sim::run(&options).unwrap_or_else(|f| panic!("{f}\n{}", f.summary));
+        let mut s = report.summary;
+        // The options echo and the tip's hash (its timestamp differs) aside.
+        s.as_object_mut().unwrap().remove("options");
+        s["final"].as_object_mut().unwrap().remove("tip");
+        s
+    };
+    let now = sim::EPOCH_SECS;
+    let year = 365 * 86_400;
+    let today = run(now);
+    assert!(today["final"]["restarts"].as_u64().unwrap() > 0, "{today}");
+    assert_eq!(run(now + 100 * year), today);
+    assert_eq!(run(now - 50 * year), today);
+}

@@ -350,9 +350,16 @@ impl Node {
                     .load_checked()
                     .map_err(|e| e.to_string())?;
                 let params = node.config.params.clone();
-                crate::chain::Blockchain::from_stored_checked(params, blocks, checked, usize::MAX)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                let now = (node.config.env.wall_clock)();
+                crate::chain::Blockchain::from_stored_checked_at(
+                    params,
+                    blocks,
+                    checked,
+                    usize::MAX,
+                    now,
+                )
+                .map(drop)
+                .map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|e| Err(format!("validation task failed: {e}")));

@@ -323,11 +323,6 @@ impl PeerSet {
         self.book().len()
     }
 
-    /// Tells whether the book holds `addr`.
-    pub fn book_contains(&self, addr: &str) -> bool {
-        self.book().contains(addr)
-    }
-
     /// Starts an outbound or manual link to `addr` unless it is known already, our own or
     /// banned (a manual link lifts a ban: a user asked for it); returns the stop token of
     /// its task (a child of `parent`), for the caller to start keeping the link.

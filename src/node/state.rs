@@ -78,7 +78,7 @@ impl ChainState {
         verify: Verify,
         env: Env,
     ) -> Result<Self, StoreError> {
-        let (store, chain) = Store::open_with(dir, params, verify)?;
+        let (store, chain) = Store::open_at(dir, params, verify, (env.wall_clock)())?;
         let (tip, _) = watch::channel(chain.tip().hash);
         Ok(ChainState {
             chain: Mutex::new(chain),

@@ -38,8 +38,9 @@ use powchain::pow::{MineControl, Template};
 
 /// The port every simulated node listens on (each host has an address of its own).
 pub const PORT: u16 = 5001;
-/// The simulated wall clock starts at 2026-01-01T00:00:00Z, whatever the real date.
-const EPOCH_SECS: u64 = 1_767_225_600;
+/// The simulated wall clock starts at 2026-01-01T00:00:00Z by default
+/// ([`Options::epoch_secs`]), whatever the real date.
+pub const EPOCH_SECS: u64 = 1_767_225_600;
 /// How often the driver looks at the nodes' tips for agreement.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How often each host samples its address book.
@@ -139,6 +140,10 @@ pub struct Options {
     pub settle: Duration,
     /// Where the nodes' stores go (a temporary directory, on /dev/shm when there is one).
     pub data_dir: Option<PathBuf>,
+    /// The simulated wall clock's start, in Unix seconds: every clock a node reads (block
+    /// timestamps, the two-hour rule, its store's check at a restart) is this plus
+    /// simulated time, whatever the real date.
+    pub epoch_secs: u64,
 }
 
 impl Default for Options {
@@ -158,6 +163,7 @@ impl Default for Options {
             difficulty: 4,
             settle: Duration::from_secs(120),
             data_dir: None,
+            epoch_secs: EPOCH_SECS,
         }
     }
 }
@@ -546,7 +552,7 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         .tick_duration(options.tick)
         .min_message_latency(options.latency.0)
         .max_message_latency(options.latency.1)
-        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .epoch(UNIX_EPOCH + Duration::from_secs(options.epoch_secs))
         .tcp_capacity(4096)
         .rng_seed(rng.random())
         .build();
@@ -783,7 +789,14 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
     let in_chain: BTreeSet<&str> = reference.iter().map(|b| b.data.as_str()).collect();
     for node in &live {
         let blocks = node.chain_blocks();
-        if let Err(e) = Blockchain::from_blocks(params.clone(), blocks) {
+        // The run is over: "now" is the simulated clock's end, no real-clock read (the
+        // newest block was stamped by it).
+        let end = blocks
+            .iter()
+            .filter_map(|b| b.timestamp.unix())
+            .max()
+            .unwrap_or(0);
+        if let Err(e) = Blockchain::from_blocks_at(params.clone(), blocks, end) {
             return Err(fail(
                 format!("a node's chain does not validate: {e}"),
                 summary,
