@@ -9,8 +9,9 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{self, Config};
-use crate::params::{ChainParams, DEFAULT_MAX_BLOCK_SIZE, Retarget};
+use crate::block::MAX_DIFFICULTY;
+use crate::node::{self, Config, limits};
+use crate::params::{ChainParams, DEFAULT_DIFFICULTY, DEFAULT_MAX_BLOCK_SIZE, Retarget};
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`), coloured only
 /// on a terminal.
@@ -73,7 +74,7 @@ pub struct NodeArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Starting difficulty in leading zero bits (part of the network's identity).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=64))]
+    #[arg(long, default_value_t = DEFAULT_DIFFICULTY, value_parser = clap::value_parser!(u32).range(0..=MAX_DIFFICULTY as i64))]
     pub difficulty: u32,
     /// Retarget the difficulty every N blocks (off by default; part of the network's identity).
     #[arg(long, value_name = "N", requires = "retarget_secs", value_parser = clap::value_parser!(u64).range(2..))]
@@ -92,10 +93,10 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_BLOCK_SIZE)]
     pub max_block: usize,
     /// Most connections open at once.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Seconds after which an idle connection is closed.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = limits::DEFAULT_IDLE_TIMEOUT_SECS)]
     pub idle_timeout: u64,
     /// Refuse the bare SHUTDOWN command even from loopback.
     #[arg(long)]
@@ -109,10 +110,10 @@ pub struct NodeArgs {
     #[arg(long)]
     pub reverify: bool,
     /// Most links this node dials itself (replaced from the address book when lost).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_OUTBOUND)]
     pub max_outbound: usize,
     /// Most links other nodes may open to this one.
-    #[arg(long, default_value_t = 117)]
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_INBOUND)]
     pub max_inbound: usize,
     /// The address other nodes should dial, IP:PORT, when the bound one is not it
     /// (a node bound to 0.0.0.0, or behind a forwarded port). An address, not a name:

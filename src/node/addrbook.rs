@@ -4,27 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use rand::Rng;
 use rand::seq::IteratorRandom;
 // tokio's clock: the real one in the binary, the simulated one under simulation.
+use super::limits::{
+    FIRST_BACKOFF, MAX_ADDRS, MAX_BACKOFF, MAX_BANNED, MAX_FAILURES, MAX_PER_SOURCE,
+};
 use tokio::time::Instant;
-
-/// Most addresses held.
-pub const MAX_ADDRS: usize = 1024;
-/// Most addresses one peer's gossip may place in the book.
-pub const MAX_PER_SOURCE: usize = 64;
-/// Most addresses taken from one gossip message, and sent in one.
-pub const MAX_SHARED: usize = 32;
-/// Most addresses under a ban at once.
-const MAX_BANNED: usize = 1024;
-/// Failures in a row after which an address learned from others is forgotten.
-const MAX_FAILURES: u32 = 5;
-/// First wait before an address that failed is dialled again; doubles with each failure.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// Longest wait before a failing address is dialled again.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Where an address came from: what it may be trusted for and whether it ages out.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -342,8 +329,10 @@ fn dialable(addr: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::limits::MAX_SHARED;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+    use std::time::Duration;
 
     fn rng() -> StdRng {
         StdRng::seed_from_u64(7)

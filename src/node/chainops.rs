@@ -13,40 +13,18 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::core::Node;
+use super::limits::{
+    MAX_FETCH_BYTES, MAX_HANDLING, MAX_PENDING_BLOCKS, MAX_PENDING_BYTES, MAX_SYNC_SOURCES,
+    RANGES_PER_SOURCE, RECENT_SCAN, REMINE_DELAY_OTHERS, SYNC_BATCH, UNLINKED_SYNC_INTERVAL,
+};
 use super::miner::MineError;
-use super::peers::UNLINKED_SYNC_INTERVAL;
+use super::shared::Node;
 use super::state::{Applied, ApplyError, WriterGuard};
 use crate::block::{Block, BlockData, BlockHash, PrevHash};
 use crate::client::{ClientError, NodeClient};
 use crate::env::Event;
 use crate::message::BlockOutcome;
 use crate::rules::check_branch;
-
-/// How long a node waits before mining again data of a block it did not mine itself.
-pub const REMINE_DELAY_OTHERS: Duration = Duration::from_secs(10);
-/// How long queued data waits after a restart (time for the first sync to bring it in).
-pub const REMINE_DELAY_STARTUP: Duration = Duration::from_secs(3);
-
-/// Blocks asked for per `get_blocks` round trip.
-pub const SYNC_BATCH: usize = 5000;
-/// Most peers one sync fetches from at once (the peer synced with and three others).
-pub const MAX_SYNC_SOURCES: usize = 4;
-/// Range requests each source of a sync has in flight, at most.
-const RANGES_PER_SOURCE: usize = 2;
-/// Replies one sync may have in flight from several peers, counted at the frame cap each
-/// (256 MiB: four ranges at the default 64 MiB cap), so peers cannot make it hold more.
-const MAX_FETCH_BYTES: usize = 256 * 1024 * 1024;
-/// Most blocks of a competing branch held in memory while it is fetched.
-pub const MAX_PENDING_BLOCKS: usize = 500_000;
-/// Most bytes of a competing branch held in memory while it is fetched.
-pub const MAX_PENDING_BYTES: usize = 128 * 1024 * 1024;
-/// How many recent blocks a re-mining job searches for its data.
-const RECENT_SCAN: usize = 10_000;
-
-/// Most blocks marked as being handled at once; beyond it a block is handled without the
-/// mark (a duplicate then costs a second look, never a wrong result).
-const MAX_HANDLING: usize = 256;
 
 /// Marks a block as being handled until dropped.
 struct Handling<'a> {
@@ -425,7 +403,12 @@ impl Node {
                 }
             };
             let mut batch = match fetched {
-                Ok(b) => b,
+                // An address that answers a sync as a node is one (a `hello`'s claim of
+                // work is not): it may make us sync every second from now on.
+                Ok(b) => {
+                    self.peers.served(&source);
+                    b
+                }
                 Err(e) => {
                     tracing::debug!(peer = %source, "sync stopped: {e}");
                     break;

@@ -9,14 +9,12 @@ use std::sync::atomic::Ordering;
 use futures::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 
-use super::core::Node;
 use super::handler::{self, Effect, Peer};
+use super::limits::INBOUND_SILENCE;
+use super::shared::Node;
 use crate::env::Stream;
 use crate::frame::FrameCodec;
 use crate::message::{ErrorCode, Response};
-
-/// Longest silence on a connection that opened an inbound link before it is closed.
-const INBOUND_SILENCE: std::time::Duration = std::time::Duration::from_secs(75);
 
 /// Serves one connection until the client closes it, idles out, breaks framing, misbehaves
 /// or the node shuts down. A failure here ends this connection only.

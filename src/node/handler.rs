@@ -8,20 +8,16 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::addrbook::Source;
-use super::core::Node;
-use super::peers::{Accepted, UNLINKED_SYNC_INTERVAL, UNVERIFIED_SYNC_INTERVAL};
+use super::limits::{
+    GREETING_GRACE, MAX_INVALID_PER_CONNECTION, MAX_REPLAYS_PER_CONNECTION, PARSE_OFF_RUNTIME,
+    UNLINKED_SYNC_INTERVAL, UNVERIFIED_SYNC_INTERVAL,
+};
+use super::peers::Accepted;
+use super::shared::Node;
 use crate::message::{
     self, BlockOutcome, ErrorCode, Hello, Incoming, Legacy, MAX_BLOCKS_PER_REPLY, Pong, Request,
     Response, Status,
 };
-
-/// How long a `hello` that greets a new connection of a known link waits before its news
-/// (more work) makes us sync: the request it precedes usually brings that news.
-const GREETING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-/// Invalid blocks one connection may send before it is closed.
-const MAX_INVALID_PER_CONNECTION: u32 = 5;
-/// Blocks already held that one connection may send again before it is closed.
-const MAX_REPLAYS_PER_CONNECTION: u32 = 1000;
 
 /// What a connection has learned of the other side.
 #[derive(Debug, Default, Clone)]
@@ -280,9 +276,8 @@ impl Node {
                     && node
                         .unlinked_syncs
                         .allow_every(&addr, Instant::now(), interval)
-                    && node.sync_with(&addr).await
                 {
-                    node.peers.served(&addr);
+                    node.sync_with(&addr).await;
                 }
             });
         }
@@ -400,9 +395,6 @@ enum Reply {
     Rejected,
 }
 
-/// Payloads larger than this are parsed on a blocking thread (a pushed chain may be 64 MiB).
-const PARSE_OFF_RUNTIME: usize = 1024 * 1024;
-
 /// What the connection does after sending a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
@@ -502,7 +494,7 @@ async fn reply_to(node: &Arc<Node>, incoming: Incoming, peer: &mut Peer) -> (Rep
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::core::Config;
+    use crate::node::shared::Config;
     use crate::params::ChainParams;
     use serde_json::json;
     use tokio_util::sync::CancellationToken;

@@ -11,23 +11,14 @@ use tokio_util::sync::CancellationToken;
 // tokio's clock: the real one in the binary, the simulated one under simulation.
 use tokio::time::Instant;
 
-use super::addrbook::{MAX_SHARED, Source};
-use super::core::Node;
+use super::addrbook::Source;
+use super::limits::{
+    BEHIND_INTERVAL, MANAGER_TICK, MAX_MANUAL_BACKOFF, MAX_SHARED, PING_INTERVAL, REGISTRY_REREAD,
+};
 use super::peers::{Direction, normalize_addr};
+use super::shared::Node;
 use crate::client::{ClientError, NodeClient};
 use crate::message::{ErrorCode, Hello};
-
-/// How often a link is checked with a `ping`.
-pub const PING_INTERVAL: Duration = Duration::from_secs(30);
-/// How often a link is checked while the peer claims more work than syncing with it gave
-/// us (a sync that failed, or a peer that lies): it is struck again, or we catch up.
-const BEHIND_INTERVAL: Duration = Duration::from_secs(2);
-/// How often the peer manager looks at its links when nothing wakes it.
-const MANAGER_TICK: Duration = Duration::from_secs(2);
-/// Shortest time between two reads of the registry while outbound slots stay free.
-const REGISTRY_REREAD: Duration = Duration::from_secs(5);
-/// Longest wait between two attempts to re-dial a manual link.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Puts the configured peers and the registry's `entries` (read by the caller) into the
 /// address book and starts the peer manager.
@@ -208,7 +199,7 @@ async fn keep_link(node: Arc<Node>, addr: String, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff = (backoff * 2).min(MAX_MANUAL_BACKOFF);
     }
 }
 
@@ -305,7 +296,7 @@ impl Node {
         if !self.peers.is_link(&addr) {
             return Err(format!(
                 "{addr} was not added: this node keeps at most {} manual peers",
-                super::peers::MAX_MANUAL
+                super::limits::MAX_MANUAL
             ));
         }
         Ok(())

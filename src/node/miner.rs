@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 // tokio's clock: the real one in the binary, the simulated one under simulation.
 use tokio::time::Instant;
 
+use super::limits::{MINED_MEMORY, PROGRESS_AFTER, PROGRESS_EVERY};
 use super::state::ApplyError;
 use crate::block::{Block, BlockHash};
 use crate::env::Env;
@@ -102,12 +103,6 @@ impl MineError {
         }
     }
 }
-
-/// Most hashes of self-mined blocks remembered.
-const MINED_MEMORY: usize = 100_000;
-/// A run lasting longer than this logs its progress.
-const PROGRESS_AFTER: Duration = Duration::from_secs(2);
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 impl Miner {
     /// Runs `template` on `threads` mining threads (through `env`'s solver), until a block

@@ -3,17 +3,29 @@
 //! `run(listener, config, shutdown)` serves until `shutdown` is cancelled (by the caller, or by
 //! a `shutdown` request), then stops accepting, cancels mining, lets in-flight replies finish,
 //! leaves the registry and closes the store.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `shared` | `Node` (what every task shares), `Config`, opening a node |
+//! | [`limits`] | every cap and interval of the node, and the command line's defaults |
+//! | [`state`] | `ChainState`: the chain in memory and in its store, changed one at a time |
+//! | `connection` | one connection's framing loop and its time limits |
+//! | `handler` | from a request to its reply; one identity per connection |
+//! | `chainops` | offered blocks, relay, sync (one peer or several), re-mining left-behind data |
+//! | `miner` | mining runs and their cancellation |
+//! | `peers`, `addrbook`, `links` | the peer set, the address book, keeping links |
 
 mod addrbook;
 mod chainops;
 mod connection;
-mod core;
-pub use crate::env;
 mod handler;
+pub mod limits;
 mod links;
 mod miner;
 mod peers;
+mod shared;
 pub mod state;
+pub use crate::env;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +33,11 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub use self::core::{Config, Node, NodeError};
-pub use addrbook::MAX_ADDRS;
+pub use self::shared::{Config, Node, NodeError};
 pub use addrbook::{AddrBook, Source};
-pub use chainops::{MAX_PENDING_BLOCKS, MAX_PENDING_BYTES, SYNC_BATCH};
 pub use env::{Env, Listener};
-pub use links::{PING_INTERVAL, dial_addr};
+pub use limits::{MAX_ADDRS, MAX_PENDING_BLOCKS, MAX_PENDING_BYTES, PING_INTERVAL, SYNC_BATCH};
+pub use links::dial_addr;
 pub use miner::Miner;
 pub use peers::{Direction, Limits, PeerSet, normalize_addr};
 
@@ -78,7 +89,7 @@ pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
     match queued {
         Ok(queued) => {
             for (id, data) in queued {
-                node.spawn_remine(id, data, chainops::REMINE_DELAY_STARTUP);
+                node.spawn_remine(id, data, limits::REMINE_DELAY_STARTUP);
             }
         }
         Err(e) => tracing::warn!("could not read data queued for mining again: {e}"),

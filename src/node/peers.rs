@@ -16,19 +16,15 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::addrbook::{AddrBook, MAX_SHARED, Source};
+use super::addrbook::{AddrBook, Source};
+use super::limits::{
+    BAN, DEFAULT_MAX_INBOUND, DEFAULT_MAX_OUTBOUND, KNOWN_PER_LINK, MAX_MANUAL,
+    MAX_RELAYS_IN_FLIGHT, MAX_SHARED, MAX_STRIKES, MAX_SYNC_MEMORY, PEER_TIMEOUT,
+    UNLINKED_SYNC_INTERVAL,
+};
 use crate::block::BlockHash;
 use crate::client::{Greeting, NodeClient};
 use crate::env::{Net, TcpNet};
-
-/// Unanswered relays to one peer beyond which new blocks are not sent to it.
-pub const MAX_RELAYS_IN_FLIGHT: usize = 4;
-/// Block hashes remembered per link as held by the peer (so no block is sent back).
-const KNOWN_PER_LINK: usize = 64;
-/// Most manual links (`add_peer`), which do not count against `--max-outbound`.
-pub const MAX_MANUAL: usize = 8;
-/// Timeout of a peer's requests (handshake, ping, relay, one batch of a sync).
-pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counts one relay in flight until dropped.
 #[derive(Debug)]
@@ -39,11 +35,6 @@ impl Drop for RelayGuard {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
-
-/// Invalid blocks from one peer before it is dropped.
-const MAX_STRIKES: u32 = 5;
-/// How long a dropped peer stays banned.
-const BAN: Duration = Duration::from_secs(600);
 
 /// Who opened a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,8 +92,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_outbound: 8,
-            max_inbound: 117,
+            max_outbound: DEFAULT_MAX_OUTBOUND,
+            max_inbound: DEFAULT_MAX_INBOUND,
         }
     }
 }
@@ -434,13 +425,13 @@ impl PeerSet {
         ours
     }
 
-    /// Tells whether `addr` ever answered this node as a node of its network (a handshake
-    /// we made, or blocks it served that we kept).
+    /// Tells whether `addr` ever answered this node as a node (a handshake we made, or a
+    /// sync it answered).
     pub fn verified(&self, addr: &str) -> bool {
         self.book().has_succeeded(addr)
     }
 
-    /// Records that `addr` served blocks that we kept: it is a node, good in the book.
+    /// Records that `addr` answered a sync as a node does: good in the book.
     pub fn served(&self, addr: &str) {
         self.book().succeeded(addr, Instant::now());
     }
@@ -527,16 +518,6 @@ impl PeerSet {
     }
 }
 
-/// A peer's block that does not link makes us sync with that peer at most this often.
-pub const UNLINKED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
-/// Most peers whose last unlinked-block sync is remembered.
-const MAX_SYNC_MEMORY: usize = 1024;
-
-/// A `hello` claiming more work makes us dial an address that never answered us as a node
-/// (a claim costs nothing) at most this often: a peer cannot turn us into a dialler of
-/// whatever address it names.
-pub const UNVERIFIED_SYNC_INTERVAL: Duration = Duration::from_secs(30);
-
 /// When each peer last made us sync by sending a block that did not link, or a `hello`
 /// claiming more work, and how long that sync holds the next one off.
 #[derive(Debug, Default)]
@@ -597,6 +578,7 @@ pub fn normalize_addr(addr: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::limits::UNVERIFIED_SYNC_INTERVAL;
 
     fn hash(n: u8) -> BlockHash {
         format!("{n:02x}").repeat(32).parse().unwrap()

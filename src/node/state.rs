@@ -13,15 +13,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use super::limits::CHECK_OFF_RUNTIME;
 use crate::block::{Block, BlockData, BlockHash};
 use crate::chain::{Blockchain, ChainError};
 use crate::env::{Env, Event};
 use crate::params::ChainParams;
 use crate::store::{Store, StoreError, Verify};
-
-/// Branches at least this long are checked on a blocking thread; shorter ones (a relayed or
-/// mined block) cost microseconds and are checked in place, still outside the lock.
-const CHECK_OFF_RUNTIME: usize = 16;
 
 /// Why a change to the chain was not made; the chain and the store are as they were.
 #[derive(Debug, thiserror::Error)]
