@@ -175,16 +175,6 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
-/// Resident memory of a process in bytes, from `/proc/PID/status`.
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// When node `i` logged that it stored or appended the block `hash` (its log's timestamp).
 fn logged_at(net: &TestNetwork, i: usize, short: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     net.log(i)
@@ -247,7 +237,10 @@ fn scale_bench(c: &mut Criterion) {
         std::thread::sleep(Duration::from_secs(10));
         let idle_cpu = pids.iter().map(|&p| cpu_time(p)).sum::<Duration>() - before;
         let idle_share = idle_cpu.as_secs_f64() / idle_from.elapsed().as_secs_f64();
-        let mut rss_list: Vec<u64> = pids.iter().map(|&p| rss(p)).collect();
+        let mut rss_list: Vec<u64> = pids
+            .iter()
+            .map(|&p| powchain_testkit::rss_kib(p) * 1024)
+            .collect();
         rss_list.sort_unstable();
         println!(
             "net/scale_{n}: listening after {:.2} s, connected graph after {:.2} s; degree \

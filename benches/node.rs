@@ -75,7 +75,7 @@ fn startup_bench(c: &mut Criterion) {
                             reported_rss = true;
                             eprintln!(
                                 "node/startup_{label}: the node holds {:.1} MB resident once listening",
-                                support::rss_kib(node.child.id().unwrap_or(0)) as f64 / 1024.0
+                                powchain_testkit::rss_kib(node.child.id().unwrap_or(0)) as f64 / 1024.0
                             );
                         }
                         let _ = powchain::process::terminate(&node.child);

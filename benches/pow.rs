@@ -183,10 +183,10 @@ fn chain_benches(c: &mut Criterion) {
     // the memory used to build the chain.
     let n = support::chain_blocks();
     let label = support::blocks_label(n);
-    let before = support::rss_kib("self");
+    let before = powchain_testkit::rss_kib("self");
     let chain = Blockchain::from_blocks(ChainParams::with_difficulty(0), support::long_chain(n))
         .expect("valid");
-    let held = support::rss_kib("self").saturating_sub(before);
+    let held = powchain_testkit::rss_kib("self").saturating_sub(before);
     eprintln!(
         "chain/memory_{label}: at most {:.1} MB resident for a {n}-block chain",
         held as f64 / 1024.0

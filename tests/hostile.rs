@@ -12,28 +12,11 @@ use futures::{SinkExt, StreamExt};
 use powchain::frame::FrameCodec;
 use powchain::message::{BlockOutcome, Hello, Request, Response};
 use powchain::{Block, BlockData, BlockHash, Blockchain, ChainParams, NodeClient};
-use powchain_testkit::{Options, TestNetwork, Topology, wait_for};
+use powchain_testkit::{Options, TestNetwork, remine, rss_kib, wait_for};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
-
-fn isolated(n: usize) -> Options {
-    Options::new(n).topology(Topology::Isolated)
-}
-
-/// Re-mines `block` after a change so that only the rule under test is broken.
-fn remine(block: &mut Block) {
-    block.nonce = 0;
-    loop {
-        let h = block.compute_hash();
-        if h.leading_zero_bits() >= block.difficulty {
-            block.hash = h;
-            return;
-        }
-        block.nonce += 1;
-    }
-}
 
 /// A valid next block for a difficulty-8 chain holding only genesis.
 fn next_block(data: &str) -> Block {
@@ -41,22 +24,14 @@ fn next_block(data: &str) -> Block {
     powchain::chain::mine_next(&chain, BlockData::new(&json!(data)), 1)
 }
 
-async fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Blocks with bad proof of work, a wrong difficulty, a time-warped timestamp or a forged
 /// hash are each rejected with their rule; the fifth closes the connection, the sender is
 /// logged once, and the honest node keeps its chain and keeps serving.
 #[tokio::test]
 async fn invalid_blocks_are_rejected_and_the_sender_cut_off() {
-    let net = TestNetwork::start(NODE, isolated(1)).await.unwrap();
+    let net = TestNetwork::start(NODE, Options::isolated(1))
+        .await
+        .unwrap();
     let stream = TcpStream::connect(net.addr(0)).await.unwrap();
     let mut conn = Framed::new(stream, FrameCodec::default());
 
@@ -168,7 +143,9 @@ async fn fake_peer(blocks: Vec<Block>, claimed_work: &str) -> (String, Arc<Atomi
 /// more work; the node fetches one batch per attempt, keeps its chain and drops the peer.
 #[tokio::test]
 async fn long_chain_of_too_easy_blocks_is_refused() {
-    let net = TestNetwork::start(NODE, isolated(1)).await.unwrap();
+    let net = TestNetwork::start(NODE, Options::isolated(1))
+        .await
+        .unwrap();
     let client = net.client(0);
     client.mine(json!("honest")).await.unwrap();
     // 20,000 blocks at difficulty 0 on the same genesis: far more blocks, each too easy.
@@ -225,7 +202,9 @@ async fn long_chain_of_too_easy_blocks_is_refused() {
 /// and from a peer serving a chain with one; the node keeps its chain.
 #[tokio::test]
 async fn timestamps_outside_the_exact_form_are_refused() {
-    let net = TestNetwork::start(NODE, isolated(1)).await.unwrap();
+    let net = TestNetwork::start(NODE, Options::isolated(1))
+        .await
+        .unwrap();
     let client = net.client(0);
     let lenient = |text: &str| {
         let mut b = next_block("lenient");
@@ -264,9 +243,12 @@ async fn timestamps_outside_the_exact_form_are_refused() {
 #[tokio::test]
 async fn a_block_of_exactly_the_size_cap_is_refused() {
     let cap = 600usize;
-    let net = TestNetwork::start(NODE, isolated(1).args(["--max-block", &cap.to_string()]))
-        .await
-        .unwrap();
+    let net = TestNetwork::start(
+        NODE,
+        Options::isolated(1).args(["--max-block", &cap.to_string()]),
+    )
+    .await
+    .unwrap();
     // The nonce found changes the length too: try the fills around the estimate.
     let of_size = |size: usize| {
         let mut b = next_block("");
@@ -299,13 +281,13 @@ async fn a_block_of_exactly_the_size_cap_is_refused() {
 /// memory, are cut off by the idle timeout, and the node keeps serving.
 #[tokio::test]
 async fn huge_announcements_and_stalls_cost_bounded_memory() {
-    let net = TestNetwork::start(NODE, isolated(1).args(["--idle-timeout", "3"]))
+    let net = TestNetwork::start(NODE, Options::isolated(1).args(["--idle-timeout", "3"]))
         .await
         .unwrap();
     let pid = net.node(0).pid().unwrap();
     let client = net.client(0);
     client.status().await.unwrap();
-    let before = rss_kib(pid).await;
+    let before = rss_kib(pid);
     let mut stalled = Vec::new();
     for i in 0..200 {
         let mut s = TcpStream::connect(net.addr(0)).await.unwrap();
@@ -321,7 +303,7 @@ async fn huge_announcements_and_stalls_cost_bounded_memory() {
     // Every stalled connection is accepted and holds its partial frame.
     assert_eq!(client.status().await.unwrap().height, 0);
     client.mine(json!("while others stall")).await.unwrap();
-    let grown = rss_kib(pid).await.saturating_sub(before);
+    let grown = rss_kib(pid).saturating_sub(before);
     assert!(
         grown < 64 * 1024,
         "200 stalled frames grew the node by {grown} KiB"
@@ -339,7 +321,9 @@ async fn huge_announcements_and_stalls_cost_bounded_memory() {
 /// (logged once), and nothing changes.
 #[tokio::test]
 async fn replayed_block_loop_is_cut_off() {
-    let net = TestNetwork::start(NODE, isolated(1)).await.unwrap();
+    let net = TestNetwork::start(NODE, Options::isolated(1))
+        .await
+        .unwrap();
     let block = net.client(0).mine(json!("once")).await.unwrap();
     let stream = TcpStream::connect(net.addr(0)).await.unwrap();
     let mut conn = Framed::new(stream, FrameCodec::default());
@@ -377,7 +361,9 @@ async fn replayed_block_loop_is_cut_off() {
 /// non-loopback bind logs what is exposed.
 #[tokio::test]
 async fn admin_needs_the_cookie_when_strict() {
-    let mut net = TestNetwork::start(NODE, isolated(0)).await.unwrap();
+    let mut net = TestNetwork::start(NODE, Options::isolated(0))
+        .await
+        .unwrap();
     net.add_node(&["--strict-admin"]).await.unwrap();
     net.add_node(&["--host", "0.0.0.0"]).await.unwrap();
     for i in 0..2 {
@@ -422,7 +408,9 @@ async fn admin_needs_the_cookie_when_strict() {
 /// most once a second.
 #[tokio::test]
 async fn unlinked_blocks_make_the_node_sync_only_with_their_peer_and_rarely() {
-    let net = TestNetwork::start(NODE, isolated(1)).await.unwrap();
+    let net = TestNetwork::start(NODE, Options::isolated(1))
+        .await
+        .unwrap();
     let client = net.client(0);
     // A peer that claims less work than ours: the link alone never makes us sync with it.
     let (fake, served) = fake_peer(vec![], "1").await;

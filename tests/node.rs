@@ -10,19 +10,15 @@ use std::time::Duration;
 use common::*;
 use powchain::message::{BlockOutcome, Request, Response};
 use powchain::{Block, Blockchain, ChainParams, NodeClient};
-use powchain_testkit::{Options, Topology, wait_for};
+use powchain_testkit::{Options, wait_for};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn isolated(n: usize) -> Options {
-    Options::new(n).topology(Topology::Isolated)
-}
-
 /// `GET CHAIN`, bad text, a pushed chain and `SHUTDOWN` get the original's exact replies.
 #[tokio::test]
 async fn legacy_commands_round_trip_exact_bytes() {
-    let mut net = network(isolated(2)).await;
+    let mut net = network(Options::isolated(2)).await;
     let addr = net.addr(0);
     let genesis = ChainParams::with_difficulty(8).genesis();
     let chain_json = serde_json::to_string(&vec![genesis.clone()]).unwrap();
@@ -65,7 +61,7 @@ async fn legacy_commands_round_trip_exact_bytes() {
 /// Every JSON request of the protocol gets its documented reply.
 #[tokio::test]
 async fn every_json_request_gets_its_reply() {
-    let net = network(isolated(2)).await;
+    let net = network(Options::isolated(2)).await;
     let c = net.client(0);
     let status = c.status().await.unwrap();
     assert_eq!(
@@ -177,7 +173,7 @@ async fn every_json_request_gets_its_reply() {
 /// Three mined blocks survive SIGTERM and a restart on the same data directory.
 #[tokio::test]
 async fn chain_survives_sigterm_and_restart() {
-    let mut net = network(isolated(1)).await;
+    let mut net = network(Options::isolated(1)).await;
     for i in 0..3 {
         net.client(0).mine(json!(i)).await.unwrap();
     }
@@ -192,7 +188,7 @@ async fn chain_survives_sigterm_and_restart() {
 /// holding every block whose `mined` reply arrived.
 #[tokio::test]
 async fn kill_9_loses_no_acknowledged_block() {
-    let mut net = network(isolated(1)).await;
+    let mut net = network(Options::isolated(1)).await;
     let client = Arc::new(net.client(0));
     let stop = Arc::new(AtomicBool::new(false));
     let miner = {
@@ -237,7 +233,7 @@ async fn kill_9_loses_no_acknowledged_block() {
 /// connections leave the node serving other clients.
 #[tokio::test]
 async fn hostile_connections_leave_the_node_serving() {
-    let net = network(isolated(1).args(["--max-frame", "1000000"])).await;
+    let net = network(Options::isolated(1).args(["--max-frame", "1000000"])).await;
     let addr = net.addr(0);
     let healthy = net.client(0);
 
@@ -278,7 +274,7 @@ async fn hostile_connections_leave_the_node_serving() {
 /// Idle connections are closed after the idle timeout.
 #[tokio::test]
 async fn idle_connections_are_closed() {
-    let net = network(isolated(1).args(["--idle-timeout", "1"])).await;
+    let net = network(Options::isolated(1).args(["--idle-timeout", "1"])).await;
     let mut s = TcpStream::connect(net.addr(0)).await.unwrap();
     let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut [0u8; 8]))
         .await
@@ -289,7 +285,7 @@ async fn idle_connections_are_closed() {
 /// A store of another network stops the node with a message naming both genesis hashes.
 #[tokio::test]
 async fn store_of_another_network_is_refused() {
-    let mut net = network(isolated(1)).await;
+    let mut net = network(Options::isolated(1)).await;
     net.stop(0).await.unwrap();
     let out = node_output(net.home(), &net.node(0).data_dir, &["--difficulty", "9"]).await;
     assert!(!out.status.success());
@@ -308,7 +304,7 @@ async fn store_of_another_network_is_refused() {
 /// of blocks, and changes nothing.
 #[tokio::test]
 async fn pushed_array_that_is_no_chain_gets_blockchain_rejected() {
-    let net = network(isolated(1)).await;
+    let net = network(Options::isolated(1)).await;
     let addr = net.addr(0);
     for payload in [
         &br#"[{"prev_hash":"x"}]"#[..],
@@ -331,7 +327,7 @@ async fn pushed_array_that_is_no_chain_gets_blockchain_rejected() {
 /// block and what to do, and is left as it was.
 #[tokio::test]
 async fn nonces_above_two_to_the_53_are_refused_and_reported_at_start() {
-    let mut net = network(isolated(1).difficulty(0)).await;
+    let mut net = network(Options::isolated(1).difficulty(0)).await;
     let c = net.client(0);
     for i in 0..20 {
         let block = c.mine(json!({ "i": i })).await.unwrap();
@@ -386,7 +382,7 @@ async fn nonces_above_two_to_the_53_are_refused_and_reported_at_start() {
 /// instead of holding its task forever.
 #[tokio::test]
 async fn oversized_replies_get_an_error_and_stalled_readers_are_cut_off() {
-    let net = network(isolated(1).difficulty(0).log_filter("info").args([
+    let net = network(Options::isolated(1).difficulty(0).log_filter("info").args([
         "--max-frame",
         "4096",
         "--idle-timeout",
@@ -450,7 +446,7 @@ async fn oversized_replies_get_an_error_and_stalled_readers_are_cut_off() {
 /// `GET /block` and `GET /blocks?last=N` ask for instead of the whole chain.
 #[tokio::test]
 async fn get_tail_returns_the_newest_blocks() {
-    let net = network(isolated(1).difficulty(0)).await;
+    let net = network(Options::isolated(1).difficulty(0)).await;
     let c = net.client(0);
     for i in 0..5 {
         c.mine(json!(i)).await.unwrap();

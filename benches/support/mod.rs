@@ -79,15 +79,3 @@ pub async fn start_node(home: &Path, args: &[&str]) -> BenchNode {
         addr: started.addr,
     }
 }
-
-/// Resident memory in KiB of process `pid` (`"self"` for this one), from Linux's
-/// `/proc/PID/status`; 0 where that cannot be read.
-pub fn rss_kib(pid: impl std::fmt::Display) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}

@@ -73,6 +73,11 @@ impl Options {
         }
     }
 
+    /// `n` nodes with no links at all (see [`Topology::Isolated`]).
+    pub fn isolated(n: usize) -> Self {
+        Options::new(n).topology(Topology::Isolated)
+    }
+
     /// Sets the topology.
     pub fn topology(mut self, t: Topology) -> Self {
         self.topology = t;
@@ -163,6 +168,33 @@ pub fn is_connected(addrs: &[String], statuses: &[Status]) -> bool {
         stack.extend(out.chain(back).filter(|&j| !reached[j]));
     }
     addrs.is_empty() || reached.iter().all(|&r| r)
+}
+
+/// Resident memory in KiB of process `pid` (`"self"` for this one), from Linux's
+/// `/proc/PID/status`; 0 where that cannot be read.
+pub fn rss_kib(pid: impl std::fmt::Display) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Mines `block` again from nonce 0 after a change to it, so that it meets its own
+/// difficulty and carries its true hash: a test's broken block then breaks only the rule
+/// under test.
+pub fn remine(block: &mut powchain::Block) {
+    block.nonce = 0;
+    loop {
+        let h = block.compute_hash();
+        if h.leading_zero_bits() >= block.difficulty {
+            block.hash = h;
+            return;
+        }
+        block.nonce += 1;
+    }
 }
 
 /// Polls `check` every 25 ms until it returns `Some`, or fails after `timeout` naming `what`.
