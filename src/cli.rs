@@ -15,15 +15,30 @@ use crate::params::{ChainParams, DEFAULT_DIFFICULTY, DEFAULT_MAX_BLOCK_SIZE, Ret
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`), coloured only
 /// on a terminal.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line: timestamp, level, target, and the event's fields
+        // (`message` and the rest) under "fields", as tracing-subscriber writes them.
+        LogFormat::Json => log.json().with_ansi(false).init(),
+    }
+}
+
+/// How the binaries write their log to stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per event, for log collectors.
+    Json,
 }
 
 /// Takes over SIGINT and SIGTERM at once (from this call on neither kills the process) and
@@ -120,6 +135,9 @@ pub struct NodeArgs {
     /// peers refuse a `hello` naming a host they would have to resolve.
     #[arg(long, value_name = "IP:PORT")]
     pub advertise: Option<String>,
+    /// Log format on stderr: text, or json (one object per event).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Runs a node with `args` until it is shut down: the whole of `node PORT [flags]`.

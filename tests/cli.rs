@@ -78,3 +78,72 @@ async fn every_command_through_the_binary() {
     assert!(err.contains("unauthorized"), "{err}");
     assert_eq!(json(home, &[p, "shutdown"]).await["shutdown"], true);
 }
+
+/// Parses every line of `log` as one JSON event with the fields tracing-subscriber writes.
+fn json_events(log: &str) -> Vec<Value> {
+    log.lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+            for field in ["timestamp", "level", "target"] {
+                assert!(event[field].is_string(), "{field} missing: {line}");
+            }
+            assert!(event["fields"]["message"].is_string(), "{line}");
+            event
+        })
+        .collect()
+}
+
+/// `--log-format json` makes the node and the probe write one JSON object per event on
+/// stderr, the event's fields typed (the height a number), up to their shutdown.
+#[tokio::test]
+async fn log_format_json_writes_one_object_per_event() {
+    let mut net = network(
+        Options::new(1)
+            .topology(Topology::Isolated)
+            .args(["--log-format", "json"]),
+    )
+    .await;
+    net.client(0)
+        .mine(serde_json::json!("logged"))
+        .await
+        .unwrap();
+    assert_eq!(net.stop(0).await.unwrap(), Some(0));
+    let events = json_events(&net.log(0));
+    let loaded = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "chain loaded")
+        .expect("the chain loaded event");
+    assert_eq!(loaded["fields"]["height"], 0);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "mined block stored" && e["fields"]["height"] == 1)
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "store closed, bye")
+    );
+
+    let home = tempfile::tempdir().unwrap();
+    let log = home.path().join("probe.log");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe"));
+    command
+        .args(["--port", "0", "--log-format", "json"])
+        .env("POWCHAIN_HOME", home.path())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let started = powchain::process::spawn_announced(&mut command, DEADLINE)
+        .await
+        .unwrap();
+    let mut child = started.child;
+    powchain::process::signal(&child, powchain::process::Signal::TERM).unwrap();
+    assert!(child.wait().await.unwrap().success());
+    let events = json_events(&std::fs::read_to_string(&log).unwrap());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "SIGTERM received"),
+        "{events:?}"
+    );
+}

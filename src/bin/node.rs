@@ -7,6 +7,6 @@ use powchain::cli::{NodeArgs, init_logging, node_main};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = NodeArgs::parse();
-    init_logging();
+    init_logging(args.log_format);
     node_main(args).await
 }

@@ -4,6 +4,9 @@
 use std::net::IpAddr;
 
 use clap::Parser;
+use powchain::block::MAX_DIFFICULTY;
+use powchain::cli::LogFormat;
+use powchain::params::DEFAULT_DIFFICULTY;
 use powchain::probe::{self, ProbeState, spawn};
 use tokio::net::TcpListener;
 
@@ -27,7 +30,7 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 0)]
     spawn: usize,
     /// Difficulty of spawned nodes.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=64))]
+    #[arg(long, default_value_t = DEFAULT_DIFFICULTY, value_parser = clap::value_parser!(u32).range(0..=MAX_DIFFICULTY as i64))]
     difficulty: u32,
     /// A host name the probe answers to besides its addresses and localhost (repeatable);
     /// other names are refused, against DNS rebinding.
@@ -37,6 +40,9 @@ struct Args {
     /// (`GET /history`, ten minutes kept); 0 turns sampling off.
     #[arg(long, value_name = "SECS", default_value_t = 2)]
     sample_every: u64,
+    /// Log format on stderr: text, or json (one object per event).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[tokio::main]
@@ -45,11 +51,11 @@ async fn main() -> std::process::ExitCode {
     // sits next to the probe (as after `cargo run --bin probe`).
     if std::env::args().nth(1).as_deref() == Some(spawn::NODE_MODE) {
         let args = powchain::cli::NodeArgs::parse_from(std::env::args().skip(1));
-        powchain::cli::init_logging();
+        powchain::cli::init_logging(args.log_format);
         return powchain::cli::node_main(args).await;
     }
     let args = Args::parse();
-    powchain::cli::init_logging();
+    powchain::cli::init_logging(args.log_format);
     // Taken before any node is spawned or anything announced: a stop at any moment from
     // here on is graceful and stops the spawned nodes too.
     let stop = powchain::cli::shutdown_signal();
