@@ -249,19 +249,24 @@ async fn a_block_of_exactly_the_size_cap_is_refused() {
     )
     .await
     .unwrap();
-    // The nonce found changes the length too: try the fills around the estimate.
+    // Nonces searched from 10^6 keep seven digits (difficulty 8 takes a few hundred
+    // tries), so the block's length is its data's plus a constant.
+    let seal = |b: &mut Block| {
+        b.nonce = 1_000_000;
+        while b.compute_hash().leading_zero_bits() < b.difficulty {
+            b.nonce += 1;
+        }
+        assert!(b.nonce < 10_000_000);
+        b.hash = b.compute_hash();
+    };
     let of_size = |size: usize| {
         let mut b = next_block("");
-        remine(&mut b);
-        let estimate = size - serde_json::to_vec(&b).unwrap().len();
-        for fill in estimate.saturating_sub(16)..estimate + 16 {
-            b.data = BlockData::new(&json!("x".repeat(fill)));
-            remine(&mut b);
-            if serde_json::to_vec(&b).unwrap().len() == size {
-                return b;
-            }
-        }
-        panic!("no block of {size} bytes near a fill of {estimate}");
+        seal(&mut b);
+        let fill = size - serde_json::to_vec(&b).unwrap().len();
+        b.data = BlockData::new(&json!("x".repeat(fill)));
+        seal(&mut b);
+        assert_eq!(serde_json::to_vec(&b).unwrap().len(), size);
+        b
     };
     let client = net.client(0);
     let (result, reason) = client.new_block(of_size(cap)).await.unwrap();
