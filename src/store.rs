@@ -740,6 +740,18 @@ fn read_part(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write transaction on the store's open database (tests write records by hand).
+    fn begin_write(store: &Store) -> redb::WriteTransaction {
+        let db = store.db.read().unwrap();
+        db.as_ref().unwrap().begin_write().unwrap()
+    }
+
+    /// A read transaction on the store's open database.
+    fn begin_read(store: &Store) -> redb::ReadTransaction {
+        let db = store.db.read().unwrap();
+        db.as_ref().unwrap().begin_read().unwrap()
+    }
     use crate::block::BlockData;
     use crate::chain::mine_next;
 
@@ -955,14 +967,7 @@ mod tests {
     /// Rewrites blocks 1 to 3 of a store as the JSON records earlier versions wrote.
     fn json_records(dir: &Path, params: &ChainParams, blocks: &[Block]) {
         let (store, _) = Store::open(dir, params).unwrap();
-        let tx = store
-            .db
-            .read()
-            .unwrap()
-            .as_ref()
-            .unwrap()
-            .begin_write()
-            .unwrap();
+        let tx = begin_write(&store);
         {
             let mut table = tx.open_table(BLOCKS).unwrap();
             for b in &blocks[1..4] {
@@ -995,14 +1000,7 @@ mod tests {
         {
             let (store, _) = Store::open(dir.path(), &params).unwrap();
             store.replace_from(5, &blocks[6..]).unwrap();
-            let record = store
-                .db
-                .read()
-                .unwrap()
-                .as_ref()
-                .unwrap()
-                .begin_read()
-                .unwrap();
+            let record = begin_read(&store);
             let table = record.open_table(BLOCKS).unwrap();
             let raw = table.get(6).unwrap().unwrap().value().to_vec();
             assert_eq!(
@@ -1046,14 +1044,7 @@ mod tests {
         ] {
             {
                 let (store, _) = Store::open(dir.path(), &params).unwrap();
-                let tx = store
-                    .db
-                    .read()
-                    .unwrap()
-                    .as_ref()
-                    .unwrap()
-                    .begin_write()
-                    .unwrap();
+                let tx = begin_write(&store);
                 tx.open_table(BLOCKS).unwrap().insert(key, bytes).unwrap();
                 tx.commit().unwrap();
             }
@@ -1085,14 +1076,7 @@ mod tests {
             std::fs::copy(dir.path().join(DB_FILE), copy.path().join(DB_FILE)).unwrap();
             {
                 let (store, _) = Store::open(copy.path(), &params).unwrap();
-                let tx = store
-                    .db
-                    .read()
-                    .unwrap()
-                    .as_ref()
-                    .unwrap()
-                    .begin_write()
-                    .unwrap();
+                let tx = begin_write(&store);
                 tx.open_table(BLOCKS).unwrap().remove(gone).unwrap();
                 tx.commit().unwrap();
             }

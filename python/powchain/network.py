@@ -13,7 +13,7 @@ import tempfile
 import time
 from typing import List, Optional
 
-from .client import Client, PowchainError, UnknownPeer, read_cookie
+from .client import Client, PowchainError, UnknownPeer, node_dirs, read_cookie
 
 LISTENING = "listening on "
 TOPOLOGIES = ("registry", "line", "isolated")
@@ -189,13 +189,9 @@ class Network:
 
     def data_dir(self, i):
         """Node `i`'s data directory (where its store and cookie are)."""
-        for d in [os.path.join(self.home, "nodes", str(self.nodes[i].port))] + sorted(
-                os.path.join(self.home, "networks", n, "nodes", str(self.nodes[i].port))
-                for n in (os.listdir(os.path.join(self.home, "networks"))
-                          if os.path.isdir(os.path.join(self.home, "networks")) else [])):
-            if read_cookie(d):
-                return d
-        return os.path.join(self.home, "nodes", str(self.nodes[i].port))
+        port = self.nodes[i].port
+        dirs = [d for d in node_dirs(self.home, port) if read_cookie(d)]
+        return dirs[0] if dirs else os.path.join(self.home, "nodes", str(port))
 
     def client(self, i, **kwargs):
         """A client of node `i` that holds its cookie."""
