@@ -4,10 +4,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-// tokio's clock: the real one in the binary, the simulated one under simulation.
-use tokio::time::Instant;
 
 use super::addrbook::Source;
+use super::admin::Admin;
 use super::limits::{
     GREETING_GRACE, MAX_INVALID_PER_CONNECTION, MAX_REPLAYS_PER_CONNECTION, PARSE_OFF_RUNTIME,
     UNLINKED_SYNC_INTERVAL, UNVERIFIED_SYNC_INTERVAL,
@@ -106,7 +105,7 @@ impl Node {
                 }
             }
             Request::NewBlock { block } => {
-                let (result, reason) = self.offer_block(block, peer.node.clone()).await;
+                let (result, reason) = self.sync.offer_block(block, peer.node.clone()).await;
                 Response::BlockResult { result, reason }
             }
             Request::Mine { data } => match self.mine(data).await {
@@ -130,8 +129,7 @@ impl Node {
                     .sample(peer.remote.map(|r| r.ip()), peer.node.as_deref()),
             },
             Request::Challenge => {
-                use rand::Rng;
-                let nonce = hex::encode(rand::rng().random::<[u8; 32]>());
+                let nonce = Admin::challenge();
                 peer.challenge = Some(nonce.clone());
                 Response::Challenge { nonce }
             }
@@ -167,7 +165,7 @@ impl Node {
                 }
             }
             Request::Sync => {
-                let replaced = self.sync_all().await;
+                let replaced = self.sync.sync_all().await;
                 let chain = self.chain();
                 Response::Synced {
                     height: chain.height(),
@@ -255,7 +253,7 @@ impl Node {
         };
         self.peers.mark_known(&addr, hello.tip);
         peer.node = Some(addr.clone());
-        if self.has_less_work_than(&hello.work) {
+        if self.sync.has_less_work_than(&hello.work) {
             // A peer with more work is synced with; after a greeting, only if the relay or
             // ping that follows it on the connection did not bring us up to it.
             let (node, work) = (self.clone(), hello.work);
@@ -272,12 +270,8 @@ impl Node {
                 } else {
                     UNVERIFIED_SYNC_INTERVAL
                 };
-                if node.has_less_work_than(&work)
-                    && node
-                        .unlinked_syncs
-                        .allow_every(&addr, Instant::now(), interval)
-                {
-                    node.sync_with(&addr).await;
+                if node.sync.has_less_work_than(&work) && node.sync.allow(&addr, interval) {
+                    node.sync.sync_with(&addr).await;
                 }
             });
         }
@@ -296,8 +290,8 @@ impl Node {
             peers: self.peers.connected(),
             outbound: self.peers.outbound(),
             inbound: self.peers.inbound(),
-            mining: self.mining.is_active(),
-            hash_rate: self.mining.hash_rate(),
+            mining: self.jobs.miner().is_active(),
+            hash_rate: self.jobs.miner().hash_rate(),
             genesis: Some(chain.genesis().hash),
             reorgs: self.state.reorgs(),
         }
@@ -314,14 +308,8 @@ impl Node {
         peer: &mut Peer,
     ) -> bool {
         let nonce = peer.challenge.take();
-        match (cookie, proof, nonce) {
-            (Some(c), _, _) => constant_time_eq(c.as_bytes(), self.cookie.as_bytes()),
-            (None, Some(p), Some(nonce)) => {
-                let want = crate::message::admin_proof(&self.cookie, &nonce, kind);
-                constant_time_eq(p.as_bytes(), want.as_bytes())
-            }
-            _ => false,
-        }
+        self.admin
+            .authorizes(kind, cookie.as_deref(), proof.as_deref(), nonce.as_deref())
     }
 
     /// Tells whether the original's bare `SHUTDOWN` is obeyed from this client.
@@ -379,10 +367,6 @@ fn unauthorized(what: &str) -> Response {
              a \"proof\" of it for this connection's last \"challenge\""
         ),
     )
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A reply before encoding.
@@ -482,7 +466,7 @@ async fn reply_to(node: &Arc<Node>, incoming: Incoming, peer: &mut Peer) -> (Rep
             (Reply::Rejected, false)
         }
         Incoming::Legacy(Legacy::PushChain(blocks)) => {
-            if node.adopt_chain(blocks, peer.node.clone()).await {
+            if node.sync.adopt_chain(blocks, peer.node.clone()).await {
                 (Reply::Text(message::LEGACY_ACCEPTED), false)
             } else {
                 (Reply::Rejected, false)
@@ -529,7 +513,7 @@ mod tests {
             .handle(
                 Request::AddPeer {
                     addr: peer_addr.clone(),
-                    cookie: Some(node.cookie.clone()),
+                    cookie: Some(node.admin.cookie().to_owned()),
                     proof: None,
                 },
                 &mut admin,
@@ -545,8 +529,7 @@ mod tests {
             node: Some(peer_addr),
             ..Peer::default()
         };
-        node.fetching
-            .store(true, std::sync::atomic::Ordering::Release);
+        node.sync.set_fetching(true);
         let (reply, _) = node.handle(Request::NewBlock { block }, &mut peer).await;
         let Response::BlockResult { result, reason } = reply else {
             panic!("{reply:?}")
@@ -605,7 +588,7 @@ mod tests {
             .handle(
                 Request::RemovePeer {
                     addr: "127.0.0.1:2".into(),
-                    cookie: Some(node.cookie.clone()),
+                    cookie: Some(node.admin.cookie().to_owned()),
                     proof: None,
                 },
                 &mut peer,
@@ -643,7 +626,7 @@ mod tests {
             }
         ));
         assert_eq!(effect, Effect::Continue);
-        let cookie = Some(node.cookie.clone());
+        let cookie = Some(node.admin.cookie().to_owned());
         let (reply, effect) = node
             .handle(
                 Request::Shutdown {

@@ -1,13 +1,17 @@
-//! Links to peers. The peer manager keeps `--max-outbound` links dialled from the address
-//! book and replaces those that are lost; one task per outbound or manual link keeps it
-//! (handshake, address gossip, sync when the peer has more work, a small ping every
-//! [`PING_INTERVAL`]). Inbound links are taken from `hello`s by the handler.
+//! `Links`: keeping links to peers. The peer manager keeps `--max-outbound` links dialled
+//! from the address book and replaces those that are lost; one task per outbound or manual
+//! link keeps it (handshake, address gossip, sync when the peer has more work, a small ping
+//! every [`PING_INTERVAL`]). Inbound links are taken from `hello`s by the handler.
+//!
+//! It sees the [`PeerSet`] (and its address book), the [`Syncer`] it asks to catch up with a
+//! peer of more work, the [`ChainState`] for the handshake's values, and the registry.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 // tokio's clock: the real one in the binary, the simulated one under simulation.
 use tokio::time::Instant;
 
@@ -15,32 +19,79 @@ use super::addrbook::Source;
 use super::limits::{
     BEHIND_INTERVAL, MANAGER_TICK, MAX_MANUAL_BACKOFF, MAX_SHARED, PING_INTERVAL, REGISTRY_REREAD,
 };
-use super::peers::{Direction, normalize_addr};
-use super::shared::Node;
+use super::peers::{Direction, PeerSet, normalize_addr};
+use super::state::ChainState;
+use super::sync::Syncer;
+use crate::block::BlockHash;
 use crate::client::{ClientError, NodeClient};
-use crate::message::{ErrorCode, Hello};
+use crate::env::Env;
+use crate::message::{ErrorCode, Hello, PROTOCOL_VERSION};
+use crate::registry::Registry;
+
+/// The node's side of its links.
+#[derive(Debug)]
+pub(super) struct Links {
+    pub(super) peers: Arc<PeerSet>,
+    pub(super) sync: Arc<Syncer>,
+    pub(super) state: Arc<ChainState>,
+    pub(super) registry: Option<Registry>,
+    pub(super) env: Env,
+    /// `--peer` addresses, learnt at start.
+    pub(super) seeds: Vec<String>,
+    /// The bound address.
+    pub(super) listen: SocketAddr,
+    /// The address peers should dial: `--advertise`, else the bound one.
+    pub(super) advertised: String,
+    pub(super) shutdown: CancellationToken,
+    pub(super) tasks: TaskTracker,
+}
+
+impl Links {
+    /// Returns this node's handshake values.
+    pub(super) fn hello(&self) -> Hello {
+        hello(&self.state, &self.advertised)
+    }
+
+    fn genesis_hash(&self) -> BlockHash {
+        self.state.chain().genesis().hash
+    }
+}
+
+/// Returns the handshake values of a node with `state` that peers dial at `listen`.
+pub(super) fn hello(state: &ChainState, listen: &str) -> Hello {
+    let chain = state.chain();
+    Hello {
+        version: PROTOCOL_VERSION,
+        genesis: chain.genesis().hash,
+        listen: listen.to_owned(),
+        height: chain.height(),
+        tip: chain.tip().hash,
+        work: chain.work().to_string(),
+    }
+}
 
 /// Puts the configured peers and the registry's `entries` (read by the caller) into the
 /// address book and starts the peer manager.
-pub fn start(node: &Arc<Node>, entries: Option<Result<Vec<(u16, String)>, String>>) {
-    for addr in &node.config.peers {
+pub(super) fn start(links: &Arc<Links>, entries: Option<Result<Vec<(u16, String)>, String>>) {
+    for addr in &links.seeds {
         match normalize_addr(addr) {
             Ok(a) => {
-                node.peers.learn(&a, Source::Seed);
+                links.peers.learn(&a, Source::Seed);
             }
             Err(e) => tracing::warn!("ignoring --peer: {e}"),
         }
     }
-    learn_registry(node, entries);
-    let manager = node.clone();
-    node.tasks.spawn(async move { manage(manager).await });
+    learn_registry(links, entries);
+    let manager = links.clone();
+    links.tasks.spawn(async move { manage(manager).await });
 }
 
-fn learn_registry(node: &Node, entries: Option<Result<Vec<(u16, String)>, String>>) {
+fn learn_registry(links: &Links, entries: Option<Result<Vec<(u16, String)>, String>>) {
     match entries {
         Some(Ok(entries)) => {
             for (port, host) in entries {
-                node.peers
+                links
+                    .peers
                     .learn(&format!("{host}:{port}"), Source::Registry);
             }
         }
@@ -52,25 +103,24 @@ fn learn_registry(node: &Node, entries: Option<Result<Vec<(u16, String)>, String
 /// Keeps the outbound links filled from the address book until shutdown; reads the
 /// registry again (at most every few seconds) while the book has no candidate for a free
 /// slot, so nodes started at the same moment still find each other.
-async fn manage(node: Arc<Node>) {
+async fn manage(links: Arc<Links>) {
     let mut registry_read = Instant::now();
     loop {
-        let wanted = node.peers.outbound_wanted();
+        let wanted = links.peers.outbound_wanted();
         let mut wait = MANAGER_TICK;
         if wanted > 0 {
-            let (picked, retry) = node.peers.candidates(wanted);
+            let (picked, retry) = links.peers.candidates(wanted);
             let short = picked.len() < wanted;
             for addr in picked {
-                node.dial(&addr, Direction::Outbound);
+                links.dial(&addr, Direction::Outbound);
             }
             if let Some(at) = retry {
                 wait = wait.min(at.saturating_duration_since(Instant::now()));
             }
             if short && registry_read.elapsed() >= REGISTRY_REREAD {
                 registry_read = Instant::now();
-                if let Some(registry) = node.registry.clone() {
-                    let read = node
-                        .config
+                if let Some(registry) = links.registry.clone() {
+                    let read = links
                         .env
                         .blocking
                         .run(move || {
@@ -83,14 +133,14 @@ async fn manage(node: Arc<Node>) {
                         })
                         .await
                         .and_then(|r| r);
-                    learn_registry(&node, Some(read));
+                    learn_registry(&links, Some(read));
                 }
             }
         }
         tokio::select! {
             biased;
-            _ = node.shutdown.cancelled() => return,
-            _ = node.peers.changed() => {}
+            _ = links.shutdown.cancelled() => return,
+            _ = links.peers.changed() => {}
             _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
         }
     }
@@ -106,12 +156,12 @@ enum Refusal {
     Down(ClientError),
 }
 
-async fn handshake(node: &Node, client: &NodeClient) -> Result<Hello, Refusal> {
-    match client.hello(node.hello()).await {
-        Ok(theirs) if theirs.genesis != node.genesis_hash() => Err(Refusal::Ban(format!(
+async fn handshake(links: &Links, client: &NodeClient) -> Result<Hello, Refusal> {
+    match client.hello(links.hello()).await {
+        Ok(theirs) if theirs.genesis != links.genesis_hash() => Err(Refusal::Ban(format!(
             "another network: its genesis is {}, ours is {}",
             theirs.genesis,
-            node.genesis_hash()
+            links.genesis_hash()
         ))),
         Ok(theirs) => Ok(theirs),
         Err(e) => match e.error_code() {
@@ -125,38 +175,38 @@ async fn handshake(node: &Node, client: &NodeClient) -> Result<Hello, Refusal> {
 /// Keeps the link to one peer: handshake, gossip, sync, then a ping every
 /// [`PING_INTERVAL`]. An outbound link that fails or is lost ends, and the manager dials
 /// the next candidate; a manual one is re-dialled with backoff until removed.
-async fn keep_link(node: Arc<Node>, addr: String, stop: CancellationToken) {
-    let Some(client) = node.peers.client(&addr) else {
+async fn keep_link(links: Arc<Links>, addr: String, stop: CancellationToken) {
+    let Some(client) = links.peers.client(&addr) else {
         return;
     };
-    if node.leads_to_self(&addr) {
+    if links.leads_to_self(&addr) {
         tracing::info!(peer = %addr, "address leads back to this node; not dialling it again");
-        node.peers.found_own(&addr);
-        node.peers.link_ended(&addr);
+        links.peers.found_own(&addr);
+        links.peers.link_ended(&addr);
         return;
     }
     let mut backoff = Duration::from_millis(250);
     let mut failures = 0u32;
     loop {
-        let down = match handshake(&node, &client).await {
+        let down = match handshake(&links, &client).await {
             Ok(theirs) => {
                 failures = 0;
                 backoff = Duration::from_millis(250);
-                node.peers.connected_to(&addr);
+                links.peers.connected_to(&addr);
                 tracing::info!(peer = %addr, height = theirs.height, "peer connected (outbound)");
-                node.peers.mark_known(&addr, theirs.tip);
+                links.peers.mark_known(&addr, theirs.tip);
                 if let Ok(addrs) = client.get_addr().await {
                     for a in addrs.iter().take(MAX_SHARED) {
                         if let Ok(a) = normalize_addr(a) {
-                            node.peers.learn(&a, Source::Gossip(addr.clone()));
+                            links.peers.learn(&a, Source::Gossip(addr.clone()));
                         }
                     }
                 }
-                if node.has_less_work_than(&theirs.work) {
-                    node.sync_with(&addr).await;
+                if links.sync.has_less_work_than(&theirs.work) {
+                    links.sync.sync_with(&addr).await;
                 }
-                let behind = node.has_less_work_than(&theirs.work);
-                match watch(&node, &client, &addr, &stop, behind).await {
+                let behind = links.sync.has_less_work_than(&theirs.work);
+                match watch(&links, &client, &addr, &stop, behind).await {
                     None => return,
                     Some(e) => {
                         tracing::info!(peer = %addr, "peer lost: {e}");
@@ -165,14 +215,14 @@ async fn keep_link(node: Arc<Node>, addr: String, stop: CancellationToken) {
                 }
             }
             Err(Refusal::Ban(why)) => {
-                node.peers.ban(&addr, &why);
+                links.peers.ban(&addr, &why);
                 return;
             }
             Err(Refusal::Full) => {
                 tracing::debug!(peer = %addr, "peer has no free inbound slot");
-                node.peers.unreachable(&addr);
-                if node.peers.direction(&addr) != Some(Direction::Manual) {
-                    node.peers.link_ended(&addr);
+                links.peers.unreachable(&addr);
+                if links.peers.direction(&addr) != Some(Direction::Manual) {
+                    links.peers.link_ended(&addr);
                     return;
                 }
                 None
@@ -181,17 +231,17 @@ async fn keep_link(node: Arc<Node>, addr: String, stop: CancellationToken) {
         };
         if let Some(e) = down {
             failures += 1;
-            let aged_out = node.peers.unreachable(&addr);
+            let aged_out = links.peers.unreachable(&addr);
             if failures == 1 {
                 tracing::info!(peer = %addr, "peer unreachable: {e}");
-                prune_from_registry(&node, &addr).await;
+                prune_from_registry(&links, &addr).await;
             }
             if aged_out {
                 tracing::debug!(peer = %addr, "address aged out of the book");
             }
         }
-        if node.peers.direction(&addr) != Some(Direction::Manual) {
-            node.peers.link_ended(&addr);
+        if links.peers.direction(&addr) != Some(Direction::Manual) {
+            links.peers.link_ended(&addr);
             return;
         }
         tokio::select! {
@@ -208,13 +258,13 @@ async fn keep_link(node: Arc<Node>, addr: String, stop: CancellationToken) {
 /// syncing when its pong shows more work;
 /// returns why the link was lost, or `None` when told to stop.
 async fn watch(
-    node: &Arc<Node>,
+    links: &Arc<Links>,
     client: &NodeClient,
     addr: &str,
     stop: &CancellationToken,
     mut behind: bool,
 ) -> Option<ClientError> {
-    let alarm = node.peers.alarm(addr)?;
+    let alarm = links.peers.alarm(addr)?;
     loop {
         let interval = if behind {
             BEHIND_INTERVAL
@@ -229,26 +279,26 @@ async fn watch(
         }
         let work = match client.ping().await {
             Ok(Some(pong)) => {
-                node.peers.mark_known(addr, pong.tip);
+                links.peers.mark_known(addr, pong.tip);
                 pong.work
             }
             // An older node without `ping`: the handshake is the check.
-            Ok(None) => match client.hello(node.hello()).await {
+            Ok(None) => match client.hello(links.hello()).await {
                 Ok(h) => h.work,
                 Err(e) => return Some(e),
             },
             Err(e) => return Some(e),
         };
-        if node.has_less_work_than(&work) {
-            node.sync_with(addr).await;
+        if links.sync.has_less_work_than(&work) {
+            links.sync.sync_with(addr).await;
         }
-        behind = node.has_less_work_than(&work);
+        behind = links.sync.has_less_work_than(&work);
     }
 }
 
 /// Removes a registry entry whose node does not answer (off the runtime: a file lock).
-async fn prune_from_registry(node: &Node, addr: &str) {
-    let Some(registry) = node.registry.clone() else {
+async fn prune_from_registry(links: &Links, addr: &str) {
+    let Some(registry) = links.registry.clone() else {
         return;
     };
     let Some((host, port)) = addr.rsplit_once(':') else {
@@ -258,8 +308,7 @@ async fn prune_from_registry(node: &Node, addr: &str) {
         return;
     };
     let host = host.to_owned();
-    match node
-        .config
+    match links
         .env
         .blocking
         .run(move || registry.remove_if(port, &host))
@@ -272,21 +321,21 @@ async fn prune_from_registry(node: &Node, addr: &str) {
     }
 }
 
-impl Node {
+impl Links {
     /// Starts keeping a link to `addr` if it is not one already.
     pub(super) fn dial(self: &Arc<Self>, addr: &str, direction: Direction) {
         let Some(stop) = self.peers.dial(addr, direction, &self.shutdown) else {
             return;
         };
         tracing::debug!(peer = %addr, ?direction, "dialling");
-        let (node, addr) = (self.clone(), addr.to_owned());
+        let (links, addr) = (self.clone(), addr.to_owned());
         self.tasks
-            .spawn(async move { keep_link(node, addr, stop).await });
+            .spawn(async move { keep_link(links, addr, stop).await });
     }
 
     /// Adds a peer by address (`host:port`, an `http://` prefix tolerated): a manual link,
     /// kept and re-dialled until removed.
-    pub fn add_peer(self: &Arc<Self>, addr: &str) -> Result<(), String> {
+    pub(super) fn add_peer(self: &Arc<Self>, addr: &str) -> Result<(), String> {
         let addr = normalize_addr(addr)?;
         if self.peers.is_own(&addr) {
             return Err(format!("{addr} is this node itself"));
@@ -302,12 +351,6 @@ impl Node {
         Ok(())
     }
 
-    /// Tells whether our chain has less work than `work` (a peer's, as a decimal string).
-    pub(super) fn has_less_work_than(&self, work: &str) -> bool {
-        work.parse::<u128>()
-            .is_ok_and(|theirs| theirs > self.chain().work())
-    }
-
     /// Tells whether dialling `addr` would reach this node: its listen address, or, when
     /// bound to every interface, the same port on an address of this machine.
     pub(super) fn leads_to_self(&self, addr: &str) -> bool {
@@ -318,7 +361,7 @@ impl Node {
             return false;
         }
         let ip = self.listen.ip();
-        target.ip() == ip || (ip.is_unspecified() && self.config.env.net.is_local_ip(target.ip()))
+        target.ip() == ip || (ip.is_unspecified() && self.env.net.is_local_ip(target.ip()))
     }
 }
 

@@ -6,25 +6,39 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `shared` | `Node` (what every task shares), `Config`, opening a node |
-//! | [`limits`] | every cap and interval of the node, and the command line's defaults |
-//! | [`state`] | `ChainState`: the chain in memory and in its store, changed one at a time |
-//! | `connection` | one connection's framing loop and its time limits |
-//! | `handler` | from a request to its reply; one identity per connection |
-//! | `chainops` | offered blocks, relay, sync (one peer or several), re-mining left-behind data |
-//! | `miner` | mining runs and their cancellation |
-//! | `peers`, `addrbook`, `links` | the peer set, the address book, keeping links |
+//! Each part is an owner with its own state, made with the collaborators it uses (never the
+//! whole node); the `Node` holds them and the handler dispatches requests to them.
+//!
+//! | module | owns | works with |
+//! |---|---|---|
+//! | `shared` | `Node` (the owners, wired together), `Config`, opening a node | |
+//! | [`limits`] | every cap and interval of the node, and the command line's defaults | |
+//! | [`state`] | `ChainState`: the chain in memory and in its store, changed one at a time | the store, `Env` |
+//! | `sync` | `Syncer`: offered blocks, pushed chains, locator sync (one peer or several) | `ChainState`, `PeerSet`, `Relay` |
+//! | `branch` | `CompetingBranch`: a fork held while it is fetched, within caps | |
+//! | `relay` | `Relay`: sending a new block to the peers without it | `PeerSet` |
+//! | `jobs` | `Jobs`: mining jobs, and mining again the data a reorg left behind | `ChainState`, `Miner`, `Relay` |
+//! | `miner` | `Miner`: proof-of-work runs and their cancellation | `Env` |
+//! | `links` | `Links`: dialling and keeping links, handshakes, pings | `PeerSet`, `Syncer`, `ChainState` |
+//! | `peers`, `addrbook` | the peer set and the address book of candidates | `Env`'s network |
+//! | `admin` | `Admin`: the cookie and the check of admin requests | |
+//! | `connection` | one connection's framing loop and its time limits | `Node` |
+//! | `handler` | from a request to its reply; one identity per connection | `Node` |
 
 mod addrbook;
-mod chainops;
+mod admin;
+mod branch;
 mod connection;
 mod handler;
+mod jobs;
 pub mod limits;
 mod links;
 mod miner;
 mod peers;
+mod relay;
 mod shared;
 pub mod state;
+mod sync;
 pub use crate::env;
 
 use std::sync::Arc;
@@ -85,11 +99,12 @@ pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
         })
         .await
         .unwrap_or_else(|e| (Some(Err(e)), Ok(Vec::new())));
-    links::start(&node, entries);
+    links::start(&node.links, entries);
     match queued {
         Ok(queued) => {
             for (id, data) in queued {
-                node.spawn_remine(id, data, limits::REMINE_DELAY_STARTUP);
+                node.jobs
+                    .spawn_remine(id, data, limits::REMINE_DELAY_STARTUP);
             }
         }
         Err(e) => tracing::warn!("could not read data queued for mining again: {e}"),
@@ -123,7 +138,7 @@ pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
     }
     tracing::info!("shutting down: no longer accepting connections");
     drop(listener);
-    node.mining.cancel_all();
+    node.jobs.miner().cancel_all();
     node.tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), node.tasks.wait())
         .await

@@ -1,23 +1,27 @@
-//! `Node`: what every task of a node shares (its config, chain state, peers, miner and
-//! shutdown), and opening it. The behaviour lives in the modules beside this one.
+//! `Node`: what every task of a node shares (its config and the owners of its parts), and
+//! opening it: each owner is made with the collaborators it uses, none with the node.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::miner::Miner;
-use super::peers::{Limits, PeerSet, SyncLimiter};
+use super::admin::Admin;
+use super::jobs::Jobs;
+use super::links::{self, Links};
+use super::miner::MineError;
+use super::peers::{Limits, PeerSet};
+use super::relay::Relay;
 use super::state::ChainState;
+use super::sync::{OnApplied, Syncer};
 use crate::block::BlockHash;
 use crate::chain::Blockchain;
 use crate::env::Env;
-use crate::message::{Hello, PROTOCOL_VERSION};
+use crate::message::Hello;
 use crate::params::ChainParams;
 use crate::registry::Registry;
 use crate::store::StoreError;
@@ -91,25 +95,31 @@ pub enum NodeError {
     Task(String),
 }
 
-/// The state every task of a node shares.
+/// What every task of a node shares: its config and the owners of its parts.
+///
+/// | field | owner of |
+/// |---|---|
+/// | `state` | the chain in memory and in its store ([`ChainState`]) |
+/// | `peers` | links, what each peer holds, strikes, the address book ([`PeerSet`]) |
+/// | `links` | dialling and keeping links, handshakes, pings ([`Links`]) |
+/// | `relay` | sending a new block to the peers without it ([`Relay`]) |
+/// | `sync` | offered blocks, pushed chains, locator sync ([`Syncer`]) |
+/// | `jobs` | mining, and mining again what a reorg left behind ([`Jobs`]) |
+/// | `admin` | the cookie and the check of admin requests ([`Admin`]) |
 pub struct Node {
     pub(super) config: Config,
     pub(super) listen: SocketAddr,
     pub(super) state: Arc<ChainState>,
-    pub(super) peers: PeerSet,
-    pub(super) unlinked_syncs: SyncLimiter,
-    pub(super) mining: Miner,
-    pub(super) cookie: String,
+    pub(super) peers: Arc<PeerSet>,
+    pub(super) links: Arc<Links>,
+    pub(super) sync: Arc<Syncer>,
+    pub(super) jobs: Arc<Jobs>,
+    pub(super) admin: Admin,
     pub(super) shutdown: CancellationToken,
     pub(super) tasks: TaskTracker,
     pub(super) registry: Option<Registry>,
     /// Numbers accepted connections, so an inbound link knows the one that opened it.
     pub(super) next_conn: AtomicU64,
-    /// Blocks being handled right now: the same block from another peer meanwhile is
-    /// ignored instead of handled twice.
-    pub(super) handling: Mutex<HashSet<BlockHash>>,
-    /// Set while one sync fetches from several peers at once (one such sync at a time).
-    pub(super) fetching: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Node {
@@ -135,13 +145,13 @@ impl Node {
             config.env.clone(),
         );
         let started = std::time::Instant::now();
-        let (state, cookie) = config
+        let (state, admin) = config
             .env
             .blocking
             .run(move || {
                 let state = ChainState::open(&dir, &params, verify, env)?;
-                let cookie = write_cookie(&dir)?;
-                Ok::<_, NodeError>((state, cookie))
+                let admin = Admin::write(&dir)?;
+                Ok::<_, NodeError>((state, admin))
             })
             .await
             .map_err(NodeError::Task)??;
@@ -164,40 +174,71 @@ impl Node {
                 "chain loaded"
             );
         }
+        let state = Arc::new(state);
+        let advertised = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| listen.to_string());
         let mut own = vec![listen.to_string()];
         own.extend(config.advertise.clone());
-        let limits = config.limits;
-        Ok(Arc::new_cyclic(|weak: &Weak<Node>| {
-            let weak = weak.clone();
-            let greeting: crate::client::Greeting = Arc::new(move || {
-                crate::message::Request::Hello(match weak.upgrade() {
-                    Some(node) => node.hello(),
-                    None => Hello {
-                        version: PROTOCOL_VERSION,
-                        genesis: BlockHash::default(),
-                        listen: String::new(),
-                        height: 0,
-                        tip: BlockHash::default(),
-                        work: "0".into(),
-                    },
-                })
-            });
-            Node {
-                state: Arc::new(state),
-                peers: PeerSet::new(limits, own, Some(greeting))
-                    .with_env(config.env.net.clone(), config.env.seed),
-                unlinked_syncs: SyncLimiter::default(),
-                mining: Miner::default(),
-                cookie,
-                shutdown,
-                tasks: TaskTracker::new(),
-                registry,
-                listen,
-                config,
-                next_conn: AtomicU64::new(0),
-                handling: Mutex::new(HashSet::new()),
-                fetching: std::sync::atomic::AtomicBool::new(false),
-            }
+        let greeting: crate::client::Greeting = {
+            let (state, advertised) = (state.clone(), advertised.clone());
+            Arc::new(move || crate::message::Request::Hello(links::hello(&state, &advertised)))
+        };
+        let peers = Arc::new(
+            PeerSet::new(config.limits, own, Some(greeting))
+                .with_env(config.env.net.clone(), config.env.seed),
+        );
+        let tasks = TaskTracker::new();
+        let relay = Arc::new(Relay::new(peers.clone(), tasks.clone()));
+        let jobs = Arc::new(Jobs::new(
+            state.clone(),
+            relay.clone(),
+            config.env.clone(),
+            (config.params.max_block_size, config.threads),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        let on_applied: OnApplied = {
+            let jobs = jobs.clone();
+            Arc::new(move |applied| jobs.follow_up(applied))
+        };
+        let sync = Arc::new(Syncer {
+            state: state.clone(),
+            peers: peers.clone(),
+            relay,
+            env: config.env.clone(),
+            params: config.params.clone(),
+            max_frame: config.max_frame,
+            shutdown: shutdown.clone(),
+            on_applied,
+            marks: Default::default(),
+        });
+        let links = Arc::new(Links {
+            peers: peers.clone(),
+            sync: sync.clone(),
+            state: state.clone(),
+            registry: registry.clone(),
+            env: config.env.clone(),
+            seeds: config.peers.clone(),
+            listen,
+            advertised,
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        });
+        Ok(Arc::new(Node {
+            state,
+            peers,
+            links,
+            sync,
+            jobs,
+            admin,
+            shutdown,
+            tasks,
+            registry,
+            listen,
+            config,
+            next_conn: AtomicU64::new(0),
         }))
     }
 
@@ -216,15 +257,19 @@ impl Node {
 
     /// Returns this node's handshake values.
     pub fn hello(&self) -> Hello {
-        let chain = self.chain();
-        Hello {
-            version: PROTOCOL_VERSION,
-            genesis: chain.genesis().hash,
-            listen: self.listen_addr(),
-            height: chain.height(),
-            tip: chain.tip().hash,
-            work: chain.work().to_string(),
-        }
+        self.links.hello()
+    }
+
+    /// Mines a block with `data` on the current tip; returns it once stored. A new tip
+    /// cancels the attempt and restarts it on the new tip with the same data.
+    pub async fn mine(&self, data: serde_json::Value) -> Result<crate::block::Block, MineError> {
+        self.jobs.mine(data).await
+    }
+
+    /// Adds a peer by address (`host:port`, an `http://` prefix tolerated): a manual link,
+    /// kept and re-dialled until removed.
+    pub fn add_peer(&self, addr: &str) -> Result<(), String> {
+        self.links.add_peer(addr)
     }
 
     /// Returns a copy of the node's chain, genesis first.
@@ -259,24 +304,4 @@ impl Node {
     pub fn genesis_hash(&self) -> BlockHash {
         self.chain().genesis().hash
     }
-}
-
-fn write_cookie(dir: &std::path::Path) -> Result<String, NodeError> {
-    use rand::Rng;
-    let err = |source| NodeError::DataDir {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let bytes: [u8; 32] = rand::rng().random();
-    let cookie = hex::encode(bytes);
-    let path = dir.join(crate::client::COOKIE_FILE);
-    let tmp = dir.join(".cookie.tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(err)?;
-    std::io::Write::write_all(&mut file, cookie.as_bytes()).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
-    Ok(cookie)
 }

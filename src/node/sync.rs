@@ -1,210 +1,138 @@
-//! Changing the chain: offered blocks, pushed chains, locator sync and mining jobs, each
-//! applied through [`ChainState`](super::state::ChainState) and followed by what a change
-//! implies (relay, mining left-behind data again). Mining itself is the
-//! [`Miner`](super::miner::Miner)'s; this module hands it templates and commits its blocks.
+//! `Syncer`: taking blocks from peers and clients. An offered block is appended (and
+//! relayed), ignored, or makes the node sync with the peer that sent it; a locator sync
+//! fetches a peer's chain batch by batch (from several peers at once on a long catch-up),
+//! holding a competing branch within caps until it outweighs ours; a pushed whole chain
+//! (the original's protocol) is adopted if it has more work.
+//!
+//! It sees the [`ChainState`], the [`PeerSet`] and the [`Relay`], and reports every change
+//! it made to the chain through `on_applied` (the node hands those to its mining jobs, which
+//! mine again the data a reorg left behind).
 
-use std::collections::{BTreeSet, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
 // tokio's clock: the real one in the binary, the simulated one under simulation.
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::branch::CompetingBranch;
 use super::limits::{
-    MAX_FETCH_BYTES, MAX_HANDLING, MAX_PENDING_BLOCKS, MAX_PENDING_BYTES, MAX_SYNC_SOURCES,
-    RANGES_PER_SOURCE, RECENT_SCAN, REMINE_DELAY_OTHERS, SYNC_BATCH, UNLINKED_SYNC_INTERVAL,
+    MAX_FETCH_BYTES, MAX_HANDLING, MAX_SYNC_SOURCES, RANGES_PER_SOURCE, SYNC_BATCH,
+    UNLINKED_SYNC_INTERVAL,
 };
-use super::miner::MineError;
-use super::shared::Node;
-use super::state::{Applied, ApplyError, WriterGuard};
-use crate::block::{Block, BlockData, BlockHash, PrevHash};
+use super::peers::{PeerSet, SyncLimiter};
+use super::relay::Relay;
+use super::state::{Applied, ApplyError, ChainState, WriterGuard};
+use crate::block::{Block, BlockHash, PrevHash};
 use crate::client::{ClientError, NodeClient};
-use crate::env::Event;
+use crate::env::{Env, Event};
 use crate::message::BlockOutcome;
+use crate::params::ChainParams;
 use crate::rules::check_branch;
+
+/// Told of every change a sync or an offered block made to the chain.
+pub(super) type OnApplied = Arc<dyn Fn(&Applied) + Send + Sync>;
 
 /// Marks a block as being handled until dropped.
 struct Handling<'a> {
-    node: &'a Node,
+    set: &'a Mutex<HashSet<BlockHash>>,
     hash: BlockHash,
     marked: bool,
 }
 
 impl<'a> Handling<'a> {
     /// Marks `hash`; `None` when it is being handled already.
-    fn start(node: &'a Node, hash: BlockHash) -> Option<Self> {
-        let mut set = node.handling.lock().unwrap_or_else(|e| e.into_inner());
-        if set.contains(&hash) {
+    fn start(set: &'a Mutex<HashSet<BlockHash>>, hash: BlockHash) -> Option<Self> {
+        let mut held = set.lock().unwrap_or_else(|e| e.into_inner());
+        if held.contains(&hash) {
             return None;
         }
-        let marked = set.len() < MAX_HANDLING && set.insert(hash);
-        Some(Handling { node, hash, marked })
+        let marked = held.len() < MAX_HANDLING && held.insert(hash);
+        Some(Handling { set, hash, marked })
     }
 }
 
 impl Drop for Handling<'_> {
     fn drop(&mut self) {
         if self.marked {
-            let mut set = self.node.handling.lock().unwrap_or_else(|e| e.into_inner());
-            set.remove(&self.hash);
+            let mut held = self.set.lock().unwrap_or_else(|e| e.into_inner());
+            held.remove(&self.hash);
         }
     }
 }
 
-/// Why a competing branch being fetched was given up.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PendingError {
-    /// It holds too many blocks or bytes without outweighing our chain.
-    #[error("competing branch of {blocks} blocks ({bytes} bytes) does not outweigh ours")]
-    TooLarge { blocks: usize, bytes: usize },
-    /// At its current difficulty it cannot outweigh ours within the caps.
-    #[error(
-        "competing branch cannot outweigh ours: it needs {needed} more work at {per_block} per \
-         block, but only {room} more blocks fit"
-    )]
-    TooLight {
-        needed: u128,
-        per_block: u128,
-        room: u128,
-    },
+/// Takes blocks from peers and clients into the chain.
+pub(super) struct Syncer {
+    pub(super) state: Arc<ChainState>,
+    pub(super) peers: Arc<PeerSet>,
+    pub(super) relay: Arc<Relay>,
+    pub(super) env: Env,
+    pub(super) params: ChainParams,
+    pub(super) max_frame: usize,
+    pub(super) shutdown: CancellationToken,
+    pub(super) on_applied: OnApplied,
+    pub(super) marks: Marks,
 }
 
-/// A competing branch held while it is fetched, bounded in blocks, bytes and by work.
+/// What a [`Syncer`] keeps of its own.
 #[derive(Debug, Default)]
-pub struct PendingBranch {
-    blocks: Vec<Block>,
-    bytes: usize,
-    work: u128,
+pub(super) struct Marks {
+    /// When each peer last made us sync (an unlinked block, a claim of more work).
+    limiter: SyncLimiter,
+    /// Blocks being handled right now: the same block from another peer meanwhile is
+    /// ignored instead of handled twice.
+    handling: Mutex<HashSet<BlockHash>>,
+    /// Set while one sync fetches from several peers at once (one such sync at a time).
+    fetching: AtomicBool,
 }
 
-impl PendingBranch {
-    /// Adds a checked batch of `work`; fails when the branch outgrows the caps, or when at
-    /// the batch's difficulty it could not gain `ours` (our work above the fork) within them.
-    pub fn push(&mut self, batch: Vec<Block>, work: u128, ours: u128) -> Result<(), PendingError> {
-        let last_work = batch.last().map_or(1, Block::work).max(1);
-        self.bytes += batch
-            .iter()
-            .map(|b| b.data.as_str().len() + 240)
-            .sum::<usize>();
-        self.blocks.extend(batch);
-        self.work += work;
-        if self.work > ours {
-            return Ok(());
-        }
-        if self.blocks.len() > MAX_PENDING_BLOCKS || self.bytes > MAX_PENDING_BYTES {
-            return Err(PendingError::TooLarge {
-                blocks: self.blocks.len(),
-                bytes: self.bytes,
-            });
-        }
-        let per = self.bytes / self.blocks.len().max(1);
-        let room = (MAX_PENDING_BLOCKS - self.blocks.len())
-            .min((MAX_PENDING_BYTES - self.bytes) / per.max(1)) as u128;
-        let needed = ours - self.work + 1;
-        if needed.div_ceil(last_work) > room {
-            return Err(PendingError::TooLight {
-                needed,
-                per_block: last_work,
-                room,
-            });
-        }
-        Ok(())
-    }
-
-    /// Tells whether the branch outweighs `ours`.
-    pub fn outweighs(&self, ours: u128) -> bool {
-        self.work > ours
-    }
-
-    /// Returns the newest block held.
-    pub fn last(&self) -> Option<&Block> {
-        self.blocks.last()
-    }
-
-    /// Takes the blocks out, leaving the branch empty.
-    pub fn take(&mut self) -> Vec<Block> {
-        self.bytes = 0;
-        self.work = 0;
-        std::mem::take(&mut self.blocks)
-    }
-
-    /// Tells whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer")
+            .field("marks", &self.marks)
+            .finish_non_exhaustive()
     }
 }
 
-impl Node {
-    /// Follows up a change: logs a reorg and mines again the data it left behind.
-    fn follow_up(self: &Arc<Self>, applied: &Applied) {
-        if !applied.left.is_empty() {
-            tracing::warn!(
-                fork = applied.fork,
-                left_behind = applied.left.len(),
-                requeued = applied.requeued.len(),
-                new_height = self.chain().height(),
-                "reorg to a chain with more work"
-            );
-        }
-        for (id, block) in &applied.requeued {
-            let delay = if self.mining.is_mined_here(&block.hash) {
-                Duration::ZERO
-            } else {
-                REMINE_DELAY_OTHERS
-            };
-            self.spawn_remine(*id, block.data.clone(), delay);
-        }
+impl Syncer {
+    /// Marks a sync from several peers as running (for tests of what that changes).
+    #[cfg(test)]
+    pub(super) fn set_fetching(&self, on: bool) {
+        self.marks.fetching.store(on, Ordering::Release);
+    }
+
+    /// Tells whether `peer` may make us sync now, at most once per `interval`.
+    pub(super) fn allow(&self, peer: &str, interval: std::time::Duration) -> bool {
+        self.marks
+            .limiter
+            .allow_every(peer, Instant::now(), interval)
+    }
+
+    /// Tells whether our chain has less work than `work` (a peer's, as a decimal string).
+    pub(super) fn has_less_work_than(&self, work: &str) -> bool {
+        work.parse::<u128>()
+            .is_ok_and(|theirs| theirs > self.state.chain().work())
     }
 
     /// Applies `blocks` above `fork` (the caller holds the writer lock) and follows up.
     async fn apply(
-        self: &Arc<Self>,
+        &self,
         writer: &WriterGuard<'_>,
         fork: u64,
         blocks: Vec<Block>,
     ) -> Result<(), ApplyError> {
         let applied = self.state.apply(writer, fork, blocks, None).await?;
-        self.follow_up(&applied);
+        (self.on_applied)(&applied);
         Ok(())
     }
 
-    /// Mines again, in the background, data that a reorg left behind (queue entry `id`).
-    ///
-    /// Every node that held the block queues its data, but only the node that mined it
-    /// mines it again at once; the others wait `delay` and mine it only if it is still
-    /// missing, so that several nodes do not race to include the same data (which would
-    /// leave equal-work tips that stay apart until a next block).
-    pub(super) fn spawn_remine(self: &Arc<Self>, id: u64, data: BlockData, delay: Duration) {
-        tracing::info!(
-            data = %data.as_str().chars().take(80).collect::<String>(),
-            delay_secs = delay.as_secs(),
-            "mining again the data of a block left behind"
-        );
-        let node = self.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                biased;
-                _ = node.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            if let Err(e) = node.mine_job(data, Some(id)).await {
-                tracing::warn!("could not mine again data left behind (kept queued): {e}");
-            }
-        });
-    }
-
-    /// Extends the tip with `block` (for queue entry `job`, if any) if it links to it and
-    /// follows up; `None` when it does not link.
-    async fn try_extend(
-        self: &Arc<Self>,
-        block: &Block,
-        job: Option<u64>,
-    ) -> Option<Result<(), ApplyError>> {
-        let result = self.state.extend(block, job).await?;
-        Some(result.map(|applied| self.follow_up(&applied)))
+    /// Extends the tip with `block` if it links to it and reports the change; `None` when
+    /// it does not link.
+    async fn try_extend(&self, block: &Block) -> Option<Result<(), ApplyError>> {
+        let result = self.state.extend(block, None).await?;
+        Some(result.map(|applied| (self.on_applied)(&applied)))
     }
 
     /// Handles a block from a peer (`from`, its listen address) or a client: append and
@@ -213,7 +141,7 @@ impl Node {
     /// refused: a client is nobody to sync with, and syncing with every peer on its word
     /// would let any client make the node flood its peers.
     pub async fn offer_block(
-        self: &Arc<Self>,
+        &self,
         block: Block,
         from: Option<String>,
     ) -> (BlockOutcome, Option<String>) {
@@ -221,14 +149,14 @@ impl Node {
             self.peers.mark_known(peer, block.hash);
         }
         // The same block from several peers at once is handled once.
-        let Some(_handling) = Handling::start(self, block.hash) else {
+        let Some(_handling) = Handling::start(&self.marks.handling, block.hash) else {
             return (
                 BlockOutcome::Ignored,
                 Some(format!("block {} is being handled already", block.index)),
             );
         };
         {
-            let chain = self.chain();
+            let chain = self.state.chain();
             if chain.height_of(&block.hash).is_some() {
                 return (
                     BlockOutcome::Ignored,
@@ -244,10 +172,10 @@ impl Node {
                 return (BlockOutcome::Ignored, Some(reason));
             }
         }
-        match self.try_extend(&block, None).await {
+        match self.try_extend(&block).await {
             Some(Ok(())) => {
                 tracing::info!(height = block.index, hash = %block.hash.short(), from = from.as_deref().unwrap_or("client"), "block appended");
-                self.relay(&block, from.as_deref());
+                self.relay.send(&block, from.as_deref());
                 (BlockOutcome::Appended, None)
             }
             Some(Err(e)) => {
@@ -263,7 +191,7 @@ impl Node {
 
     /// Answers a block above our height that does not link to our tip.
     async fn on_unlinked(
-        self: &Arc<Self>,
+        &self,
         block: &Block,
         from: Option<&str>,
     ) -> (BlockOutcome, Option<String>) {
@@ -276,7 +204,7 @@ impl Node {
             );
             return (BlockOutcome::Rejected, Some(reason));
         };
-        if self.fetching.load(Ordering::Acquire) {
+        if self.marks.fetching.load(Ordering::Acquire) {
             // The sync that runs fetches from this peer too: its block is no fault of its own.
             let reason = format!(
                 "block {} does not link yet; a sync from several peers is running",
@@ -284,7 +212,7 @@ impl Node {
             );
             return (BlockOutcome::Ignored, Some(reason));
         }
-        if !self.unlinked_syncs.allow(peer, Instant::now()) {
+        if !self.marks.limiter.allow(peer, Instant::now()) {
             let reason = format!(
                 "block {} does not link; a sync with {peer} ran less than {} ms ago",
                 block.index,
@@ -303,46 +231,11 @@ impl Node {
         }
     }
 
-    /// Commits a block this node mined (for queue entry `job`, if any); false when the tip
-    /// moved meanwhile.
-    pub(super) async fn commit_mined(
-        self: &Arc<Self>,
-        block: &Block,
-        job: Option<u64>,
-    ) -> Result<bool, ApplyError> {
-        match self.try_extend(block, job).await {
-            Some(Ok(())) => {
-                tracing::info!(height = block.index, hash = %block.hash.short(), "mined block stored");
-                self.config.env.tell(Event::Mined { block });
-                self.relay(block, None);
-                Ok(true)
-            }
-            Some(Err(e)) => Err(e),
-            None => Ok(false),
-        }
-    }
-
-    /// Sends `block` to every connected peer but `except` and those known to hold it,
-    /// without waiting for them.
-    fn relay(self: &Arc<Self>, block: &Block, except: Option<&str>) {
-        for (addr, client, guard) in self.peers.relay_targets(block.hash, except) {
-            let block = block.clone();
-            let node = self.clone();
-            self.tasks.spawn(async move {
-                let _counted = guard;
-                if let Err(e) = client.new_block(block).await {
-                    tracing::debug!(peer = %addr, "relay failed: {e}");
-                    node.peers.mark_lost(&addr);
-                }
-            });
-        }
-    }
-
     /// Adopts a whole pushed chain if it is valid and has more work (legacy push).
-    pub async fn adopt_chain(self: &Arc<Self>, blocks: Vec<Block>, from: Option<String>) -> bool {
+    pub async fn adopt_chain(&self, blocks: Vec<Block>, from: Option<String>) -> bool {
         match self.state.adopt_chain(blocks).await {
             Ok(applied) => {
-                self.follow_up(&applied);
+                (self.on_applied)(&applied);
                 self.relay_tip(from.as_deref());
                 true
             }
@@ -354,29 +247,30 @@ impl Node {
     }
 
     /// Relays our tip to every peer but `except`.
-    fn relay_tip(self: &Arc<Self>, except: Option<&str>) {
-        let tip = self.chain().tip().clone();
-        self.relay(&tip, except);
+    fn relay_tip(&self, except: Option<&str>) {
+        let tip = self.state.chain().tip().clone();
+        self.relay.send(&tip, except);
     }
 
     /// Catches up with `addr` through block locators; true when our chain changed.
     ///
     /// Blocks that extend our tip are applied batch by batch. A competing branch is checked
     /// batch by batch for what needs no chain below it, held within caps of blocks, bytes
-    /// and work (`PendingBranch`), and adopted as soon as it has more work than ours above
+    /// and work (`CompetingBranch`), and adopted as soon as it has more work than ours above
     /// the fork, so a peer cannot make us hold a long worthless branch.
-    pub async fn sync_with(self: &Arc<Self>, addr: &str) -> bool {
-        if self.fetching.load(Ordering::Acquire) {
+    pub async fn sync_with(&self, addr: &str) -> bool {
+        if self.marks.fetching.load(Ordering::Acquire) {
             // A sync fetching from several peers at once runs and asks this peer too; the
             // link asks again soon (every 2 s while the peer claims more work).
             tracing::debug!(peer = %addr, "sync deferred: another sync fetches from every peer");
             return false;
         }
-        let client = self.peers.client(addr).unwrap_or_else(|| {
-            Arc::new(NodeClient::new(addr).with_net(self.config.env.net.clone()))
-        });
+        let client = self
+            .peers
+            .client(addr)
+            .unwrap_or_else(|| Arc::new(NodeClient::new(addr).with_net(self.env.net.clone())));
         let mut changed = false;
-        let mut pending = PendingBranch::default();
+        let mut branch = CompetingBranch::default();
         let mut fork = 0u64;
         // The next batch and who sent it, asked for while the one before was being applied.
         let mut prefetched: Option<(String, Result<Vec<Block>, ClientError>)> = None;
@@ -392,8 +286,8 @@ impl Node {
             let (source, fetched) = match prefetched.take() {
                 Some(fetched) => fetched,
                 None => {
-                    let mut locator = self.chain().locator();
-                    if let Some(last) = pending.last() {
+                    let mut locator = self.state.chain().locator();
+                    if let Some(last) = branch.last() {
                         locator.insert(0, last.hash);
                     }
                     (
@@ -417,11 +311,11 @@ impl Node {
             if batch.is_empty() {
                 break;
             }
-            if pending.is_empty() {
+            if branch.is_empty() {
                 // Blocks we hold already (another sync applied them meanwhile) are no
                 // competing branch: skip them, and ask again from our tip if that was all.
                 let held = {
-                    let chain = self.chain();
+                    let chain = self.state.chain();
                     batch
                         .iter()
                         .take_while(|b| chain.height_of(&b.hash) == Some(b.index))
@@ -443,13 +337,13 @@ impl Node {
                 break;
             };
             let (known, height, parent) = {
-                let chain = self.chain();
+                let chain = self.state.chain();
                 let at = chain.height_of(&parent_hash);
                 (at, chain.height(), at.and_then(|h| chain.get(h).cloned()))
             };
-            if pending.is_empty() && known == Some(height) {
+            if branch.is_empty() && known == Some(height) {
                 let writer = self.state.writer().await;
-                if self.chain().height() != height {
+                if self.state.chain().height() != height {
                     ranges.clear();
                     continue;
                 }
@@ -477,7 +371,7 @@ impl Node {
                 // Pipelined from one peer: the blocks after this batch are asked for while it
                 // is checked and committed.
                 let next = (full && !parallel).then(|| {
-                    let mut locator = self.chain().locator();
+                    let mut locator = self.state.chain().locator();
                     if let Some((_, hash)) = last {
                         locator.insert(0, hash);
                     }
@@ -524,7 +418,7 @@ impl Node {
                 continue;
             }
             ranges.clear();
-            let parent = match (pending.last(), parent) {
+            let parent = match (branch.last(), parent) {
                 (Some(last), _) if last.hash == parent_hash => last.clone(),
                 (None, Some(p)) => {
                     fork = p.index;
@@ -532,7 +426,7 @@ impl Node {
                 }
                 _ => break,
             };
-            let params = self.config.params.clone();
+            let params = self.params.clone();
             let work = match check_branch(&params, &parent, &batch) {
                 Ok(work) => work,
                 Err(e) => {
@@ -541,18 +435,16 @@ impl Node {
                     return changed;
                 }
             };
-            let ours = self.chain().work_above(fork);
-            if let Err(e) = pending.push(batch, work, ours) {
+            let ours = self.state.chain().work_above(fork);
+            if let Err(e) = branch.push(batch, work, ours) {
                 tracing::warn!(peer = %addr, "sync abandoned: {e}");
                 return changed;
             }
-            self.config.env.tell(Event::Pending {
-                blocks: pending.blocks.len(),
-                bytes: pending.bytes,
-            });
-            if pending.outweighs(self.chain().work_above(fork)) {
+            let (blocks, bytes) = branch.size();
+            self.env.tell(Event::Pending { blocks, bytes });
+            if branch.outweighs(self.state.chain().work_above(fork)) {
                 let writer = self.state.writer().await;
-                match self.apply(&writer, fork, pending.take()).await {
+                match self.apply(&writer, fork, branch.take()).await {
                     Ok(_) => changed = true,
                     Err(e) => {
                         tracing::debug!(peer = %addr, "competing branch not adopted: {e}");
@@ -562,10 +454,10 @@ impl Node {
             }
         }
         if changed {
-            let tip = self.chain().tip().clone();
+            let tip = self.state.chain().tip().clone();
             let sources = fetch.as_ref().map_or(1, |f| f.used.len().max(1));
             tracing::info!(peer = %addr, height = tip.index, sources, "synced");
-            self.relay(&tip, Some(addr));
+            self.relay.send(&tip, Some(addr));
         }
         changed
     }
@@ -574,90 +466,12 @@ impl Node {
     ///
     /// Every known peer is tried, not only those whose handshake has completed: a peer
     /// added a moment ago is synced with at once.
-    pub async fn sync_all(self: &Arc<Self>) -> bool {
+    pub async fn sync_all(&self) -> bool {
         let mut changed = false;
         for addr in self.peers.known() {
             changed |= self.sync_with(&addr).await;
         }
         changed
-    }
-}
-
-impl Node {
-    /// Mines a block with `data` on the current tip; returns it once stored. A new tip
-    /// cancels the attempt and restarts it on the new tip with the same data.
-    pub async fn mine(self: &Arc<Self>, data: Value) -> Result<Block, MineError> {
-        loop {
-            // Without a queue entry nothing ends the job but a block (or an error).
-            if let Some(block) = self.mine_job(BlockData::new(&data), None).await? {
-                return Ok(block);
-            }
-        }
-    }
-
-    /// Mines `data`; returns the block once stored. With `job` (a queue entry of data left
-    /// behind by a reorg) the job ends without mining, returning `None`, once the chain
-    /// holds that data again, and the block that carries it drops the entry in the same
-    /// transaction.
-    pub(super) async fn mine_job(
-        self: &Arc<Self>,
-        data: BlockData,
-        job: Option<u64>,
-    ) -> Result<Option<Block>, MineError> {
-        let max = self.config.params.max_block_size;
-        // The block adds its fixed fields (under 400 bytes) to the data.
-        if data.as_str().len() + 400 >= max {
-            return Err(MineError::TooLarge {
-                size: data.as_str().len(),
-                max,
-            });
-        }
-        let _turn = self.mining.turn().await;
-        loop {
-            if self.shutdown.is_cancelled() {
-                return Err(MineError::ShuttingDown);
-            }
-            let (template, held) = {
-                let chain = self.chain();
-                let held =
-                    job.is_some() && chain.iter().rev().take(RECENT_SCAN).any(|b| b.data == data);
-                (chain.template(data.clone()), held)
-            };
-            if let (true, Some(id)) = (held, job) {
-                tracing::info!(
-                    job = id,
-                    "data left behind is in the chain again; not mining it"
-                );
-                let store = self.state.store().clone();
-                let dropped = self
-                    .config
-                    .env
-                    .blocking
-                    .run(move || store.drop_pending(id).map_err(|e| e.to_string()))
-                    .await
-                    .and_then(|r| r);
-                if let Err(e) = dropped {
-                    tracing::warn!(job = id, "could not drop the queue entry: {e}");
-                }
-                return Ok(None);
-            }
-            let tip = self.state.subscribe_tip();
-            let threads = self.config.threads;
-            let Some(block) = self
-                .mining
-                .run(template, threads, tip, &self.shutdown, &self.config.env)
-                .await
-            else {
-                continue;
-            };
-            // Recorded first: a reorg right after the commit must know the block is ours.
-            self.mining.record_mined(block.hash);
-            match self.commit_mined(&block, job).await {
-                Ok(true) => return Ok(Some(block)),
-                Ok(false) => continue,
-                Err(e) => return Err(MineError::Failed(e)),
-            }
-        }
     }
 }
 
@@ -671,8 +485,8 @@ struct RangeFetch {
 /// The peers one sync fetches from at once: the peer synced with first, then up to three
 /// other linked peers. Only one sync of the node does this at a time (the others fetch from
 /// their one peer); the mark is released when the sync ends.
-struct ParallelFetch {
-    node: Arc<Node>,
+struct ParallelFetch<'a> {
+    sync: &'a Syncer,
     sources: Vec<(String, Arc<NodeClient>)>,
     /// Whether this sync holds the node's mark (and fetches from several peers).
     on: bool,
@@ -682,14 +496,15 @@ struct ParallelFetch {
     used: BTreeSet<String>,
 }
 
-impl ParallelFetch {
-    fn start(node: &Arc<Node>, addr: &str, client: &Arc<NodeClient>) -> Self {
-        let on = node
+impl<'a> ParallelFetch<'a> {
+    fn start(sync: &'a Syncer, addr: &str, client: &Arc<NodeClient>) -> Self {
+        let on = sync
+            .marks
             .fetching
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         let mut fetch = ParallelFetch {
-            node: node.clone(),
+            sync,
             on,
             used: BTreeSet::new(),
             asked: 0,
@@ -705,12 +520,12 @@ impl ParallelFetch {
         if !self.on {
             return;
         }
-        for peer in self.node.peers.connected() {
+        for peer in self.sync.peers.connected() {
             if self.sources.len() >= MAX_SYNC_SOURCES {
                 break;
             }
             if self.sources.iter().all(|(a, _)| *a != peer)
-                && let Some(c) = self.node.peers.client(&peer)
+                && let Some(c) = self.sync.peers.client(&peer)
             {
                 self.sources.push((peer, c));
             }
@@ -726,7 +541,7 @@ impl ParallelFetch {
     /// Gives up fetching from several peers for the rest of this sync.
     fn stop(&mut self) {
         if std::mem::take(&mut self.on) {
-            self.node.fetching.store(false, Ordering::Release);
+            self.sync.marks.fetching.store(false, Ordering::Release);
         }
     }
 
@@ -738,7 +553,7 @@ impl ParallelFetch {
             ranges.clear();
         }
         let mut next = ranges.back().map_or(from, |r| r.from + SYNC_BATCH as u64);
-        let window = (MAX_FETCH_BYTES / self.node.config.max_frame.max(1))
+        let window = (MAX_FETCH_BYTES / self.sync.max_frame.max(1))
             .clamp(1, RANGES_PER_SOURCE * self.sources.len());
         while ranges.len() < window {
             let (source, client) = self.sources[self.asked % self.sources.len()].clone();
@@ -756,7 +571,7 @@ impl ParallelFetch {
     }
 }
 
-impl Drop for ParallelFetch {
+impl Drop for ParallelFetch<'_> {
     fn drop(&mut self) {
         self.stop();
     }
@@ -784,70 +599,4 @@ async fn next_range(
     };
     let first = blocks.first()?;
     (first.index == from && first.prev_hash.is(&parent)).then_some((range.source, Ok(blocks)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::chain::{Blockchain, mine_next};
-    use crate::params::ChainParams;
-    use serde_json::json;
-
-    fn blocks(difficulty: u32, n: usize, pad: usize) -> Vec<Block> {
-        let mut c = Blockchain::new(ChainParams::with_difficulty(difficulty));
-        for i in 0..n {
-            let data = BlockData::new(&json!({ "i": i, "pad": "x".repeat(pad) }));
-            c.push(mine_next(&c, data, 1)).unwrap();
-        }
-        c.blocks_from(1)
-    }
-
-    /// A branch that outweighs ours is accepted whatever its size.
-    #[test]
-    fn pending_branch_that_outweighs_ours_is_kept() {
-        let mut p = PendingBranch::default();
-        let batch = blocks(0, 10, 0);
-        assert_eq!(p.push(batch, 10, 9), Ok(()));
-        assert!(p.outweighs(9));
-        assert_eq!(p.take().len(), 10);
-        assert!(p.is_empty());
-    }
-
-    /// A branch of big blocks is given up by bytes long before the block cap.
-    #[test]
-    fn pending_branch_is_bounded_in_bytes() {
-        let mut p = PendingBranch::default();
-        let batch = blocks(0, 40, 1_000_000);
-        let mut result = Ok(());
-        for _ in 0..10 {
-            result = p.push(batch.clone(), 40, u128::MAX - 1);
-            if result.is_err() {
-                break;
-            }
-        }
-        assert!(
-            matches!(
-                result,
-                Err(PendingError::TooLarge { .. } | PendingError::TooLight { .. })
-            ),
-            "{result:?}"
-        );
-        assert!(p.bytes <= MAX_PENDING_BYTES + 40 * 1_000_300);
-    }
-
-    /// A branch whose difficulty walked down (as retargeting allows) is given up as soon as
-    /// it could not outweigh ours within the caps, not after filling them.
-    #[test]
-    fn pending_branch_too_light_to_ever_win_is_given_up_early() {
-        let mut p = PendingBranch::default();
-        // Ours above the fork: 2^40 of work; theirs: difficulty-0 blocks (work 1 each).
-        let err = p.push(blocks(0, 100, 0), 100, 1 << 40).unwrap_err();
-        assert!(
-            matches!(err, PendingError::TooLight { per_block: 1, .. }),
-            "{err}"
-        );
-        // The same branch against a chain it can still overtake within the caps is kept.
-        let mut q = PendingBranch::default();
-        assert_eq!(q.push(blocks(0, 100, 0), 100, 10_000), Ok(()));
-    }
 }
