@@ -1,6 +1,7 @@
 //! Detects the programs some integration tests need: Chromium for the dashboard's browser
 //! tests, python3 for the second client's test, root and `ip` (iproute2) for the multi-host
-//! test on network namespaces, root and `mount` for the full-disk test. Without one, those
+//! test on network namespaces, root and `mount` for the full-disk test, the previous
+//! release's node binary (`POWCHAIN_PREVIOUS_NODE`) for the compatibility test. Without one, those
 //! tests are compiled as ignored, so `cargo test` reports them as ignored rather than
 //! passed.
 //!
@@ -42,6 +43,16 @@ fn main() {
         &["chromium", "chromium-browser", "google-chrome"],
     );
     detect("has_python3", "PYTHON3", &["python3"]);
+    // The previous release's node binary, for tests/compat.rs (.ci/run builds it).
+    detect("has_previous_node", "POWCHAIN_PREVIOUS_NODE", &[]);
+    if let Some(path) = std::env::var_os("POWCHAIN_PREVIOUS_NODE")
+        && Path::new(&path).is_file()
+    {
+        println!(
+            "cargo:rustc-env=POWCHAIN_PREVIOUS_NODE={}",
+            Path::new(&path).display()
+        );
+    }
     println!("cargo:rustc-check-cfg=cfg(has_netns)");
     if is_root() && on_path(&["ip"]).is_some() {
         println!("cargo:rustc-cfg=has_netns");

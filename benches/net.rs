@@ -2,7 +2,9 @@
 //! a node catching up the last 1,000, a block crossing eight nodes in a line, and networks
 //! of 16, 64 and 256 node processes in one home (`net/scale_N`: time to a connected graph,
 //! degrees, idle CPU, RSS, and a block reaching every node). `POWCHAIN_SCALE=16,64` picks
-//! the sizes; `POWCHAIN_BENCH_NODE=path/to/node` measures another build's node binary.
+//! the sizes; `POWCHAIN_BENCH_NODE=path/to/node` measures another build's node binary;
+//! `POWCHAIN_SCALE_BLOCK_BYTES=256000` mines blocks with that much data and reports the
+//! bytes each node writes per block.
 
 mod support;
 
@@ -211,6 +213,12 @@ fn scale_bench(c: &mut Criterion) {
     let node =
         std::env::var("POWCHAIN_BENCH_NODE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_node").into());
     let node = node.as_str();
+    // Bytes of data in each mined block (POWCHAIN_SCALE_BLOCK_BYTES, e.g. 256000): the
+    // relay's cost grows with it, and bytes written per node per block are reported.
+    let pad: usize = std::env::var("POWCHAIN_SCALE_BLOCK_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut g = c.benchmark_group("net");
     g.sample_size(10);
     for n in sizes {
@@ -275,6 +283,7 @@ fn scale_bench(c: &mut Criterion) {
             "net/scale_{n}: GET /nodes listed {listed} nodes up in {:.1} ms",
             asked.elapsed().as_secs_f64() * 1e3
         );
+        let written_before: u64 = pids.iter().map(|&p| written(p)).sum();
         let mut seen: Vec<Duration> = Vec::new();
         let mut round = 0u64;
         let mut incomplete = 0usize;
@@ -287,7 +296,7 @@ fn scale_bench(c: &mut Criterion) {
                         let miner = (round as usize * 7919) % n;
                         let block = net
                             .client(miner)
-                            .mine(serde_json::json!({ "scale": n, "round": round }))
+                            .mine(serde_json::json!({ "scale": n, "round": round, "pad": "x".repeat(pad) }))
                             .await
                             .expect("mined");
                         net.wait_agree(Duration::from_secs(120))
@@ -324,6 +333,12 @@ fn scale_bench(c: &mut Criterion) {
             })
         });
         seen.sort_unstable();
+        let written_after: u64 = pids.iter().map(|&p| written(p)).sum();
+        println!(
+            "net/scale_{n}: {pad} bytes of data a block; written per node per block (sockets \
+             and logs, /proc/PID/io wchar): {:.0} bytes over {round} blocks",
+            (written_after - written_before) as f64 / (n as f64 * round.max(1) as f64),
+        );
         println!(
             "net/scale_{n}: a block reached all {n} nodes (from the miner's log line to the last \
              node's, over {} blocks; {} more reached some node by a sync, which logs no hash): p50 {:.1} ms, max {:.1} ms",
@@ -335,6 +350,18 @@ fn scale_bench(c: &mut Criterion) {
         drop(net);
     }
     g.finish();
+}
+
+/// Bytes a process has written through write(2) and the like (Linux `/proc/PID/io`).
+fn written(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("wchar: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn percentile_usize(sorted: &[usize], p: f64) -> usize {

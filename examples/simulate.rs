@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --release --example simulate -- --nodes 1000 --seed 42 --minutes 10 \
 //!     --block-interval 10s --latency 20ms..300ms --loss 0.01
+//! cargo run --release --example simulate -- --nodes 200 --minutes 5 \
+//!     --bandwidth 10Mbit..100Mbit --block-size 1MB
 //! ```
 //!
 //! Prints one JSON summary on stdout (the same, byte for byte, for the same options and
@@ -41,6 +43,18 @@ struct Args {
     /// One-way message latency range (e.g. 20ms..300ms).
     #[arg(long, default_value = "20ms..300ms", value_parser = sim::parse_latency)]
     latency: (Duration, Duration),
+    /// Per-node upload and download capacity, drawn per node from a range or one value for
+    /// all (e.g. 10Mbit..100Mbit); unlimited (latency only) when not given.
+    #[arg(long, value_parser = sim::parse_bandwidth)]
+    bandwidth: Option<(f64, f64)>,
+    /// Bytes of data in each mined block (e.g. 250, 100KB, 1MB).
+    #[arg(long, default_value = "0", value_parser = sim::parse_size)]
+    block_size: usize,
+    /// Blocks with less data than this many bytes are pushed whole, bigger ones announced
+    /// and fetched (the node's --push-below; 16384 by default). A huge value (e.g.
+    /// 1000000000) pushes every block whole to every peer, as protocol version 1 nodes do.
+    #[arg(long)]
+    push_below: Option<usize>,
     /// Fraction of TCP writes lost (each is retransmitted after a timeout).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
@@ -89,6 +103,9 @@ fn main() -> ExitCode {
         duration: Duration::from_secs_f64(args.minutes * 60.0),
         block_interval: args.block_interval,
         latency: args.latency,
+        bandwidth: args.bandwidth,
+        block_size: args.block_size,
+        push_below: args.push_below,
         loss: args.loss,
         partition: args.partition,
         churn: args.churn,

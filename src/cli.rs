@@ -135,6 +135,15 @@ pub struct NodeArgs {
     /// peers refuse a `hello` naming a host they would have to resolve.
     #[arg(long, value_name = "IP:PORT")]
     pub advertise: Option<String>,
+    /// Blocks with less data than this many bytes are relayed whole; bigger ones are
+    /// announced by header to peers that fetch them (version 2), so each peer downloads a
+    /// block once. 0 announces every block; a huge value pushes every block whole.
+    #[arg(long, value_name = "BYTES", default_value_t = limits::DEFAULT_PUSH_BELOW)]
+    pub push_below: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101; port 0
+    /// picks one, logged at start). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Log format on stderr: text, or json (one object per event).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -190,6 +199,7 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
     config.max_connections = args.max_connections.max(1);
     config.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
     config.strict_admin = args.strict_admin || !args.host.is_loopback();
+    config.push_below = args.push_below;
     if args.reverify {
         config.verify = crate::store::Verify::Full;
     }
@@ -218,6 +228,30 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(at) = args.metrics {
+        let served = match crate::metrics::install() {
+            Ok(handle) => crate::metrics::bind(at).await.map(|l| (handle, l)),
+            Err(e) => Err(format!("cannot install the metrics recorder: {e}")),
+        };
+        let (handle, listener) = match served {
+            Ok(done) => done,
+            Err(e) => {
+                eprintln!("error: --metrics: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!("metrics on http://{local}/metrics");
+        }
+        let (watched, stop) = (node.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let refresh = move || watched.record_gauges();
+            let stopped = async move { stop.cancelled().await };
+            if let Err(e) = crate::metrics::serve(listener, handle, refresh, stopped).await {
+                tracing::warn!("metrics listener failed: {e}");
+            }
+        });
+    }
     let stop = crate::cli::shutdown_signal();
     println!("listening on {addr}");
     tokio::spawn(async move {

@@ -312,33 +312,39 @@ impl NodeClient {
             {
                 *guard = None;
             }
-            if guard.is_none() {
-                let stream =
-                    self.net
-                        .connect(&self.addr)
-                        .await
-                        .map_err(|e| ClientError::Unreachable {
+            let mut conn = match guard.take() {
+                Some(conn) => conn,
+                None => {
+                    let stream = self.net.connect(&self.addr).await.map_err(|e| {
+                        ClientError::Unreachable {
                             addr: self.addr.clone(),
                             reason: e.to_string(),
-                        })?;
-                let mut conn = Framed::new(stream, FrameCodec::new(self.max_frame));
-                if let (true, Some(greeting)) = (greet, &self.greeting.0) {
-                    let hello = serde_json::to_vec(&greeting()).map_err(|e| self.unexpected(e))?;
-                    let reply = self.send_on(&mut conn, &hello).await?;
-                    if let Ok(Response::Error { code, message }) = serde_json::from_slice(&reply) {
-                        return Err(ClientError::Node {
-                            addr: self.addr.clone(),
-                            code,
-                            message,
-                        });
+                        }
+                    })?;
+                    let mut conn = Framed::new(stream, FrameCodec::new(self.max_frame));
+                    if let (true, Some(greeting)) = (greet, &self.greeting.0) {
+                        let hello =
+                            serde_json::to_vec(&greeting()).map_err(|e| self.unexpected(e))?;
+                        let reply = self.send_on(&mut conn, &hello).await?;
+                        if let Ok(Response::Error { code, message }) =
+                            serde_json::from_slice(&reply)
+                        {
+                            return Err(ClientError::Node {
+                                addr: self.addr.clone(),
+                                code,
+                                message,
+                            });
+                        }
                     }
+                    conn
                 }
-                *guard = Some(conn);
-            }
-            let conn = guard.as_mut().ok_or_else(|| ClientError::Closed {
-                addr: self.addr.clone(),
-            })?;
-            self.send_on(conn, payload).await
+            };
+            // Out of the slot while in use: a call cancelled halfway (its caller's own
+            // timeout) drops the connection with it, instead of leaving half a reply on a
+            // connection the next call would read.
+            let reply = self.send_on(&mut conn, payload).await?;
+            *guard = Some(conn);
+            Ok(reply)
         })
         .await;
         let result = result.unwrap_or_else(|_| {
@@ -471,6 +477,28 @@ impl NodeClient {
             Response::BlockResult { result, reason } => Ok((result, reason)),
             other => Err(self.unexpected(format!("{other:?}"))),
         }
+    }
+
+    /// Announces a block by its header; `None` when the node will fetch it, else what it
+    /// made of the header (ignored or rejected) and why.
+    pub async fn announce(
+        &self,
+        header: crate::message::Header,
+    ) -> Result<Option<(BlockOutcome, Option<String>)>, ClientError> {
+        match self.expect(Request::Announce { header }).await? {
+            Response::Ok => Ok(None),
+            Response::BlockResult { result, reason } => Ok(Some((result, reason))),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Fetches one block of the node's chain by its hash; `None` when it does not hold it.
+    pub async fn get_block(&self, hash: BlockHash) -> Result<Option<Block>, ClientError> {
+        let mut blocks = self.fetch_blocks(Request::GetBlock { hash }).await?;
+        if blocks.len() > 1 {
+            return Err(self.unexpected(format!("{} blocks for one hash", blocks.len())));
+        }
+        Ok(blocks.pop())
     }
 
     /// Mines a block with `data`; returns it once the node has stored it.

@@ -17,6 +17,7 @@
 //! | [`home`] | `POWCHAIN_HOME` and default data directories |
 //! | [`env`] | what a node takes from its environment (dialling, clocks, blocking work, mining), real or simulated |
 //! | [`client`] | `NodeClient`: one typed call per request, with timeouts |
+//! | [`metrics`] | the Prometheus metrics' names, their recorder and `GET /metrics` |
 //! | [`process`] | spawning our binaries and waiting for their `listening on` line |
 //! | [`node`] | the node: `ChainState`, handler, connection loop, peers, sync, mining |
 //! | [`probe`] | the HTTP API and dashboard |
@@ -45,6 +46,7 @@ pub mod env;
 pub mod frame;
 pub mod home;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod probe;
 pub mod process;

@@ -7,8 +7,12 @@ use crate::block::{Block, BlockHash};
 
 /// Most blocks one `get_blocks`, `get_tail` or `get_range` reply carries.
 pub const MAX_BLOCKS_PER_REPLY: usize = 5000;
-/// Protocol version sent in `hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version sent in `hello`: 2 adds `announce` and `get_block` (a peer that says
+/// 2 or more is sent big blocks as announcements; one that says 1 gets them pushed whole).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The first protocol version that takes `announce` and answers `get_block`.
+pub const ANNOUNCE_VERSION: u32 = 2;
 /// The legacy reply to a chain push that was adopted.
 pub const LEGACY_ACCEPTED: &str = "BLOCKCHAIN ACCEPTED";
 /// The legacy reply to a chain push that was refused.
@@ -120,6 +124,48 @@ pub struct Hello {
     pub work: String,
 }
 
+/// A block without its data: what `announce` sends. The data's hash is part of the
+/// block's, so `hash` can be checked only once the body is fetched; what can be checked
+/// before (the link to our tip, the difficulty, that `hash` meets it, the time) is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Height in the chain.
+    pub index: u64,
+    /// UTC time the block was mined.
+    pub timestamp: crate::block::Timestamp,
+    /// The nonce.
+    pub nonce: u64,
+    /// Leading zero bits the hash must have.
+    pub difficulty: u32,
+    /// Hash of the parent block.
+    pub prev_hash: crate::block::PrevHash,
+    /// The block's hash.
+    pub hash: BlockHash,
+    /// Bytes of the block's canonical data.
+    pub size: usize,
+}
+
+impl Header {
+    /// Returns the header of `block`.
+    pub fn of(block: &Block) -> Self {
+        Header {
+            index: block.index,
+            timestamp: block.timestamp.clone(),
+            nonce: block.nonce,
+            difficulty: block.difficulty,
+            prev_hash: block.prev_hash,
+            hash: block.hash,
+            size: block.data.as_str().len(),
+        }
+    }
+
+    /// Tells whether `block` is the one announced: every field the same, and its data of
+    /// the announced size.
+    pub fn matches(&self, block: &Block) -> bool {
+        *self == Header::of(block)
+    }
+}
+
 /// A peer's tip, as a `pong` tells it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pong {
@@ -167,6 +213,17 @@ pub enum Request {
     NewBlock {
         /// The block.
         block: Block,
+    },
+    /// A new block's header, from a peer that holds its body (`get_block` fetches it).
+    Announce {
+        /// The header.
+        header: Header,
+    },
+    /// One block by its hash, if the node holds it in its chain: `blocks` with it, or
+    /// with none.
+    GetBlock {
+        /// Its hash.
+        hash: BlockHash,
     },
     /// Mine a block with this data.
     Mine {
@@ -233,7 +290,7 @@ impl Request {
     }
 
     /// Every request `type` tag, as [`Request::kind`] returns them.
-    pub const TYPES: [&'static str; 17] = [
+    pub const TYPES: [&'static str; 19] = [
         "hello",
         "status",
         "get_chain",
@@ -241,6 +298,8 @@ impl Request {
         "get_tail",
         "get_range",
         "new_block",
+        "announce",
+        "get_block",
         "mine",
         "get_peers",
         "ping",
@@ -263,6 +322,8 @@ impl Request {
             Request::GetTail { .. } => "get_tail",
             Request::GetRange { .. } => "get_range",
             Request::NewBlock { .. } => "new_block",
+            Request::Announce { .. } => "announce",
+            Request::GetBlock { .. } => "get_block",
             Request::Mine { .. } => "mine",
             Request::GetPeers => "get_peers",
             Request::Ping => "ping",
@@ -607,6 +668,10 @@ mod tests {
             },
             Request::GetTail { count: 3 },
             Request::GetRange { from: 7, count: 3 },
+            Request::Announce {
+                header: Header::of(&g),
+            },
+            Request::GetBlock { hash: g.hash },
             Request::NewBlock { block: g },
             Request::Mine { data: json!(1) },
             Request::GetPeers,

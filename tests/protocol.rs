@@ -61,9 +61,13 @@ async fn hello_fields_versions_and_the_nodes_own_address() {
         json!({"type":"hello","version":version,"genesis":genesis,"listen":listen,
                "height":0,"tip":genesis,"work":work})
     };
-    let reply = ask_json(&net, &hello(json!(2), "127.0.0.1:9", json!("0"))).await;
+    let reply = ask_json(&net, &hello(json!(3), "127.0.0.1:9", json!("0"))).await;
     assert_eq!(reply["type"], "hello", "{reply}");
-    assert_eq!(reply["version"], 1, "the node answers with its own version");
+    assert_eq!(
+        reply["version"],
+        powchain::message::PROTOCOL_VERSION,
+        "the node answers with its own version"
+    );
     let reply = ask_json(&net, &hello(json!(1), "127.0.0.1:9", json!(0))).await;
     assert_eq!(reply["code"], "bad_request", "work as a number: {reply}");
     for field in ["version", "genesis", "listen", "height", "tip", "work"] {

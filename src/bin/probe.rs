@@ -106,8 +106,12 @@ async fn main() -> std::process::ExitCode {
         println!("  curl http://{addr}/get_chain/{port}");
         println!("  curl http://{addr}/validate/{port}");
     }
-    let state = ProbeState::for_hosts(args.node_host, home, args.allow_hosts)
+    let mut state = ProbeState::for_hosts(args.node_host, home, args.allow_hosts)
         .with_sample_interval(std::time::Duration::from_secs(args.sample_every));
+    match powchain::metrics::install() {
+        Ok(handle) => state = state.with_metrics(handle),
+        Err(e) => tracing::warn!("no metrics: {e}"),
+    }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

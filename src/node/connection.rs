@@ -25,7 +25,10 @@ pub async fn serve<S: Stream>(node: Arc<Node>, stream: S, remote: SocketAddr) {
         conn: node.next_conn.fetch_add(1, Ordering::Relaxed),
         ..Peer::default()
     };
+    metrics::counter!(crate::metrics::CONNECTIONS).increment(1);
+    metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).increment(1.0);
     serve_frames(&node, &mut framed, &mut peer).await;
+    metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).decrement(1.0);
     // The inbound link this connection's `hello` opened, if any, ends with it.
     if let Some(addr) = &peer.node
         && node.peers.inbound_closed(addr, peer.conn)

@@ -17,6 +17,7 @@ use crate::message::{
     self, BlockOutcome, ErrorCode, Hello, Incoming, Legacy, MAX_BLOCKS_PER_REPLY, Pong, Request,
     Response, Status,
 };
+use crate::metrics as m;
 
 /// What a connection has learned of the other side.
 #[derive(Debug, Default, Clone)]
@@ -79,7 +80,13 @@ impl Node {
     /// exactly one reply.
     pub async fn handle(self: &Arc<Self>, request: Request, peer: &mut Peer) -> (Response, Effect) {
         let reply = match request {
-            Request::Hello(hello) => self.on_hello(hello, peer),
+            Request::Hello(hello) => {
+                let reply = self.on_hello(hello, peer);
+                if let Response::Error { code, .. } = &reply {
+                    metrics::counter!(m::HELLOS_REFUSED, "code" => code.as_str()).increment(1);
+                }
+                reply
+            }
             Request::Status => Response::Status(self.status()),
             Request::GetChain => Response::Chain {
                 blocks: self.chain().to_vec(),
@@ -107,6 +114,30 @@ impl Node {
             Request::NewBlock { block } => {
                 let (result, reason) = self.sync.offer_block(block, peer.node.clone()).await;
                 Response::BlockResult { result, reason }
+            }
+            Request::Announce { header } => {
+                let reply = self.sync.on_announce(header, peer.node.clone()).await;
+                let outcome = match &reply {
+                    None => "fetching",
+                    Some((BlockOutcome::Synced, _)) => "synced",
+                    Some((BlockOutcome::Rejected, _)) => "rejected",
+                    Some(_) => "ignored",
+                };
+                metrics::counter!(m::ANNOUNCEMENTS, "outcome" => outcome).increment(1);
+                match reply {
+                    None => Response::Ok,
+                    Some((result, reason)) => Response::BlockResult { result, reason },
+                }
+            }
+            Request::GetBlock { hash } => {
+                let chain = self.chain();
+                Response::Blocks {
+                    blocks: chain
+                        .height_of(&hash)
+                        .and_then(|h| chain.get(h).cloned())
+                        .into_iter()
+                        .collect(),
+                }
             }
             Request::Mine { data } => match self.mine(data).await {
                 Ok(block) => Response::Mined { block },
@@ -252,6 +283,7 @@ impl Node {
             }
         };
         self.peers.mark_known(&addr, hello.tip);
+        self.peers.set_version(&addr, hello.version);
         peer.node = Some(addr.clone());
         if self.sync.has_less_work_than(&hello.work) {
             // A peer with more work is synced with; after a greeting, only if the relay or
@@ -392,6 +424,7 @@ pub enum Effect {
 
 /// Answers one payload: the reply's bytes and what to do once it is sent.
 pub async fn answer(node: &Arc<Node>, payload: bytes::Bytes, peer: &mut Peer) -> (Vec<u8>, Effect) {
+    let payload_len = payload.len();
     let incoming = if payload.len() > PARSE_OFF_RUNTIME {
         node.config
             .env
@@ -402,6 +435,13 @@ pub async fn answer(node: &Arc<Node>, payload: bytes::Bytes, peer: &mut Peer) ->
     } else {
         message::parse_incoming(&payload)
     };
+    let kind = match &incoming {
+        Incoming::Request(r) => r.kind(),
+        Incoming::Legacy(_) => "legacy",
+        Incoming::BadRequest(_) | Incoming::InvalidJson => "invalid",
+    };
+    metrics::counter!(m::REQUESTS, "type" => kind).increment(1);
+    metrics::counter!(m::BYTES_IN, "type" => kind).increment(payload_len as u64);
     let (reply, exit) = reply_to(node, incoming, peer).await;
     let close = match &reply {
         Reply::Json(r) => peer.judge(r),
@@ -417,6 +457,7 @@ pub async fn answer(node: &Arc<Node>, payload: bytes::Bytes, peer: &mut Peer) ->
         Reply::Raw(bytes) => bytes,
         Reply::Rejected => message::LEGACY_REJECTED.as_bytes().to_vec(),
     };
+    metrics::counter!(m::BYTES_OUT, "type" => kind).increment(bytes.len() as u64);
     let effect = match (exit, close) {
         (true, _) => Effect::Shutdown,
         (false, Some(why)) => Effect::Close(why),

@@ -59,6 +59,8 @@ impl Jobs {
     /// Follows up a change: logs a reorg and mines again the data it left behind.
     pub(super) fn follow_up(self: &Arc<Self>, applied: &Applied) {
         if !applied.left.is_empty() {
+            metrics::counter!(crate::metrics::REORGS).increment(1);
+            metrics::histogram!(crate::metrics::REORG_DEPTH).record(applied.left.len() as f64);
             tracing::warn!(
                 fork = applied.fork,
                 left_behind = applied.left.len(),
@@ -123,6 +125,7 @@ impl Jobs {
         match self.try_extend(block, job).await {
             Some(Ok(())) => {
                 tracing::info!(height = block.index, hash = %block.hash.short(), "mined block stored");
+                metrics::counter!(crate::metrics::BLOCKS_MINED).increment(1);
                 self.env.tell(Event::Mined { block });
                 self.relay.send(block, None);
                 Ok(true)

@@ -109,6 +109,15 @@ pub const RECENT_SCAN: usize = 10_000;
 /// Most blocks marked as being handled at once; beyond it a block is handled without the
 /// mark (a duplicate then costs a second look, never a wrong result).
 pub const MAX_HANDLING: usize = 256;
+/// Most announced blocks being fetched at once; an announcement beyond it is ignored (a
+/// flood of made-up headers costs at most this many fetches in flight).
+pub const MAX_FETCHES: usize = 64;
+/// Most announcers kept per block being fetched (asked one after another).
+pub const MAX_ANNOUNCERS: usize = 8;
+/// Blocks with at least this many bytes of data are announced (`announce`, then
+/// `get_block`) to peers that take announcements; smaller ones are pushed whole
+/// (`--push-below`).
+pub const DEFAULT_PUSH_BELOW: usize = 16 * 1024;
 
 // Mining.
 

@@ -193,6 +193,7 @@ async fn keep_link(links: Arc<Links>, addr: String, stop: CancellationToken) {
                 failures = 0;
                 backoff = Duration::from_millis(250);
                 links.peers.connected_to(&addr);
+                links.peers.set_version(&addr, theirs.version);
                 tracing::info!(peer = %addr, height = theirs.height, "peer connected (outbound)");
                 links.peers.mark_known(&addr, theirs.tip);
                 if let Ok(addrs) = client.get_addr().await {

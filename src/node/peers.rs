@@ -36,6 +36,19 @@ impl Drop for RelayGuard {
     }
 }
 
+/// A peer to send a block to, counted as one relay in flight until dropped.
+#[derive(Debug)]
+pub struct RelayTarget {
+    /// Its address.
+    pub addr: String,
+    /// Its link's client.
+    pub client: Arc<NodeClient>,
+    /// The protocol version it said in its last `hello`.
+    pub version: u32,
+    /// Counts the relay in flight.
+    pub guard: RelayGuard,
+}
+
 /// Who opened a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -62,6 +75,8 @@ struct Link {
     conn: Option<u64>,
     /// Wakes the link's task to check the link now (a relay to it failed).
     alarm: Arc<Notify>,
+    /// The protocol version its last `hello` said (1 until one did).
+    version: u32,
 }
 
 impl Link {
@@ -257,11 +272,7 @@ impl PeerSet {
     /// until dropped; each is then taken to hold it. A peer with [`MAX_RELAYS_IN_FLIGHT`]
     /// unanswered relays is skipped: a slow or stalled peer costs bounded memory, and
     /// catches up through a locator sync once it answers again.
-    pub fn relay_targets(
-        &self,
-        hash: BlockHash,
-        except: Option<&str>,
-    ) -> Vec<(String, Arc<NodeClient>, RelayGuard)> {
+    pub fn relay_targets(&self, hash: BlockHash, except: Option<&str>) -> Vec<RelayTarget> {
         self.lock()
             .iter_mut()
             .filter(|(a, l)| l.connected && Some(a.as_str()) != except && !l.knows(&hash))
@@ -271,7 +282,12 @@ impl PeerSet {
                     return None;
                 }
                 l.remember(hash);
-                Some((a.clone(), l.client.clone(), RelayGuard(l.relays.clone())))
+                Some(RelayTarget {
+                    addr: a.clone(),
+                    client: l.client.clone(),
+                    version: l.version,
+                    guard: RelayGuard(l.relays.clone()),
+                })
             })
             .collect()
     }
@@ -370,6 +386,7 @@ impl PeerSet {
                 known: VecDeque::new(),
                 conn: None,
                 alarm: Arc::new(Notify::new()),
+                version: 1,
             },
         );
         Some(stop)
@@ -408,6 +425,7 @@ impl PeerSet {
                 known: VecDeque::new(),
                 conn: Some(conn),
                 alarm: Arc::new(Notify::new()),
+                version: 1,
             },
         );
         Accepted::New
@@ -442,6 +460,13 @@ impl PeerSet {
             l.connected = true;
         }
         self.book().succeeded(addr, Instant::now());
+    }
+
+    /// Records the protocol version `addr` said in a `hello` (either way round).
+    pub fn set_version(&self, addr: &str, version: u32) {
+        if let Some(l) = self.lock().get_mut(addr) {
+            l.version = version;
+        }
     }
 
     /// Records that `addr` could not be reached (or its link was lost); true when it aged
@@ -512,6 +537,7 @@ impl PeerSet {
     /// Drops `addr` and refuses it for a while.
     pub fn ban(&self, addr: &str, why: &str) {
         tracing::warn!(peer = %addr, "dropping peer for {} s: {why}", BAN.as_secs());
+        metrics::counter!(crate::metrics::BANS).increment(1);
         self.remove(addr);
         let now = Instant::now();
         self.book().ban(addr, now + BAN, now);
@@ -596,7 +622,7 @@ mod tests {
         let first: Vec<String> = set
             .relay_targets(hash(1), None)
             .into_iter()
-            .map(|t| t.0)
+            .map(|t| t.addr)
             .collect();
         assert_eq!(
             first,

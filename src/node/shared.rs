@@ -51,6 +51,9 @@ pub struct Config {
     pub limits: Limits,
     /// The address peers should dial (`--advertise`), when the bound one is not it.
     pub advertise: Option<String>,
+    /// Blocks with less data than this are pushed whole; bigger ones are announced to peers
+    /// that take announcements (`--push-below`).
+    pub push_below: usize,
     /// How much of the stored chain to check at start (`--reverify`: all of it).
     pub verify: crate::store::Verify,
     /// What the node takes from its environment (network, clocks, threads, mining).
@@ -72,6 +75,7 @@ impl Config {
             strict_admin: false,
             limits: Limits::default(),
             advertise: None,
+            push_below: super::limits::DEFAULT_PUSH_BELOW,
             verify: crate::store::Verify::Recent,
             env: Env::default(),
         }
@@ -190,7 +194,7 @@ impl Node {
                 .with_env(config.env.net.clone(), config.env.seed),
         );
         let tasks = TaskTracker::new();
-        let relay = Arc::new(Relay::new(peers.clone(), tasks.clone()));
+        let relay = Arc::new(Relay::new(peers.clone(), tasks.clone(), config.push_below));
         let jobs = Arc::new(Jobs::new(
             state.clone(),
             relay.clone(),
@@ -212,6 +216,7 @@ impl Node {
             max_frame: config.max_frame,
             shutdown: shutdown.clone(),
             on_applied,
+            tasks: tasks.clone(),
             marks: Default::default(),
         });
         let links = Arc::new(Links {
@@ -298,6 +303,22 @@ impl Node {
             .into_iter()
             .map(|(_, data)| data)
             .collect())
+    }
+
+    /// Sets the metrics read from the node's state (height, work, peers, address book,
+    /// hash rate), before a scrape renders them.
+    pub fn record_gauges(&self) {
+        use crate::metrics as m;
+        {
+            let chain = self.chain();
+            metrics::gauge!(m::HEIGHT).set(chain.height() as f64);
+            metrics::gauge!(m::TIP_WORK).set(chain.work() as f64);
+        }
+        metrics::gauge!(m::PEERS, "direction" => "outbound")
+            .set(self.peers.outbound().len() as f64);
+        metrics::gauge!(m::PEERS, "direction" => "inbound").set(self.peers.inbound().len() as f64);
+        metrics::gauge!(m::ADDRESS_BOOK).set(self.peers.book_len() as f64);
+        metrics::gauge!(m::HASH_RATE).set(self.jobs.miner().hash_rate());
     }
 
     /// Returns the node's genesis hash.

@@ -164,7 +164,13 @@ impl ChainState {
         let committed = self
             .env
             .blocking
-            .run(move || (store.commit(fork, &to_store, &queued, job), to_store))
+            .run(move || {
+                let started = std::time::Instant::now();
+                let committed = store.commit(fork, &to_store, &queued, job);
+                metrics::histogram!(crate::metrics::STORE_COMMIT)
+                    .record(started.elapsed().as_secs_f64());
+                (committed, to_store)
+            })
             .await
             .map_err(|e| ApplyError::Task(format!("store task failed: {e}")))
             .and_then(|(r, stored)| r.map(|ids| (ids, stored)).map_err(ApplyError::from));

@@ -8,29 +8,32 @@
 //! it made to the chain through `on_applied` (the node hands those to its mining jobs, which
 //! mine again the data a reorg left behind).
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 // tokio's clock: the real one in the binary, the simulated one under simulation.
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use super::branch::CompetingBranch;
 use super::limits::{
-    MAX_FETCH_BYTES, MAX_HANDLING, MAX_SYNC_SOURCES, RANGES_PER_SOURCE, SYNC_BATCH,
-    UNLINKED_SYNC_INTERVAL,
+    MAX_ANNOUNCERS, MAX_FETCH_BYTES, MAX_FETCHES, MAX_HANDLING, MAX_SYNC_SOURCES,
+    RANGES_PER_SOURCE, SYNC_BATCH, UNLINKED_SYNC_INTERVAL,
 };
 use super::peers::{PeerSet, SyncLimiter};
 use super::relay::Relay;
 use super::state::{Applied, ApplyError, ChainState, WriterGuard};
-use crate::block::{Block, BlockHash, PrevHash};
+use crate::block::{Block, BlockHash, PrevHash, Timestamp};
 use crate::client::{ClientError, NodeClient};
 use crate::env::{Env, Event};
-use crate::message::BlockOutcome;
-use crate::params::ChainParams;
-use crate::rules::check_branch;
+use crate::message::{BlockOutcome, Header};
+use crate::metrics as m;
+use crate::params::{ChainParams, MAX_FUTURE_SECS};
+use crate::pow::meets_difficulty;
+use crate::rules::{check_branch, expected_difficulty, median_time_past};
 
 /// Told of every change a sync or an offered block made to the chain.
 pub(super) type OnApplied = Arc<dyn Fn(&Applied) + Send + Sync>;
@@ -73,6 +76,7 @@ pub(super) struct Syncer {
     pub(super) max_frame: usize,
     pub(super) shutdown: CancellationToken,
     pub(super) on_applied: OnApplied,
+    pub(super) tasks: TaskTracker,
     pub(super) marks: Marks,
 }
 
@@ -86,6 +90,15 @@ pub(super) struct Marks {
     handling: Mutex<HashSet<BlockHash>>,
     /// Set while one sync fetches from several peers at once (one such sync at a time).
     fetching: AtomicBool,
+    /// Announced blocks being fetched, each with the announcers still to ask.
+    fetches: Mutex<HashMap<BlockHash, VecDeque<String>>>,
+}
+
+/// How long one announcer is given to serve a body of `size` bytes: 2 s, plus its size at
+/// 1 Mbit/s, at most 60 s.
+fn fetch_timeout(size: usize) -> Duration {
+    (Duration::from_secs(2) + Duration::from_secs_f64(size as f64 * 8.0 / 1e6))
+        .min(Duration::from_secs(60))
 }
 
 impl std::fmt::Debug for Syncer {
@@ -145,6 +158,16 @@ impl Syncer {
         block: Block,
         from: Option<String>,
     ) -> (BlockOutcome, Option<String>) {
+        let (outcome, reason) = self.take_block(block, from).await;
+        metrics::counter!(m::BLOCKS_RECEIVED, "outcome" => outcome_name(outcome)).increment(1);
+        (outcome, reason)
+    }
+
+    async fn take_block(
+        &self,
+        block: Block,
+        from: Option<String>,
+    ) -> (BlockOutcome, Option<String>) {
         if let Some(peer) = &from {
             self.peers.mark_known(peer, block.hash);
         }
@@ -175,11 +198,18 @@ impl Syncer {
         match self.try_extend(&block).await {
             Some(Ok(())) => {
                 tracing::info!(height = block.index, hash = %block.hash.short(), from = from.as_deref().unwrap_or("client"), "block appended");
+                if from.is_some()
+                    && let crate::block::Timestamp::Unix(t) = block.timestamp
+                {
+                    let age = (self.env.wall_clock)().saturating_sub(t).max(0);
+                    metrics::histogram!(m::PROPAGATION).record(age as f64);
+                }
                 self.relay.send(&block, from.as_deref());
                 (BlockOutcome::Appended, None)
             }
             Some(Err(e)) => {
                 let reason = e.to_string();
+                metrics::counter!(m::BLOCKS_REJECTED, "rule" => rule_name(&e)).increment(1);
                 if let Some(peer) = &from {
                     self.peers.strike(peer, &reason);
                 }
@@ -195,12 +225,24 @@ impl Syncer {
         block: &Block,
         from: Option<&str>,
     ) -> (BlockOutcome, Option<String>) {
-        let parent: String = block.prev_hash.to_string().chars().take(16).collect();
+        self.on_unlinked_at(block.index, &block.prev_hash, from)
+            .await
+    }
+
+    /// Answers a block (or header) at `index` above our height whose parent `prev` is not
+    /// our tip.
+    async fn on_unlinked_at(
+        &self,
+        index: u64,
+        prev: &PrevHash,
+        from: Option<&str>,
+    ) -> (BlockOutcome, Option<String>) {
+        let parent: String = prev.to_string().chars().take(16).collect();
         let Some(peer) = from.filter(|p| self.peers.client(p).is_some()) else {
             let reason = format!(
                 "block {} links to unknown parent {parent}, not to our tip; only a peer's \
                  block makes the node sync (ask it to sync instead)",
-                block.index
+                index
             );
             return (BlockOutcome::Rejected, Some(reason));
         };
@@ -208,14 +250,14 @@ impl Syncer {
             // The sync that runs fetches from this peer too: its block is no fault of its own.
             let reason = format!(
                 "block {} does not link yet; a sync from several peers is running",
-                block.index
+                index
             );
             return (BlockOutcome::Ignored, Some(reason));
         }
         if !self.marks.limiter.allow(peer, Instant::now()) {
             let reason = format!(
                 "block {} does not link; a sync with {peer} ran less than {} ms ago",
-                block.index,
+                index,
                 UNLINKED_SYNC_INTERVAL.as_millis()
             );
             return (BlockOutcome::Ignored, Some(reason));
@@ -225,10 +267,188 @@ impl Syncer {
         } else {
             let reason = format!(
                 "block {} links to unknown parent {parent} and {peer} has no chain with more work",
-                block.index
+                index
             );
             (BlockOutcome::Rejected, Some(reason))
         }
+    }
+
+    /// Answers a peer's announcement of a block: `None` when it will be fetched (from this
+    /// peer, or from the one asked before it, with this one next in line), else ignored
+    /// (held, not above our height, being fetched by too many) or rejected (a header that
+    /// cannot be a block on our tip: wrong difficulty, a hash short of it, a bad time, too
+    /// big), with the reason. A header that does not link to our tip makes us sync with
+    /// its sender, as an unlinked `new_block` does.
+    pub(super) async fn on_announce(
+        self: &Arc<Self>,
+        header: Header,
+        from: Option<String>,
+    ) -> Option<(BlockOutcome, Option<String>)> {
+        let Some(peer) = from.filter(|p| self.peers.client(p).is_some()) else {
+            return Some((
+                BlockOutcome::Rejected,
+                Some(
+                    "an announcement is taken from a linked peer only (send hello first),                      or send the block itself with new_block"
+                        .to_owned(),
+                ),
+            ));
+        };
+        self.peers.mark_known(&peer, header.hash);
+        let links = {
+            let chain = self.state.chain();
+            if chain.height_of(&header.hash).is_some() {
+                let reason = format!("block {} is already held", header.index);
+                return Some((BlockOutcome::Ignored, Some(reason)));
+            }
+            if header.index <= chain.height() {
+                let reason = format!(
+                    "block {} is not above our height {}",
+                    header.index,
+                    chain.height()
+                );
+                return Some((BlockOutcome::Ignored, Some(reason)));
+            }
+            let links =
+                header.index == chain.height() + 1 && header.prev_hash.is(&chain.tip().hash);
+            if links && let Err(why) = self.check_header(&chain, &header) {
+                drop(chain);
+                let reason = format!("announced block {}: {why}", header.index);
+                self.peers.strike(&peer, &reason);
+                return Some((BlockOutcome::Rejected, Some(reason)));
+            }
+            links
+        };
+        if !links {
+            return Some(
+                self.on_unlinked_at(header.index, &header.prev_hash, Some(&peer))
+                    .await,
+            );
+        }
+        {
+            let mut fetches = self.marks.fetches.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(next) = fetches.get_mut(&header.hash) {
+                if next.len() < MAX_ANNOUNCERS && !next.contains(&peer) {
+                    next.push_back(peer);
+                }
+                return None;
+            }
+            if fetches.len() >= MAX_FETCHES {
+                let reason = format!(
+                    "{MAX_FETCHES} announced blocks are being fetched already; block {} is not",
+                    header.index
+                );
+                return Some((BlockOutcome::Ignored, Some(reason)));
+            }
+            fetches.insert(header.hash, VecDeque::from([peer]));
+        }
+        let sync = self.clone();
+        self.tasks.spawn(async move { sync.fetch(header).await });
+        None
+    }
+
+    /// What can be checked of a header on our tip before its body is fetched.
+    fn check_header(
+        &self,
+        chain: &crate::chain::Blockchain,
+        header: &Header,
+    ) -> Result<(), String> {
+        let expected = expected_difficulty(chain);
+        if header.difficulty != expected {
+            return Err(format!(
+                "difficulty {} where {expected} is due",
+                header.difficulty
+            ));
+        }
+        if !meets_difficulty(&header.hash, header.difficulty) {
+            return Err(format!(
+                "hash {} does not meet its difficulty {}",
+                header.hash.short(),
+                header.difficulty
+            ));
+        }
+        let Timestamp::Unix(time) = header.timestamp else {
+            return Err("timestamp is not in the canonical form".to_owned());
+        };
+        if time < median_time_past(chain) {
+            return Err("timestamp is before the median of the last blocks".to_owned());
+        }
+        if time > (self.env.wall_clock)() + MAX_FUTURE_SECS {
+            return Err("timestamp is more than two hours ahead".to_owned());
+        }
+        if header.size.saturating_add(400) >= self.params.max_block_size {
+            return Err(format!(
+                "its {} bytes of data do not fit in a block of at most {} bytes",
+                header.size, self.params.max_block_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fetches an announced body from its announcers, one at a time, each given
+    /// [`fetch_timeout`] for its size; the first that matches the header is offered as if
+    /// its announcer had sent it (checked by every rule, then relayed). One that does not
+    /// match is a lie: its sender is struck and the next announcer asked.
+    async fn fetch(self: Arc<Self>, header: Header) {
+        let hash = header.hash;
+        loop {
+            if self.shutdown.is_cancelled() || self.state.chain().height_of(&hash).is_some() {
+                break;
+            }
+            let next = {
+                let mut fetches = self.marks.fetches.lock().unwrap_or_else(|e| e.into_inner());
+                fetches.get_mut(&hash).and_then(VecDeque::pop_front)
+            };
+            let Some(peer) = next else { break };
+            let Some(client) = self.peers.client(&peer) else {
+                continue;
+            };
+            let reply =
+                tokio::time::timeout(fetch_timeout(header.size), client.get_block(hash)).await;
+            let block = match reply {
+                Ok(Ok(Some(block))) => block,
+                Ok(Ok(None)) => {
+                    metrics::counter!(m::FETCHES, "result" => "failed").increment(1);
+                    tracing::debug!(peer = %peer, height = header.index, "announced block no longer held by its announcer");
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    metrics::counter!(m::FETCHES, "result" => "failed").increment(1);
+                    tracing::debug!(peer = %peer, height = header.index, "fetching an announced block failed: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    metrics::counter!(m::FETCHES, "result" => "failed").increment(1);
+                    tracing::debug!(peer = %peer, height = header.index, "fetching an announced block timed out");
+                    continue;
+                }
+            };
+            if !header.matches(&block) {
+                metrics::counter!(m::FETCHES, "result" => "mismatch").increment(1);
+                self.peers.strike(
+                    &peer,
+                    &format!(
+                        "the body of block {} does not match its announcement",
+                        header.index
+                    ),
+                );
+                continue;
+            }
+            match self.offer_block(block, Some(peer)).await {
+                (BlockOutcome::Rejected, _) => {
+                    metrics::counter!(m::FETCHES, "result" => "refused").increment(1);
+                    continue;
+                }
+                _ => {
+                    metrics::counter!(m::FETCHES, "result" => "taken").increment(1);
+                    break;
+                }
+            }
+        }
+        self.marks
+            .fetches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&hash);
     }
 
     /// Adopts a whole pushed chain if it is valid and has more work (legacy push).
@@ -388,14 +608,20 @@ impl Syncer {
                 };
                 // The writer lock is let go as soon as the batch is applied, not when the next
                 // batch has arrived: a block mined meanwhile does not wait on the peer.
+                let batch_len = batch.len();
                 let apply = async move {
                     let applied = self.apply(&writer, height, batch).await;
                     drop(writer);
                     applied
                 };
+                let blocks = batch_len;
                 let (applied, next) = tokio::join!(apply, ask_next);
                 match applied {
-                    Ok(_) => changed = true,
+                    Ok(_) => {
+                        changed = true;
+                        metrics::counter!(m::SYNC_BATCHES).increment(1);
+                        metrics::counter!(m::SYNC_BLOCKS).increment(blocks as u64);
+                    }
                     Err(e) => {
                         self.peers.strike(&source, &e.to_string());
                         break;
@@ -599,4 +825,24 @@ async fn next_range(
     };
     let first = blocks.first()?;
     (first.index == from && first.prev_hash.is(&parent)).then_some((range.source, Ok(blocks)))
+}
+
+/// An outcome's name, as a metric label.
+fn outcome_name(outcome: BlockOutcome) -> &'static str {
+    match outcome {
+        BlockOutcome::Appended => "appended",
+        BlockOutcome::Ignored => "ignored",
+        BlockOutcome::Synced => "synced",
+        BlockOutcome::Rejected => "rejected",
+    }
+}
+
+/// The rule a refused block broke, as a metric label.
+fn rule_name(e: &ApplyError) -> &'static str {
+    match e {
+        ApplyError::Invalid(crate::chain::ChainError::Block(b)) => b.code(),
+        ApplyError::Invalid(_) => "chain",
+        ApplyError::Store(_) => "store",
+        ApplyError::Task(_) => "task",
+    }
 }

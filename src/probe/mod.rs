@@ -73,6 +73,8 @@ pub struct ProbeState {
     pub sample_interval: Duration,
     /// The network over the last minutes.
     pub history: network::History,
+    /// The metrics recorder's handle, when the process installed one (`GET /metrics`).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pool: Mutex<HashMap<u16, Vec<NodeClient>>>,
 }
 
@@ -102,6 +104,7 @@ impl ProbeState {
             allowed_hosts: Vec::new(),
             sample_interval: network::SAMPLE_INTERVAL,
             history: network::History::default(),
+            metrics: None,
             pool: Mutex::new(HashMap::new()),
         })
     }
@@ -116,6 +119,21 @@ impl ProbeState {
 
     /// Returns this state sampling the history every `interval` (zero: never); call it
     /// before the state is shared.
+    /// Serves `GET /metrics` from `handle` (the process's recorder).
+    pub fn with_metrics(
+        self: Arc<Self>,
+        handle: metrics_exporter_prometheus::PrometheusHandle,
+    ) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut state) => {
+                state.metrics = Some(handle);
+                Arc::new(state)
+            }
+            Err(shared) => shared,
+        }
+    }
+
+    /// Samples the network every `interval` for the dashboard's history (zero: never).
     pub fn with_sample_interval(self: Arc<Self>, interval: Duration) -> Arc<Self> {
         match Arc::try_unwrap(self) {
             Ok(mut state) => {

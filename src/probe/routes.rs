@@ -48,6 +48,10 @@ pub fn app(state: Arc<ProbeState>) -> Router {
         .route("/blocks/{port}", get(blocks))
         .route("/sync/{port}", post(sync))
         .route("/status/{port}", get(status))
+        .route("/metrics", get(metrics_text))
+        // After routing (route_layer), so the route's pattern is known; unmatched paths
+        // (404s of the fallback) are not counted.
+        .route_layer(axum::middleware::from_fn(count_request))
         .fallback(|| async {
             ProbeError::NotFound("no such route; see GET / for the dashboard".into())
         })
@@ -344,11 +348,48 @@ async fn status(State(s): Shared, NodePort(port): NodePort) -> Reply {
 /// Lists the registry's nodes, each asked for its status (only on the probe's node host).
 async fn nodes(State(s): Shared) -> Reply {
     let views = super::network::gather(&s).await?;
+    let up = views.iter().filter(|v| v.status.is_ok()).count();
+    metrics::gauge!(crate::metrics::PROBE_NODES, "state" => "up").set(up as f64);
+    metrics::gauge!(crate::metrics::PROBE_NODES, "state" => "down").set((views.len() - up) as f64);
     let list: Vec<Value> = views
         .iter()
         .map(super::network::NodeView::to_json)
         .collect();
     Ok(Json(list).into_response())
+}
+
+/// `GET /metrics`: the probe's own metrics in Prometheus's text format.
+async fn metrics_text(State(s): Shared) -> Reply {
+    let Some(handle) = &s.metrics else {
+        return Err(ProbeError::NotFound(
+            "this probe records no metrics (it was started without a recorder)".into(),
+        ));
+    };
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response())
+}
+
+/// Counts every request by its route's pattern (`/status/{port}`, not the port: the
+/// labels stay few) and status, and times it.
+async fn count_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(crate::metrics::PROBE_REQUESTS, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(crate::metrics::PROBE_LATENCY, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// `GET /history?since=T`: the samples taken after `T` (ms since the epoch; all without).

@@ -96,14 +96,82 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parses a latency range `20ms..300ms` (or one value).
 pub fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {
+    parse_range(s, "latency", parse_duration)
+}
+
+/// Parses `LOW..HIGH` (or one value for both) with `parse`.
+fn parse_range<T: PartialOrd>(
+    s: &str,
+    what: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<(T, T), String> {
     let (lo, hi) = s.split_once("..").unwrap_or((s, s));
-    let (lo, hi) = (parse_duration(lo)?, parse_duration(hi)?);
+    let (lo, hi) = (parse(lo)?, parse(hi)?);
     if lo > hi {
         return Err(format!(
-            "bad latency {s:?}: the low end is above the high end"
+            "bad {what} {s:?}: the low end is above the high end"
         ));
     }
     Ok((lo, hi))
+}
+
+/// Reads a data rate such as `10Mbit`, `1.5Gbit`, `800kbit` or `100000bit` (bits per
+/// second); returns bytes per second.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, unit) = lower.split_at(
+        lower
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(lower.len()),
+    );
+    let scale = match unit {
+        "bit" | "bps" => 1.0,
+        "kbit" | "kbps" => 1e3,
+        "mbit" | "mbps" => 1e6,
+        "gbit" | "gbps" => 1e9,
+        _ => {
+            return Err(format!(
+                "bad rate {s:?}: want a number and bit, kbit, Mbit or Gbit (e.g. 10Mbit)"
+            ));
+        }
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("bad rate {s:?}"))?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(format!("bad rate {s:?}: it must be above zero"));
+    }
+    Ok(n * scale / 8.0)
+}
+
+/// Reads a range of per-node capacities, `LOW..HIGH` or one value for every node
+/// (`10Mbit..100Mbit`, `50Mbit`); returns bytes per second.
+pub fn parse_bandwidth(s: &str) -> Result<(f64, f64), String> {
+    parse_range(s, "bandwidth", parse_rate)
+}
+
+/// Reads a size in bytes: `250`, `100KB`, `1MB`, `4MB` (decimal units, as block sizes are
+/// quoted), or `1MiB` (binary).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "bad size {s:?}: want bytes, KB, MB, KiB or MiB (e.g. 1MB)"
+            ));
+        }
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("bad size {s:?}"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("bad size {s:?}"));
+    }
+    Ok((n * scale).round() as usize)
 }
 
 /// What to simulate.
@@ -120,6 +188,18 @@ pub struct Options {
     /// One-way message latency range; each message draws from it (turmoil's exponential
     /// curve: most messages near the low end, a tail up to the high end).
     pub latency: (Duration, Duration),
+    /// Per-node upload and download capacity in bytes per second, drawn uniformly from
+    /// this range for each node (both directions the same); `None`: unlimited, latency
+    /// only. A write waits for its sender's uplink and its receiver's downlink, queueing
+    /// behind the writes before it on each, as on a NIC.
+    pub bandwidth: Option<(f64, f64)>,
+    /// Bytes of data in each mined block (padding added to the miner's record); 0: the
+    /// record alone (about 40 bytes).
+    pub block_size: usize,
+    /// Blocks with less data than this are pushed whole, bigger ones announced (the
+    /// node's `--push-below`); `None`: the node's default. `Some(usize::MAX)` pushes every
+    /// block whole to every peer, as nodes of protocol version 1 do.
+    pub push_below: Option<usize>,
     /// Fraction of TCP writes lost; TCP retransmits them, so each is delayed by a
     /// retransmission timeout (200 ms plus twice the highest latency).
     pub loss: f64,
@@ -154,6 +234,9 @@ impl Default for Options {
             duration: Duration::from_secs(120),
             block_interval: Duration::from_secs(10),
             latency: (Duration::from_millis(20), Duration::from_millis(300)),
+            bandwidth: None,
+            block_size: 0,
+            push_below: None,
             loss: 0.0,
             partition: None,
             churn: 0.0,
@@ -171,7 +254,7 @@ impl Default for Options {
 impl Options {
     /// Returns the options as the summary echoes them.
     fn to_json(&self) -> Value {
-        json!({
+        let mut options = json!({
             "nodes": self.nodes,
             "seed": self.seed,
             "minutes": self.duration.as_secs_f64() / 60.0,
@@ -186,7 +269,18 @@ impl Options {
             "max_outbound": self.max_outbound,
             "tick_ms": self.tick.as_millis() as u64,
             "difficulty": self.difficulty,
-        })
+        });
+        // Only when set: without them a run and its summary are as they always were.
+        if let Some((lo, hi)) = self.bandwidth {
+            options["bandwidth_mbit"] = json!([round3(lo * 8e-6), round3(hi * 8e-6)]);
+        }
+        if self.block_size > 0 {
+            options["block_size"] = json!(self.block_size);
+        }
+        if let Some(push_below) = self.push_below {
+            options["push_below"] = json!(push_below);
+        }
+        options
     }
 }
 
@@ -232,12 +326,91 @@ struct Traffic {
     frames: AtomicU64,
 }
 
+/// Every host's upload and download capacity, and when each is next free.
+///
+/// A write of `n` bytes from A to B starts when A's uplink is free and takes `n / up(A)`
+/// on it; it reaches B when B's downlink, free from that start on, has taken it at
+/// `down(B)` too, and no sooner than the last byte left A. The writer waits for that, then
+/// turmoil adds the message's latency. So a node sending one block to eight peers sends
+/// them one after another, and a node that many send to at once receives them one after
+/// another. TCP's slow start, its fair sharing of a link between flows and congestion in
+/// the network's core are not modelled: a link is a FIFO at its full rate.
+#[derive(Debug)]
+struct Pipes {
+    state: Mutex<PipeState>,
+    /// Waits shorter than half a tick are not slept (they would round up to a whole
+    /// tick); they are still booked, so many of them add up to a wait.
+    min_wait: Duration,
+}
+
+#[derive(Debug, Default)]
+struct PipeState {
+    index: std::collections::HashMap<IpAddr, usize>,
+    /// Bytes per second of each node.
+    rate: Vec<f64>,
+    up_free: Vec<Duration>,
+    down_free: Vec<Duration>,
+}
+
+impl Pipes {
+    fn new(rate: Vec<f64>, tick: Duration) -> Self {
+        let n = rate.len();
+        Pipes {
+            state: Mutex::new(PipeState {
+                index: Default::default(),
+                rate,
+                up_free: vec![Duration::ZERO; n],
+                down_free: vec![Duration::ZERO; n],
+            }),
+            min_wait: tick / 2,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PipeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that node `i` is at `ip`.
+    fn place(&self, i: usize, ip: IpAddr) {
+        self.lock().index.insert(ip, i);
+    }
+
+    /// Books `bytes` from `from` to `to`; returns how long the writer waits, if worth a
+    /// sleep.
+    fn book(&self, from: IpAddr, to: IpAddr, bytes: usize) -> Option<Duration> {
+        let now = now();
+        let mut s = self.lock();
+        let (&a, &b) = (s.index.get(&from)?, s.index.get(&to)?);
+        if a == b {
+            return None;
+        }
+        let n = bytes as f64;
+        let start = now.max(s.up_free[a]);
+        let sent = start + Duration::from_secs_f64(n / s.rate[a]);
+        s.up_free[a] = sent;
+        let taken = start.max(s.down_free[b]) + Duration::from_secs_f64(n / s.rate[b]);
+        let done = sent.max(taken);
+        s.down_free[b] = done;
+        let wait = done.saturating_sub(now);
+        (wait >= self.min_wait).then_some(wait)
+    }
+}
+
+/// Where a simulated stream's bytes go, for the bandwidth model.
+#[derive(Debug, Clone)]
+struct Route {
+    pipes: Arc<Pipes>,
+    from: IpAddr,
+    to: IpAddr,
+}
+
 /// turmoil's TCP as a [`Net`], for the host at `ip`.
 #[derive(Debug)]
 struct SimNet {
     ip: IpAddr,
     traffic: Arc<Traffic>,
     lossy: Lossy,
+    pipes: Option<Arc<Pipes>>,
 }
 
 /// How writes are lost (and retransmitted later).
@@ -252,9 +425,20 @@ impl Net for SimNet {
     fn connect(&self, addr: &str) -> BoxFuture<'static, io::Result<Conn>> {
         let addr = addr.to_owned();
         let (traffic, lossy) = (self.traffic.clone(), self.lossy.clone());
+        let (pipes, from) = (self.pipes.clone(), self.ip);
         Box::pin(async move {
             let stream = turmoil::net::TcpStream::connect(addr.as_str()).await?;
-            Ok(Conn::Other(Box::new(Counted::new(stream, traffic, lossy))))
+            let route = match (pipes, stream.peer_addr()) {
+                (Some(pipes), Ok(to)) => Some(Route {
+                    pipes,
+                    from,
+                    to: to.ip(),
+                }),
+                _ => None,
+            };
+            Ok(Conn::Other(Box::new(Counted::new(
+                stream, traffic, lossy, route,
+            ))))
         })
     }
 
@@ -268,6 +452,8 @@ struct SimListener {
     inner: turmoil::net::TcpListener,
     traffic: Arc<Traffic>,
     lossy: Lossy,
+    /// The bandwidth model and this host's address in it.
+    pipes: Option<(Arc<Pipes>, IpAddr)>,
 }
 
 impl Listener for SimListener {
@@ -275,8 +461,13 @@ impl Listener for SimListener {
 
     async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
         let (stream, addr) = self.inner.accept().await?;
+        let route = self.pipes.as_ref().map(|(pipes, from)| Route {
+            pipes: pipes.clone(),
+            from: *from,
+            to: addr.ip(),
+        });
         Ok((
-            Counted::new(stream, self.traffic.clone(), self.lossy.clone()),
+            Counted::new(stream, self.traffic.clone(), self.lossy.clone(), route),
             addr,
         ))
     }
@@ -286,12 +477,16 @@ impl Listener for SimListener {
     }
 }
 
-/// A stream that counts the frames and bytes written, and delays lost writes by a
-/// retransmission timeout.
+/// A stream that counts the frames and bytes written, delays lost writes by a
+/// retransmission timeout, and writes at the rate its route's links allow.
 struct Counted<S> {
     inner: S,
     traffic: Arc<Traffic>,
     lossy: Lossy,
+    route: Option<Route>,
+    /// A write waiting for its links, and whether the write pending now has been booked.
+    transmit: Option<Pin<Box<tokio::time::Sleep>>>,
+    booked: bool,
     /// Header bytes of the frame being written, or the payload bytes still to come.
     header: Vec<u8>,
     payload_left: u64,
@@ -301,11 +496,14 @@ struct Counted<S> {
 }
 
 impl<S> Counted<S> {
-    fn new(inner: S, traffic: Arc<Traffic>, lossy: Lossy) -> Self {
+    fn new(inner: S, traffic: Arc<Traffic>, lossy: Lossy, route: Option<Route>) -> Self {
         Counted {
             inner,
             traffic,
             lossy,
+            route,
+            transmit: None,
+            booked: false,
             header: Vec::with_capacity(HEADER_LEN),
             payload_left: 0,
             retransmit: None,
@@ -372,9 +570,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
             this.retransmit = None;
             this.retransmitted = true;
         }
+        if !this.booked
+            && let Some(route) = &this.route
+        {
+            this.booked = true;
+            if let Some(wait) = route.pipes.book(route.from, route.to, buf.len()) {
+                this.transmit = Some(Box::pin(tokio::time::sleep(wait)));
+            }
+        }
+        if let Some(timer) = &mut this.transmit {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.transmit = None;
+        }
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = written {
             this.retransmitted = false;
+            this.booked = false;
             this.count(&buf[..n]);
         }
         written
@@ -570,7 +783,23 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             picked.into_iter().collect()
         })
         .collect();
-    let params = ChainParams::with_difficulty(options.difficulty);
+    let mut params = ChainParams::with_difficulty(options.difficulty);
+    // A block carries its data and its fixed fields (under 400 bytes).
+    params.max_block_size = params.max_block_size.max(options.block_size + 1024);
+    // Drawn from a stream of its own, so that runs without it draw what they always drew.
+    let pipes = options.bandwidth.map(|(lo, hi)| {
+        let mut draw = StdRng::seed_from_u64(options.seed ^ 0xba4d_0000_0000_0001);
+        let rates = (0..n)
+            .map(|_| {
+                if hi > lo {
+                    draw.random_range(lo..=hi)
+                } else {
+                    lo
+                }
+            })
+            .collect();
+        Arc::new(Pipes::new(rates, options.tick))
+    });
     let mut ips = Vec::with_capacity(n);
     for (i, my_seeds) in seeds.into_iter().enumerate() {
         let name = host_name(i);
@@ -581,12 +810,15 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         let mines = i < miners;
         let max_outbound = options.max_outbound;
         let loss = options.loss;
+        let (pipes, block_size, push_below) =
+            (pipes.clone(), options.block_size, options.push_below);
         sim.host(name.as_str(), move || {
-            let (shared, dir, params, my_seeds) = (
+            let (shared, dir, params, my_seeds, pipes) = (
                 shared.clone(),
                 dir.clone(),
                 params.clone(),
                 my_seeds.clone(),
+                pipes.clone(),
             );
             async move {
                 host(HostSetup {
@@ -600,6 +832,9 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
                     max_outbound,
                     loss,
                     rto,
+                    pipes,
+                    block_size,
+                    push_below,
                 })
                 .await
             }
@@ -853,12 +1088,18 @@ struct HostSetup {
     max_outbound: usize,
     loss: f64,
     rto: Duration,
+    pipes: Option<Arc<Pipes>>,
+    block_size: usize,
+    push_below: Option<usize>,
 }
 
 /// One host's software: a node, and its miner's loop.
 async fn host(setup: HostSetup) -> turmoil::Result {
     let i = setup.index;
     let ip = turmoil::lookup(host_name(i));
+    if let Some(pipes) = &setup.pipes {
+        pipes.place(i, ip);
+    }
     let life = {
         let mut stats = setup.shared.stats();
         stats.starts[i] += 1;
@@ -885,6 +1126,9 @@ async fn host(setup: HostSetup) -> turmoil::Result {
         .map(|j| format!("{}:{PORT}", turmoil::lookup(host_name(*j))))
         .collect();
     config.advertise = Some(format!("{ip}:{PORT}"));
+    if let Some(push_below) = setup.push_below {
+        config.push_below = push_below;
+    }
     config.limits = Limits {
         max_outbound: setup.max_outbound,
         ..Limits::default()
@@ -894,6 +1138,7 @@ async fn host(setup: HostSetup) -> turmoil::Result {
             ip,
             traffic: traffic.clone(),
             lossy: lossy.clone(),
+            pipes: setup.pipes.clone(),
         }),
         wall_clock: sim_clock,
         blocking: Blocking::Inline,
@@ -911,9 +1156,14 @@ async fn host(setup: HostSetup) -> turmoil::Result {
     setup.shared.nodes.lock().unwrap_or_else(|e| e.into_inner())[i] = Arc::downgrade(&node);
     if setup.rate > 0.0 {
         let miner = node.clone();
+        let block_size = setup.block_size;
         tokio::spawn(async move {
             for k in 0u64.. {
-                let data = json!({"miner": i, "life": life, "n": k});
+                let mut data = json!({"miner": i, "life": life, "n": k});
+                let record = data.to_string().len() + r#","pad":"""#.len();
+                if block_size > record {
+                    data["pad"] = json!("x".repeat(block_size - record));
+                }
                 if miner.mine(data).await.is_err() {
                     return;
                 }
@@ -926,6 +1176,7 @@ async fn host(setup: HostSetup) -> turmoil::Result {
             inner: listener,
             traffic,
             lossy,
+            pipes: setup.pipes.map(|p| (p, ip)),
         },
     )
     .await;
@@ -949,6 +1200,7 @@ fn spread(mut v: Vec<f64>) -> Value {
     v.sort_by(f64::total_cmp);
     json!({
         "blocks": v.len(),
+        "min": v.first().copied().map(round3),
         "p50": percentile(&v, 0.5).map(round3),
         "p90": percentile(&v, 0.9).map(round3),
         "max": v.last().copied().map(round3),
@@ -1037,6 +1289,9 @@ fn summarize(
         "traffic_per_node_per_block": {
             "messages": round3(frames as f64 / per),
             "bytes": round3(bytes as f64 / per),
+        },
+        "traffic_per_node_per_mined_block": {
+            "bytes": round3(bytes as f64 / ((n as f64) * (mined.max(1) as f64))),
         },
         "peak": {
             "address_book": stats.peak_book,
