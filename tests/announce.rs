@@ -409,3 +409,53 @@ async fn a_cancelled_call_does_not_poison_the_next_one() {
     let addrs = client.get_addr().await.unwrap();
     assert_eq!(addrs, vec!["10.0.0.1:1".to_owned()]);
 }
+
+/// Malformed `announce` and `get_block` requests (fields missing, of the wrong type, a
+/// hash that is no hash, a size beyond any number) get `bad_request`, fetch nothing, and
+/// the connection stays usable.
+#[tokio::test]
+async fn malformed_announcements_and_fetches_are_bad_requests() {
+    let net = node().await;
+    let block = next_block("b", 0);
+    let (addr, seen) = fake_peer(2, vec![block.clone()], Serve::Honestly).await;
+    let mut conn = linked(&net, 2, &addr).await;
+    let mut header = serde_json::to_value(Header::of(&block)).unwrap();
+    let mut cases = Vec::new();
+    for field in [
+        "index",
+        "timestamp",
+        "nonce",
+        "difficulty",
+        "prev_hash",
+        "hash",
+        "size",
+    ] {
+        let mut h = header.clone();
+        h.as_object_mut().unwrap().remove(field);
+        cases.push(json!({"type": "announce", "header": h}));
+    }
+    header["size"] = json!(-1);
+    cases.push(json!({"type": "announce", "header": header.clone()}));
+    header["size"] = json!(1e30);
+    cases.push(json!({"type": "announce", "header": header.clone()}));
+    header["size"] = json!("100");
+    cases.push(json!({"type": "announce", "header": header}));
+    cases.push(json!({"type": "announce"}));
+    cases.push(json!({"type": "get_block"}));
+    cases.push(json!({"type": "get_block", "hash": "not a hash"}));
+    cases.push(json!({"type": "get_block", "hash": 7}));
+    for case in cases {
+        conn.send(serde_json::to_vec(&case).unwrap()).await.unwrap();
+        let frame = tokio::time::timeout(DEADLINE, conn.next())
+            .await
+            .expect("a reply in time")
+            .expect("the connection stays open")
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(reply["code"], "bad_request", "{case} got {reply}");
+    }
+    let reply = call(&mut conn, &Request::GetBlock { hash: block.hash }).await;
+    assert_eq!(reply, Response::Blocks { blocks: vec![] });
+    assert!(seen.lock().unwrap().asked.is_empty(), "nothing was fetched");
+    assert_eq!(net.client(0).status().await.unwrap().height, 0);
+}

@@ -215,23 +215,16 @@ impl Syncer {
                 }
                 (BlockOutcome::Rejected, Some(reason))
             }
-            None => self.on_unlinked(&block, from.as_deref()).await,
+            None => {
+                self.on_unlinked(block.index, &block.prev_hash, from.as_deref())
+                    .await
+            }
         }
-    }
-
-    /// Answers a block above our height that does not link to our tip.
-    async fn on_unlinked(
-        &self,
-        block: &Block,
-        from: Option<&str>,
-    ) -> (BlockOutcome, Option<String>) {
-        self.on_unlinked_at(block.index, &block.prev_hash, from)
-            .await
     }
 
     /// Answers a block (or header) at `index` above our height whose parent `prev` is not
     /// our tip.
-    async fn on_unlinked_at(
+    async fn on_unlinked(
         &self,
         index: u64,
         prev: &PrevHash,
@@ -320,7 +313,7 @@ impl Syncer {
         };
         if !links {
             return Some(
-                self.on_unlinked_at(header.index, &header.prev_hash, Some(&peer))
+                self.on_unlinked(header.index, &header.prev_hash, Some(&peer))
                     .await,
             );
         }
