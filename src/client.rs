@@ -57,6 +57,22 @@ impl ClientError {
         self.error_code().map(ErrorCode::as_str)
     }
 
+    /// Whether the node closed the connection under the request: a clean close before
+    /// any reply, or a reset (a node closing a socket with our unread request on it resets
+    /// it instead of closing it cleanly, which is what its idle timeout racing our reuse
+    /// of a kept connection looks like).
+    pub fn closed_by_node(&self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        match self {
+            ClientError::Closed { .. } => true,
+            ClientError::Frame {
+                source: FrameError::Io(e),
+                ..
+            } => matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted),
+            _ => false,
+        }
+    }
+
     /// Returns the node's error code when the node itself refused.
     pub fn error_code(&self) -> Option<ErrorCode> {
         match self {
@@ -238,7 +254,7 @@ impl NodeClient {
         match self.exchange(&payload, timeout, greet).await {
             // The node closed the connection as the request went out (its idle timeout
             // racing our reuse): a request that is safe to repeat is sent once more.
-            Err(ClientError::Closed { .. }) if request.is_safe_to_repeat() => {
+            Err(e) if e.closed_by_node() && request.is_safe_to_repeat() => {
                 self.exchange(&payload, timeout, greet).await
             }
             other => other,

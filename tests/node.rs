@@ -457,3 +457,68 @@ async fn get_tail_returns_the_newest_blocks() {
     assert_eq!(c.get_tail(1_000_000).await.unwrap(), chain);
     assert!(c.get_tail(0).await.unwrap().is_empty());
 }
+
+/// A kept connection the node resets under a request (its idle timeout closing the socket
+/// with the request unread) costs a repeatable request nothing: the client opens a new
+/// connection and asks again. A request that is not safe to repeat (`mine`) reports the
+/// broken connection instead of being sent twice.
+#[tokio::test]
+async fn a_reset_kept_connection_is_reopened_for_repeatable_requests() {
+    use std::sync::atomic::AtomicUsize;
+    let net = network(Options::isolated(1)).await;
+    let node = net.addr(0);
+    // A proxy to the node that resets every connection at its second request.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let node = node.clone();
+            tokio::spawn(async move {
+                let mut upstream = TcpStream::connect(&node).await.unwrap();
+                let mut frame = [0u8; 10];
+                let mut requests = 0;
+                loop {
+                    if inbound.read_exact(&mut frame).await.is_err() {
+                        return;
+                    }
+                    requests += 1;
+                    if requests == 2 {
+                        inbound.set_zero_linger().unwrap();
+                        return; // dropped with the request unread: a reset
+                    }
+                    let len: usize = std::str::from_utf8(&frame).unwrap().trim().parse().unwrap();
+                    let mut body = vec![0u8; len];
+                    inbound.read_exact(&mut body).await.unwrap();
+                    upstream.write_all(&frame).await.unwrap();
+                    upstream.write_all(&body).await.unwrap();
+                    let mut head = [0u8; 10];
+                    upstream.read_exact(&mut head).await.unwrap();
+                    let len: usize = std::str::from_utf8(&head).unwrap().trim().parse().unwrap();
+                    let mut reply = vec![0u8; len];
+                    upstream.read_exact(&mut reply).await.unwrap();
+                    inbound.write_all(&head).await.unwrap();
+                    inbound.write_all(&reply).await.unwrap();
+                }
+            });
+        }
+    });
+    let client = NodeClient::new(proxy);
+    assert_eq!(client.status().await.unwrap().height, 0);
+    assert_eq!(client.status().await.unwrap().height, 0);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the status was asked again on a new connection"
+    );
+    let err = client.mine(json!("never twice")).await.unwrap_err();
+    assert!(err.closed_by_node(), "{err}");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "mine was not sent again"
+    );
+    assert_eq!(net.client(0).status().await.unwrap().height, 0);
+}
