@@ -253,11 +253,13 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
         });
     }
     let stop = crate::cli::shutdown_signal();
+    // In the registry before the announcement: whoever waits for the line finds it there.
+    node::join(&node).await;
     println!("listening on {addr}");
     tokio::spawn(async move {
         stop.await;
         shutdown.cancel();
     });
-    node::serve(node, listener).await;
+    node::accept(node, listener).await;
     std::process::ExitCode::SUCCESS
 }

@@ -10,6 +10,25 @@ use powchain::registry::Registry;
 use powchain_testkit::{Options, TestNetwork, Topology, wait_for};
 use serde_json::json;
 
+/// A node is in the registry by the time it prints `listening on`: whoever waits for that
+/// line (a script, `TestNetwork`, the probe's dashboard right after) finds every node it
+/// started, each read of the registry right after a start.
+#[tokio::test]
+async fn an_announced_node_is_already_in_the_registry() {
+    let mut net = network(Options::new(0)).await;
+    let registry = Registry::in_home(net.home());
+    for n in 1..=4 {
+        let i = net.add_node(&[]).await.unwrap();
+        let port = net.node(i).port();
+        let listed = registry.entries().unwrap();
+        assert!(
+            listed.iter().any(|(p, _)| *p == port),
+            "node {i} ({port}) announced itself but the registry lists {listed:?}"
+        );
+        assert_eq!(listed.len(), n, "{listed:?}");
+    }
+}
+
 /// Three nodes started with only a port and a shared home find each other and converge after
 /// blocks are mined on each.
 #[tokio::test]

@@ -2,10 +2,10 @@
 //!
 //! `run(listener, config, shutdown)` serves until `shutdown` is cancelled (by the caller, or by
 //! a `shutdown` request), then stops accepting, cancels mining, lets in-flight replies finish,
-//! leaves the registry and closes the store.
+//! leaves the registry and closes the store. `serve` is [`join`] (into the registry, links
+//! started) then [`accept`]; the `node` binary prints `listening on ADDR` between the two,
+//! so a node that has announced itself is already in the registry.
 //!
-//! | module | owns |
-//! |---|---|
 //! Each part is an owner with its own state, made with the collaborators it uses (never the
 //! whole node); the `Node` holds them and the handler dispatches requests to them.
 //!
@@ -71,8 +71,15 @@ pub async fn run<L: Listener>(
 }
 
 /// Runs an opened node on `listener` until its shutdown token is cancelled.
-pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
-    let permits = Arc::new(Semaphore::new(node.config.max_connections));
+pub async fn serve<L: Listener>(node: Arc<Node>, listener: L) {
+    join(&node).await;
+    accept(node, listener).await;
+}
+
+/// Makes an opened node findable: adds it to the registry, starts its links (configured
+/// peers and the registry's nodes) and the mining of data queued before a restart. Its
+/// listener is already bound, so peers that dial it at once wait in the backlog.
+pub async fn join(node: &Arc<Node>) {
     // The registry and the store are files under locks: touched off the runtime.
     // The registry is this machine's: a node bound to every interface is found on loopback.
     let ip = node.listen.ip();
@@ -109,6 +116,14 @@ pub async fn serve<L: Listener>(node: Arc<Node>, mut listener: L) {
         }
         Err(e) => tracing::warn!("could not read data queued for mining again: {e}"),
     }
+}
+
+/// Accepts connections on `listener` for a node that has [`join`]ed until its shutdown
+/// token is cancelled, then shuts it down: no new connections, mining cancelled, in-flight
+/// replies given 5 s, out of the registry.
+pub async fn accept<L: Listener>(node: Arc<Node>, mut listener: L) {
+    let permits = Arc::new(Semaphore::new(node.config.max_connections));
+    let port = node.listen.port();
     loop {
         // Taking the permit before accept caps open connections without refusing in a loop.
         let permit = tokio::select! {
