@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Fetch a powchain node's chain and check every block, from PROTOCOL.md alone.
 
-Usage: python3 examples/verify_chain.py [HOST:]PORT
+Usage: python3 examples/verify_chain.py [--binary] [HOST:]PORT
 
-Connects over the framing of PROTOCOL.md section 1, sends {"type":"get_chain"}, and checks
+Connects over the framing of PROTOCOL.md section 1, sends {"type":"get_chain"} (with
+"encoding":"binary" under --binary: the chain comes as a binary list of section 4.1, read
+by powchain.binary; a node older than protocol version 3 answers in JSON), and checks
 each block's index, link to its parent, recomputed hash (section 3.1), proof of work,
 nonce bound and timestamp format (section 7). Prints the first problem and exits 1, or
 prints "valid" and exits 0. Exit 2: usage, or the node could not be asked.

@@ -493,6 +493,17 @@ impl BlockData {
         BlockData(text.into())
     }
 
+    /// Reads data a peer sent as canonical text: taken as it is when it already is the
+    /// canonical form of its value (no parse, the common case), else parsed and written
+    /// canonically, as data in a JSON block is; an error when it is not JSON.
+    pub fn from_peer_text(text: &str) -> Result<Self, serde_json::Error> {
+        if is_canonical(text) {
+            return Ok(BlockData(text.into()));
+        }
+        let value: Value = serde_json::from_str(text)?;
+        Ok(BlockData::new(&value))
+    }
+
     /// Returns the canonical JSON text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -528,6 +539,136 @@ impl<'de> Deserialize<'de> for BlockData {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(d)?;
         Ok(BlockData::new(&value))
+    }
+}
+
+/// Tells, without building a value, whether `text` is sure to be the canonical form of the
+/// JSON value it holds (what [`write_canonical`] writes for it): compact, object keys in
+/// strictly increasing byte order, strings without escapes or control characters, numbers
+/// that are plain integers within `i64`/`u64`. `false` means "not known": the caller
+/// parses the text and writes it canonically (floats, escapes, deep nesting take that way).
+fn is_canonical(text: &str) -> bool {
+    let mut at = 0;
+    canonical_value(text.as_bytes(), &mut at, 0) && at == text.len()
+}
+
+/// Nesting checked by [`is_canonical`]; deeper text takes the parsing way (whose own limit,
+/// 128, then decides).
+const CANONICAL_DEPTH: usize = 64;
+
+fn canonical_value(b: &[u8], at: &mut usize, depth: usize) -> bool {
+    if depth > CANONICAL_DEPTH {
+        return false;
+    }
+    match b.get(*at) {
+        Some(b'{') => {
+            *at += 1;
+            if b.get(*at) == Some(&b'}') {
+                *at += 1;
+                return true;
+            }
+            let mut last: Option<&[u8]> = None;
+            loop {
+                let Some(key) = canonical_string(b, at) else {
+                    return false;
+                };
+                if last.is_some_and(|l| l >= key) || b.get(*at) != Some(&b':') {
+                    return false;
+                }
+                last = Some(key);
+                *at += 1;
+                if !canonical_value(b, at, depth + 1) {
+                    return false;
+                }
+                match b.get(*at) {
+                    Some(b',') => *at += 1,
+                    Some(b'}') => {
+                        *at += 1;
+                        return true;
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        Some(b'[') => {
+            *at += 1;
+            if b.get(*at) == Some(&b']') {
+                *at += 1;
+                return true;
+            }
+            loop {
+                if !canonical_value(b, at, depth + 1) {
+                    return false;
+                }
+                match b.get(*at) {
+                    Some(b',') => *at += 1,
+                    Some(b']') => {
+                        *at += 1;
+                        return true;
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        Some(b'"') => canonical_string(b, at).is_some(),
+        Some(b't') => literal(b, at, b"true"),
+        Some(b'f') => literal(b, at, b"false"),
+        Some(b'n') => literal(b, at, b"null"),
+        Some(b'-' | b'0'..=b'9') => {
+            let start = *at;
+            if b[*at] == b'-' {
+                *at += 1;
+            }
+            let digits = *at;
+            while b.get(*at).is_some_and(u8::is_ascii_digit) {
+                *at += 1;
+            }
+            let number = &b[start..*at];
+            let first = b.get(digits).copied();
+            // One digit `0`, or digits not starting with 0 (so no `-0`), followed by no
+            // fraction or exponent, and within the integers serde_json keeps as integers.
+            let plain = match first {
+                Some(b'0') => number == b"0",
+                Some(b'1'..=b'9') => true,
+                _ => false,
+            };
+            plain
+                && !matches!(b.get(*at), Some(b'.' | b'e' | b'E'))
+                && std::str::from_utf8(number).is_ok_and(|n| {
+                    if n.starts_with('-') {
+                        n.parse::<i64>().is_ok()
+                    } else {
+                        n.parse::<u64>().is_ok()
+                    }
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Reads a string with no escape and no control character; returns its bytes between the
+/// quotes.
+fn canonical_string<'a>(b: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    if b.get(*at) != Some(&b'"') {
+        return None;
+    }
+    let start = *at + 1;
+    let len = b[start..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    if b[start + len] != b'"' {
+        return None;
+    }
+    *at = start + len + 1;
+    Some(&b[start..start + len])
+}
+
+fn literal(b: &[u8], at: &mut usize, word: &[u8]) -> bool {
+    if b[*at..].starts_with(word) {
+        *at += word.len();
+        true
+    } else {
+        false
     }
 }
 
@@ -653,7 +794,7 @@ impl Block {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::params::genesis;
     use serde_json::json;
@@ -680,20 +821,7 @@ mod tests {
     /// non-ASCII text and escapes, mined on the default genesis.
     #[test]
     fn protocol_md_block_vector() {
-        let data: Value = serde_json::from_str(
-            r#"{"to":"bob","from":"alice","amount":5,"memo":{"z":[3,1,2],"a":"naïve café ☃ \"quoted\"\n"}}"#,
-        )
-        .unwrap();
-        let genesis = genesis(16, None);
-        let block = Block {
-            index: 1,
-            timestamp: "22/11/2026, 10:00:00".into(),
-            nonce: 2067,
-            difficulty: 16,
-            prev_hash: genesis.hash.into(),
-            hash: BlockHash::default(),
-            data: BlockData::new(&data),
-        };
+        let block = protocol_block_1();
         let preimage = block.preimage();
         assert_eq!(
             preimage,
@@ -709,6 +837,26 @@ mod tests {
             retarget.hash.to_hex(),
             "45a2625fd77458b7e845a7e7aad9ea05135674d1663abbe7421fa4eeb6589d31"
         );
+    }
+
+    /// Block 1 of PROTOCOL.md section 3.2 on genesis at difficulty 16, its hash the one
+    /// recomputed (the vector says which).
+    pub(crate) fn protocol_block_1() -> Block {
+        let data: Value = serde_json::from_str(
+            r#"{"to":"bob","from":"alice","amount":5,"memo":{"z":[3,1,2],"a":"naïve café ☃ \"quoted\"\n"}}"#,
+        )
+        .unwrap();
+        let mut block = Block {
+            index: 1,
+            timestamp: "22/11/2026, 10:00:00".into(),
+            nonce: 2067,
+            difficulty: 16,
+            prev_hash: genesis(16, None).hash.into(),
+            hash: BlockHash::default(),
+            data: BlockData::new(&data),
+        };
+        block.hash = block.compute_hash();
+        block
     }
 
     fn genesis_of_retarget() -> Block {
@@ -784,6 +932,85 @@ mod tests {
         let once = BlockData::new(&serde_json::from_str(text).unwrap());
         let twice = BlockData::new(&serde_json::from_str(once.as_str()).unwrap());
         assert_eq!(once, twice);
+    }
+
+    /// Text the fast check takes as canonical is exactly what parsing and writing it
+    /// canonically gives; each near miss is left to the parse.
+    #[test]
+    fn the_canonical_check_takes_only_canonical_text() {
+        let yes = [
+            r#"{}"#,
+            r#"[]"#,
+            r#"null"#,
+            r#"0"#,
+            r#"-9223372036854775808"#,
+            r#"18446744073709551615"#,
+            r#"{"a":[1,true,false,null,"x ☃"],"b":{"c":{}}}"#,
+            r#""naïve café""#,
+        ];
+        for t in yes {
+            assert!(is_canonical(t), "{t}");
+            let value: Value = serde_json::from_str(t).unwrap();
+            assert_eq!(BlockData::new(&value).as_str(), t);
+            assert_eq!(BlockData::from_peer_text(t).unwrap().as_str(), t);
+        }
+        let no = [
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{ "a":1}"#,
+            r#"[1, 2]"#,
+            r#"-0"#,
+            r#"01"#,
+            r#"1.0"#,
+            r#"1e3"#,
+            r#"18446744073709551616"#,
+            r#"-9223372036854775809"#,
+            r#""a\u0041""#,
+            r#""tab	""#,
+            r#"[1]x"#,
+            r#"tru"#,
+            r#"{"a"}"#,
+            r#""#,
+        ];
+        for t in no {
+            assert!(!is_canonical(t), "{t}");
+        }
+        assert_eq!(
+            BlockData::from_peer_text(r#"{"b":1,"a":2.50}"#)
+                .unwrap()
+                .as_str(),
+            r#"{"a":2.5,"b":1}"#
+        );
+        assert!(BlockData::from_peer_text("{nope").is_err());
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(!is_canonical(&deep));
+        assert_eq!(BlockData::from_peer_text(&deep).unwrap().as_str(), deep);
+    }
+
+    proptest::proptest! {
+        /// Over text made of JSON's punctuation, digits and letters, whatever the fast check
+        /// takes is what parsing and writing canonically gives.
+        #[test]
+        fn whatever_the_check_takes_parses_to_itself(t in r#"[\[\]{}",:0-9a-f\-. ]{0,24}"#) {
+            if is_canonical(&t) {
+                let value: Value = serde_json::from_str(&t).unwrap();
+                let canon = BlockData::new(&value);
+                proptest::prop_assert_eq!(canon.as_str(), t.as_str());
+            }
+        }
+
+        /// The canonical text of any value of integers, strings and nesting is taken by the
+        /// fast check when it has no float or escape.
+        #[test]
+        fn canonical_text_of_plain_values_is_taken(
+            ints in proptest::collection::vec(proptest::arbitrary::any::<i64>(), 0..4),
+            big in proptest::arbitrary::any::<u64>(),
+            s in "[a-z ☃]{0,8}",
+        ) {
+            let value = json!({ "i": ints, s.clone(): { "s": s, "u": big }, "n": null });
+            let text = BlockData::new(&value);
+            proptest::prop_assert!(is_canonical(text.as_str()), "{}", text.as_str());
+        }
     }
 
     proptest::proptest! {

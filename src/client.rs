@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -15,7 +15,12 @@ use tokio::time::Instant;
 use crate::block::{Block, BlockHash};
 use crate::env::{Conn, Net, TcpNet};
 use crate::frame::{FrameCodec, FrameError};
-use crate::message::{BlockOutcome, ErrorCode, Hello, Pong, Request, Response, Status};
+use crate::message::{
+    BlockOutcome, Encoding, ErrorCode, Hello, MAX_BLOCKS_PER_REPLY, Pong, Request, Response, Status,
+};
+
+/// Most bytes of an unexpected reply that [`ClientError::Unexpected`] quotes.
+const UNEXPECTED_TEXT: usize = 240;
 
 /// Default time allowed for connecting and for one ordinary request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -175,6 +180,8 @@ pub struct NodeClient {
     /// When the kept connection was last used, in ms since `born`.
     last_used_ms: AtomicU64,
     born: Instant,
+    /// Whether block requests ask for binary lists (the node said version 3 or more).
+    binary: AtomicBool,
 }
 
 impl NodeClient {
@@ -192,6 +199,7 @@ impl NodeClient {
             net: Arc::new(TcpNet),
             last_used_ms: AtomicU64::new(0),
             born: Instant::now(),
+            binary: AtomicBool::new(false),
         }
     }
 
@@ -212,6 +220,28 @@ impl NodeClient {
     pub fn with_net(mut self, net: Arc<dyn Net>) -> Self {
         self.net = net;
         self
+    }
+
+    /// Asks for blocks as binary lists (`"encoding":"binary"`, protocol version 3), or as
+    /// JSON. Either reply is read: a node older than version 3 answers in JSON.
+    pub fn with_binary_blocks(self, on: bool) -> Self {
+        self.set_binary_blocks(on);
+        self
+    }
+
+    /// Switches binary block lists on or off for the requests from now on (a link does, on
+    /// learning the version its peer speaks).
+    pub fn set_binary_blocks(&self, on: bool) {
+        self.binary.store(on, Ordering::Relaxed);
+    }
+
+    /// The encoding block requests ask for.
+    fn encoding(&self) -> Encoding {
+        if self.binary.load(Ordering::Relaxed) {
+            Encoding::Binary
+        } else {
+            Encoding::Json
+        }
     }
 
     /// Sets the timeout of ordinary requests.
@@ -288,6 +318,14 @@ impl NodeClient {
             blocks: Vec<Block>,
         }
         let reply = self.call_bytes(&request).await?;
+        if crate::record::is_list(&reply) {
+            // `get_chain`'s whole chain may be longer than a reply of blocks.
+            let most = match request {
+                Request::GetChain { .. } => usize::MAX,
+                _ => MAX_BLOCKS_PER_REPLY,
+            };
+            return crate::record::decode_list(&reply, most).map_err(|e| self.unexpected(e));
+        }
         if let Ok(list) = serde_json::from_slice::<BlockList>(&reply) {
             return Ok(list.blocks);
         }
@@ -400,10 +438,21 @@ impl NodeClient {
         }
     }
 
+    /// The error for a reply that is not what the request calls for; its text is cut to
+    /// [`UNEXPECTED_TEXT`] bytes, as it may be a peer's whole reply and end up in a log.
     fn unexpected(&self, reply: impl std::fmt::Display) -> ClientError {
+        let mut reply = reply.to_string();
+        if reply.len() > UNEXPECTED_TEXT {
+            let mut end = UNEXPECTED_TEXT;
+            while !reply.is_char_boundary(end) {
+                end -= 1;
+            }
+            reply.truncate(end);
+            reply.push('…');
+        }
         ClientError::Unexpected {
             addr: self.addr.clone(),
-            reply: reply.to_string(),
+            reply,
         }
     }
 
@@ -457,7 +506,10 @@ impl NodeClient {
 
     /// Returns the node's whole chain.
     pub async fn get_chain(&self) -> Result<Vec<Block>, ClientError> {
-        self.fetch_blocks(Request::GetChain).await
+        self.fetch_blocks(Request::GetChain {
+            encoding: self.encoding(),
+        })
+        .await
     }
 
     /// Returns up to `limit` blocks after the newest locator hash the node knows.
@@ -469,19 +521,29 @@ impl NodeClient {
         self.fetch_blocks(Request::GetBlocks {
             locator,
             limit: Some(limit),
+            encoding: self.encoding(),
         })
         .await
     }
 
     /// Returns the newest `count` blocks (at most 5,000), oldest first.
     pub async fn get_tail(&self, count: usize) -> Result<Vec<Block>, ClientError> {
-        self.fetch_blocks(Request::GetTail { count }).await
+        self.fetch_blocks(Request::GetTail {
+            count,
+            encoding: self.encoding(),
+        })
+        .await
     }
 
     /// Returns the node's blocks at heights `from` to `from + count - 1` (at most 5,000;
     /// fewer where its chain is shorter).
     pub async fn get_range(&self, from: u64, count: usize) -> Result<Vec<Block>, ClientError> {
-        self.fetch_blocks(Request::GetRange { from, count }).await
+        self.fetch_blocks(Request::GetRange {
+            from,
+            count,
+            encoding: self.encoding(),
+        })
+        .await
     }
 
     /// Offers a block; returns the outcome and the node's reason.
@@ -510,7 +572,12 @@ impl NodeClient {
 
     /// Fetches one block of the node's chain by its hash; `None` when it does not hold it.
     pub async fn get_block(&self, hash: BlockHash) -> Result<Option<Block>, ClientError> {
-        let mut blocks = self.fetch_blocks(Request::GetBlock { hash }).await?;
+        let mut blocks = self
+            .fetch_blocks(Request::GetBlock {
+                hash,
+                encoding: self.encoding(),
+            })
+            .await?;
         if blocks.len() > 1 {
             return Err(self.unexpected(format!("{} blocks for one hash", blocks.len())));
         }

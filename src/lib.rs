@@ -12,6 +12,7 @@
 //! | [`chain`] | `Blockchain` over a `VecDeque<Block>`: fork choice, locator, `Branch`, reorgs |
 //! | [`frame`] | the 10-byte length-header codec (tokio-util `Decoder`/`Encoder`) |
 //! | [`message`] | `Request`, `Response`, `ErrorCode`, the legacy text commands |
+//! | [`record`] | the binary block record: the store's values, and binary block lists on the wire |
 //! | [`store`] | the chain on disk (redb, binary block records), read and hashed on all cores at start |
 //! | [`registry`] | `nodes.json`, the shared list of running nodes |
 //! | [`home`] | `POWCHAIN_HOME` and default data directories |
@@ -50,6 +51,7 @@ pub mod metrics;
 pub mod node;
 pub mod probe;
 pub mod process;
+pub mod record;
 pub mod registry;
 pub mod store;
 

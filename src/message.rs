@@ -8,8 +8,12 @@ use crate::block::{Block, BlockHash};
 /// Most blocks one `get_blocks`, `get_tail` or `get_range` reply carries.
 pub const MAX_BLOCKS_PER_REPLY: usize = 5000;
 /// Protocol version sent in `hello`: 2 adds `announce` and `get_block` (a peer that says
-/// 2 or more is sent big blocks as announcements; one that says 1 gets them pushed whole).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 2 or more is sent big blocks as announcements; one that says 1 gets them pushed whole);
+/// 3 adds binary block lists (a peer that says 3 or more is asked for them).
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The first protocol version that answers `"encoding":"binary"` with a binary block list.
+pub const BINARY_VERSION: u32 = 3;
 
 /// The first protocol version that takes `announce` and answers `get_block`.
 pub const ANNOUNCE_VERSION: u32 = 2;
@@ -177,6 +181,25 @@ pub struct Pong {
     pub work: String,
 }
 
+/// How a node writes the blocks of a `blocks` or `chain` reply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// The JSON reply, as every version writes it.
+    #[default]
+    Json,
+    /// A binary block list ([`crate::record::encode_list`]), from version 3 on; a node of
+    /// an earlier version ignores the field and answers in JSON.
+    Binary,
+}
+
+impl Encoding {
+    /// Tells whether this is the default, JSON (the field is left out then).
+    pub fn is_json(&self) -> bool {
+        *self == Encoding::Json
+    }
+}
+
 /// A request, tagged by `"type"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -186,7 +209,11 @@ pub enum Request {
     /// The node's state.
     Status,
     /// The whole chain.
-    GetChain,
+    GetChain {
+        /// How to write the reply's blocks (JSON unless asked otherwise).
+        #[serde(default, skip_serializing_if = "Encoding::is_json")]
+        encoding: Encoding,
+    },
     /// Blocks after the newest locator hash the node knows.
     GetBlocks {
         /// Hashes newest first, thinning out, genesis last.
@@ -194,11 +221,17 @@ pub enum Request {
         /// At most this many blocks.
         #[serde(default)]
         limit: Option<usize>,
+        /// How to write the reply's blocks (JSON unless asked otherwise).
+        #[serde(default, skip_serializing_if = "Encoding::is_json")]
+        encoding: Encoding,
     },
     /// The newest `count` blocks, oldest first.
     GetTail {
         /// How many (at most 5,000 are sent).
         count: usize,
+        /// How to write the reply's blocks (JSON unless asked otherwise).
+        #[serde(default, skip_serializing_if = "Encoding::is_json")]
+        encoding: Encoding,
     },
     /// The blocks at heights `from` to `from + count - 1` of the node's chain (as many of
     /// them as it holds, at most 5,000): how a syncing node fetches the parts of one chain
@@ -208,6 +241,9 @@ pub enum Request {
         from: u64,
         /// How many (at most 5,000 are sent).
         count: usize,
+        /// How to write the reply's blocks (JSON unless asked otherwise).
+        #[serde(default, skip_serializing_if = "Encoding::is_json")]
+        encoding: Encoding,
     },
     /// A block offered by a peer or a user.
     NewBlock {
@@ -224,6 +260,9 @@ pub enum Request {
     GetBlock {
         /// Its hash.
         hash: BlockHash,
+        /// How to write the reply's blocks (JSON unless asked otherwise).
+        #[serde(default, skip_serializing_if = "Encoding::is_json")]
+        encoding: Encoding,
     },
     /// Mine a block with this data.
     Mine {
@@ -289,6 +328,19 @@ impl Request {
         )
     }
 
+    /// How the request asks for the blocks of its reply (JSON for every request but the
+    /// five answered with blocks, when they ask otherwise).
+    pub fn encoding(&self) -> Encoding {
+        match self {
+            Request::GetChain { encoding }
+            | Request::GetBlocks { encoding, .. }
+            | Request::GetTail { encoding, .. }
+            | Request::GetRange { encoding, .. }
+            | Request::GetBlock { encoding, .. } => *encoding,
+            _ => Encoding::Json,
+        }
+    }
+
     /// Every request `type` tag, as [`Request::kind`] returns them.
     pub const TYPES: [&'static str; 19] = [
         "hello",
@@ -317,7 +369,7 @@ impl Request {
         match self {
             Request::Hello(_) => "hello",
             Request::Status => "status",
-            Request::GetChain => "get_chain",
+            Request::GetChain { .. } => "get_chain",
             Request::GetBlocks { .. } => "get_blocks",
             Request::GetTail { .. } => "get_tail",
             Request::GetRange { .. } => "get_range",
@@ -661,17 +713,30 @@ mod tests {
         let g = crate::genesis(16, None);
         let requests = [
             Request::Status,
-            Request::GetChain,
+            Request::GetChain {
+                encoding: Encoding::Json,
+            },
             Request::GetBlocks {
                 locator: vec![],
                 limit: None,
+                encoding: Encoding::Binary,
             },
-            Request::GetTail { count: 3 },
-            Request::GetRange { from: 7, count: 3 },
+            Request::GetTail {
+                count: 3,
+                encoding: Encoding::Json,
+            },
+            Request::GetRange {
+                from: 7,
+                count: 3,
+                encoding: Encoding::Binary,
+            },
             Request::Announce {
                 header: Header::of(&g),
             },
-            Request::GetBlock { hash: g.hash },
+            Request::GetBlock {
+                hash: g.hash,
+                encoding: Encoding::Json,
+            },
             Request::NewBlock { block: g },
             Request::Mine { data: json!(1) },
             Request::GetPeers,

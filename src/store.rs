@@ -8,6 +8,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use crate::block::{Block, BlockData, BlockHash, PrevHash, Timestamp};
 use crate::chain::{Blockchain, ChainError};
 use crate::params::ChainParams;
+use crate::record;
 use crate::rules::{BlockError, Checked, check_with};
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
@@ -190,7 +191,7 @@ impl Store {
                         .map_err(|e| db_err(&e))?;
                     let mut blocks = tx.open_table(BLOCKS).map_err(|e| db_err(&e))?;
                     let mut record = Vec::new();
-                    encode_block(&genesis, &mut record);
+                    record::encode(&genesis, &mut record);
                     blocks
                         .insert(0, record.as_slice())
                         .map_err(|e| db_err(&e))?;
@@ -306,7 +307,7 @@ impl Store {
                 table.retain_in(fork + 1.., |_, _| false)?;
                 let mut record = Vec::with_capacity(512);
                 for b in blocks {
-                    encode_block(b, &mut record);
+                    record::encode(b, &mut record);
                     table.insert(b.index, record.as_slice())?;
                 }
                 let mut pending = tx.open_table(PENDING)?;
@@ -481,105 +482,6 @@ fn read_meta(
         .map(|v| v.value().to_owned()))
 }
 
-/// First byte of a block record in the binary layout (see [`encode_block`]). Records
-/// written by earlier versions are the block's JSON and start with `{`; both are read.
-const RECORD_V1: u8 = 1;
-
-/// Writes `block` as a binary store record into `out` (cleared first):
-///
-/// | bytes | field |
-/// |---|---|
-/// | 1 | [`RECORD_V1`] |
-/// | 1 + 8, or 1 + 4 + n | timestamp: `0` and Unix seconds (i64 LE), or `1`, a length (u32 LE) and the text as received |
-/// | 8 | nonce (u64 LE) |
-/// | 4 | difficulty (u32 LE) |
-/// | 1, or 1 + 32 | prev_hash: `0` for genesis's `"0000"`, or `1` and the parent's hash |
-/// | 32 | hash |
-/// | rest | data, its canonical JSON text |
-///
-/// The index is the record's key. 87 bytes plus the data (the timestamp as seconds),
-/// against ~250 as JSON, and read back without parsing text.
-fn encode_block(block: &Block, out: &mut Vec<u8>) {
-    out.clear();
-    out.push(RECORD_V1);
-    match &block.timestamp {
-        Timestamp::Unix(secs) => {
-            out.push(0);
-            out.extend_from_slice(&secs.to_le_bytes());
-        }
-        Timestamp::Text(text) => {
-            out.push(1);
-            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-            out.extend_from_slice(text.as_bytes());
-        }
-    }
-    out.extend_from_slice(&block.nonce.to_le_bytes());
-    out.extend_from_slice(&block.difficulty.to_le_bytes());
-    match &block.prev_hash {
-        PrevHash::Genesis => out.push(0),
-        PrevHash::Block(h) => {
-            out.push(1);
-            out.extend_from_slice(&h.0);
-        }
-    }
-    out.extend_from_slice(&block.hash.0);
-    out.extend_from_slice(block.data.as_str().as_bytes());
-}
-
-/// Reads a binary record (after its first byte) of the block at `index`. With `recanon`
-/// the data is parsed and written canonically again, as data from a peer is; otherwise it is
-/// taken as the canonical text this node stored.
-fn decode_block(index: u64, mut rest: &[u8], recanon: bool) -> Result<Block, String> {
-    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-        if rest.len() < n {
-            return Err("the record is truncated".into());
-        }
-        let (head, tail) = rest.split_at(n);
-        *rest = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], String> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(take(rest, N)?);
-        Ok(out)
-    }
-    let timestamp = match take(&mut rest, 1)?[0] {
-        0 => Timestamp::Unix(i64::from_le_bytes(array(&mut rest)?)),
-        1 => {
-            let len = u32::from_le_bytes(array(&mut rest)?) as usize;
-            let text = std::str::from_utf8(take(&mut rest, len)?)
-                .map_err(|_| "the timestamp is not UTF-8".to_owned())?;
-            Timestamp::Text(text.into())
-        }
-        tag => return Err(format!("unknown timestamp tag {tag}")),
-    };
-    let nonce = u64::from_le_bytes(array(&mut rest)?);
-    let difficulty = u32::from_le_bytes(array(&mut rest)?);
-    let prev_hash = match take(&mut rest, 1)?[0] {
-        0 => PrevHash::Genesis,
-        1 => PrevHash::Block(BlockHash(array(&mut rest)?)),
-        tag => return Err(format!("unknown prev_hash tag {tag}")),
-    };
-    let hash = BlockHash(array(&mut rest)?);
-    let text = std::str::from_utf8(rest).map_err(|_| "the data is not UTF-8".to_owned())?;
-    let data = if recanon {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| format!("the data is not JSON: {e}"))?;
-        BlockData::new(&value)
-    } else {
-        BlockData::from_stored_text(text)
-    };
-    Ok(Block {
-        index,
-        timestamp,
-        nonce,
-        difficulty,
-        prev_hash,
-        hash,
-        data,
-    })
-}
-
 /// A block as earlier versions stored it, as JSON: its data is the canonical text it wrote.
 #[derive(serde::Deserialize)]
 struct JsonRecord<'a> {
@@ -610,7 +512,7 @@ impl From<JsonRecord<'_>> for Block {
 /// Reads one stored record of either layout.
 fn read_record(key: u64, record: &[u8], verify: Verify) -> Result<Block, String> {
     let block = match record.split_first() {
-        Some((&RECORD_V1, rest)) => decode_block(key, rest, verify == Verify::Full)?,
+        Some((&record::RECORD_V1, rest)) => record::decode(key, rest, verify == Verify::Full)?,
         _ => match verify {
             Verify::Full => serde_json::from_slice::<Block>(record),
             Verify::Recent => serde_json::from_slice::<JsonRecord>(record).map(Block::from),
@@ -976,7 +878,7 @@ mod tests {
                     .unwrap();
             }
             let record = table.get(4).unwrap().unwrap().value().to_vec();
-            assert_eq!(record[0], RECORD_V1);
+            assert_eq!(record[0], record::RECORD_V1);
             assert!(record.len() < serde_json::to_vec(&blocks[4]).unwrap().len() / 2);
         }
         tx.commit().unwrap();
@@ -1035,7 +937,7 @@ mod tests {
         let params = ChainParams::with_difficulty(0);
         let blocks = stored_chain(dir.path(), 4);
         let mut record = Vec::new();
-        encode_block(&blocks[2], &mut record);
+        record::encode(&blocks[2], &mut record);
         // Cut short, the record no longer parses; filed under height 3, block 2's fields
         // hash to something else at index 3.
         for (key, bytes, want) in [

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use powchain::frame::FrameCodec;
-use powchain::message::{BlockOutcome, Header, Hello, Request, Response};
+use powchain::message::{BlockOutcome, Encoding, Header, Hello, Request, Response};
 use powchain::{Block, BlockData, BlockHash, Blockchain, ChainParams};
 use powchain_testkit::{Options, TestNetwork, remine, wait_for};
 use serde_json::json;
@@ -67,7 +67,7 @@ async fn fake_peer(version: u32, blocks: Vec<Block>, serve: Serve) -> (String, A
                 while let Some(Ok(frame)) = conn.next().await {
                     let reply = match serde_json::from_slice::<Request>(&frame) {
                         Ok(Request::Hello(_)) => Response::Hello(hello.clone()),
-                        Ok(Request::GetBlock { hash }) => {
+                        Ok(Request::GetBlock { hash, .. }) => {
                             record.lock().unwrap().asked.push(hash);
                             let held = blocks.iter().find(|b| b.hash == hash).cloned();
                             match (serve, held) {
@@ -251,7 +251,14 @@ async fn an_announced_block_is_fetched_once_appended_and_relayed_by_version() {
     assert_eq!(seen_new.lock().unwrap().announced[0], Header::of(&block));
     assert!(seen_new.lock().unwrap().pushed.is_empty());
     // The node serves the body it took to whoever asks.
-    let reply = call(&mut c_new, &Request::GetBlock { hash: block.hash }).await;
+    let reply = call(
+        &mut c_new,
+        &Request::GetBlock {
+            hash: block.hash,
+            encoding: Encoding::Json,
+        },
+    )
+    .await;
     assert_eq!(
         reply,
         Response::Blocks {
@@ -262,6 +269,7 @@ async fn an_announced_block_is_fetched_once_appended_and_relayed_by_version() {
         &mut c_old,
         &Request::GetBlock {
             hash: BlockHash([3; 32]),
+            encoding: Encoding::Json,
         },
     )
     .await;
@@ -382,7 +390,7 @@ async fn a_cancelled_call_does_not_poison_the_next_one() {
                 let mut conn = Framed::new(s, FrameCodec::default());
                 while let Some(Ok(frame)) = conn.next().await {
                     let reply = match serde_json::from_slice::<Request>(&frame) {
-                        Ok(Request::GetBlock { hash }) => {
+                        Ok(Request::GetBlock { hash, .. }) => {
                             // Slow: the caller gives up first.
                             tokio::time::sleep(Duration::from_millis(300)).await;
                             Response::Error {
@@ -454,7 +462,14 @@ async fn malformed_announcements_and_fetches_are_bad_requests() {
         let reply: serde_json::Value = serde_json::from_slice(&frame).unwrap();
         assert_eq!(reply["code"], "bad_request", "{case} got {reply}");
     }
-    let reply = call(&mut conn, &Request::GetBlock { hash: block.hash }).await;
+    let reply = call(
+        &mut conn,
+        &Request::GetBlock {
+            hash: block.hash,
+            encoding: Encoding::Json,
+        },
+    )
+    .await;
     assert_eq!(reply, Response::Blocks { blocks: vec![] });
     assert!(seen.lock().unwrap().asked.is_empty(), "nothing was fetched");
     assert_eq!(net.client(0).status().await.unwrap().height, 0);

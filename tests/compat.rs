@@ -1,7 +1,7 @@
-//! A node of the previous release (protocol version 1: no `announce`, no `get_block`)
-//! and a node of this one, in both directions: each syncs the other's chain, and blocks
-//! mined on either, small and big (big ones are announced to version-2 peers), reach the
-//! other. The previous release's `node` is built by `.ci/run` from its commit and named by
+//! A node of the previous release (protocol version 2: blocks in JSON only, no
+//! `encoding` field) and a node of this one, in both directions: each syncs the other's
+//! chain, and blocks mined on either, small (pushed whole) and big (announced, then
+//! fetched with `get_block`), reach the other, every block list in JSON. The previous release's `node` is built by `.ci/run` from its commit and named by
 //! `POWCHAIN_PREVIOUS_NODE` when the tests are compiled; without it this test is ignored.
 
 mod common;
@@ -44,20 +44,22 @@ async fn a_node_of_the_previous_release_syncs_and_relays_with_this_one() {
     let old_tip = o.status().await.unwrap().tip;
     n.add_peer(&old.addr(0)).await.unwrap();
     tip_is(&n, old_tip, "this node synced the old one's chain").await;
-    // A small block and a big one (announced to version 2 peers, so pushed whole to a
-    // version 1 one) mined here reach the old node.
+    // A small block and a big one (announced, its body fetched in JSON) mined here reach
+    // the old node.
     let small = n.mine(json!("small, from the new node")).await.unwrap();
     tip_is(&o, small.hash, "the old node took the small block").await;
     let big = n.mine(json!({ "pad": "x".repeat(40_000) })).await.unwrap();
-    tip_is(
-        &o,
-        big.hash,
-        "the old node took the big block, pushed whole",
-    )
-    .await;
+    tip_is(&o, big.hash, "the old node took the big block").await;
     // And a block mined on the old node reaches this one.
     let back = o.mine(json!("from the old node")).await.unwrap();
     tip_is(&n, back.hash, "this node took the old node's block").await;
+    let big_back = o.mine(json!({ "pad": "y".repeat(40_000) })).await.unwrap();
+    tip_is(
+        &n,
+        big_back.hash,
+        "this node fetched the old node's big block",
+    )
+    .await;
     assert_eq!(o.validate().await.unwrap(), None);
     assert_eq!(n.validate().await.unwrap(), None);
 }

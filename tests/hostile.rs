@@ -112,7 +112,7 @@ async fn fake_peer(blocks: Vec<Block>, claimed_work: &str) -> (String, Arc<Atomi
                     let reply = match serde_json::from_slice::<Request>(&frame) {
                         Ok(Request::Hello(_)) => Response::Hello(hello.clone()),
                         Ok(Request::GetPeers) => Response::Peers { peers: vec![] },
-                        Ok(Request::GetBlocks { locator, limit }) => {
+                        Ok(Request::GetBlocks { locator, limit, .. }) => {
                             count.fetch_add(1, Ordering::Relaxed);
                             let start = locator
                                 .iter()

@@ -2,7 +2,7 @@
 (`verify`), and a harness of real node processes for tests (`Network`; the pytest plugin
 `powchain.pytest_plugin` gives it as the `powchain_network` fixture)."""
 
-from . import verify, wire
+from . import binary, verify, wire
 from .client import (ERRORS, BadFrame, BadPeer, BadRequest, Block, BlockResult, Client,
                      Internal, NodeError, Pong, PowchainError, ShuttingDown, Status, Synced,
                      Timeout, TooLarge, TooManyPeers, Unauthorized, UnknownPeer, UnknownType,
@@ -13,4 +13,4 @@ __all__ = ["Client", "Network", "Block", "Status", "Pong", "Synced", "BlockResul
            "PowchainError", "NodeError", "Unreachable", "Timeout", "HarnessError", "ERRORS",
            "BadFrame", "BadRequest", "UnknownType", "WrongNetwork", "UnknownPeer", "BadPeer",
            "Unauthorized", "TooLarge", "ShuttingDown", "Internal", "TooManyPeers",
-           "find_node", "wait_for", "verify", "wire"]
+           "find_node", "wait_for", "binary", "verify", "wire"]

@@ -14,10 +14,11 @@ use super::limits::{
 use super::peers::Accepted;
 use super::shared::Node;
 use crate::message::{
-    self, BlockOutcome, ErrorCode, Hello, Incoming, Legacy, MAX_BLOCKS_PER_REPLY, Pong, Request,
-    Response, Status,
+    self, BlockOutcome, Encoding, ErrorCode, Hello, Incoming, Legacy, MAX_BLOCKS_PER_REPLY, Pong,
+    Request, Response, Status,
 };
 use crate::metrics as m;
+use crate::record;
 
 /// What a connection has learned of the other side.
 #[derive(Debug, Default, Clone)]
@@ -88,10 +89,10 @@ impl Node {
                 reply
             }
             Request::Status => Response::Status(self.status()),
-            Request::GetChain => Response::Chain {
+            Request::GetChain { .. } => Response::Chain {
                 blocks: self.chain().to_vec(),
             },
-            Request::GetBlocks { locator, limit } => {
+            Request::GetBlocks { locator, limit, .. } => {
                 let limit = limit
                     .unwrap_or(MAX_BLOCKS_PER_REPLY)
                     .clamp(1, MAX_BLOCKS_PER_REPLY);
@@ -99,13 +100,13 @@ impl Node {
                     blocks: self.chain().blocks_after(&locator, limit),
                 }
             }
-            Request::GetTail { count } => {
+            Request::GetTail { count, .. } => {
                 let count = count.min(MAX_BLOCKS_PER_REPLY);
                 Response::Blocks {
                     blocks: self.chain().tail(count),
                 }
             }
-            Request::GetRange { from, count } => {
+            Request::GetRange { from, count, .. } => {
                 let count = count.min(MAX_BLOCKS_PER_REPLY);
                 Response::Blocks {
                     blocks: self.chain().range(from, count),
@@ -129,7 +130,7 @@ impl Node {
                     Some((result, reason)) => Response::BlockResult { result, reason },
                 }
             }
-            Request::GetBlock { hash } => {
+            Request::GetBlock { hash, .. } => {
                 let chain = self.chain();
                 Response::Blocks {
                     blocks: chain
@@ -442,6 +443,10 @@ pub async fn answer(node: &Arc<Node>, payload: bytes::Bytes, peer: &mut Peer) ->
     };
     metrics::counter!(m::REQUESTS, "type" => kind).increment(1);
     metrics::counter!(m::BYTES_IN, "type" => kind).increment(payload_len as u64);
+    let encoding = match &incoming {
+        Incoming::Request(r) => r.encoding(),
+        _ => Encoding::Json,
+    };
     let (reply, exit) = reply_to(node, incoming, peer).await;
     let close = match &reply {
         Reply::Json(r) => peer.judge(r),
@@ -452,6 +457,11 @@ pub async fn answer(node: &Arc<Node>, payload: bytes::Bytes, peer: &mut Peer) ->
         Reply::Text(_) | Reply::Raw(_) => None,
     };
     let bytes = match reply {
+        Reply::Json(Response::Blocks { blocks } | Response::Chain { blocks })
+            if encoding == Encoding::Binary =>
+        {
+            record::encode_list(&blocks)
+        }
         Reply::Json(r) => serde_json::to_vec(&r).unwrap_or_default(),
         Reply::Text(t) => t.as_bytes().to_vec(),
         Reply::Raw(bytes) => bytes,
@@ -598,7 +608,15 @@ mod tests {
         };
         let (status, _) = node.handle(Request::Status, &mut peer).await;
         assert!(matches!(status, Response::Status(ref s) if s.height == 1 && s.tip == block.hash));
-        let (tail, _) = node.handle(Request::GetTail { count: 1 }, &mut peer).await;
+        let (tail, _) = node
+            .handle(
+                Request::GetTail {
+                    count: 1,
+                    encoding: Encoding::Json,
+                },
+                &mut peer,
+            )
+            .await;
         assert_eq!(
             tail,
             Response::Blocks {
@@ -613,7 +631,14 @@ mod tests {
             (u64::MAX, 1, vec![]),
         ] {
             let (range, _) = node
-                .handle(Request::GetRange { from, count }, &mut peer)
+                .handle(
+                    Request::GetRange {
+                        from,
+                        count,
+                        encoding: Encoding::Json,
+                    },
+                    &mut peer,
+                )
                 .await;
             assert_eq!(range, Response::Blocks { blocks: want }, "from {from}");
         }

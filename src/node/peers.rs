@@ -466,6 +466,8 @@ impl PeerSet {
     pub fn set_version(&self, addr: &str, version: u32) {
         if let Some(l) = self.lock().get_mut(addr) {
             l.version = version;
+            l.client
+                .set_binary_blocks(version >= crate::message::BINARY_VERSION);
         }
     }
 

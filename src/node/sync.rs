@@ -406,6 +406,7 @@ impl Syncer {
                 }
                 Ok(Err(e)) => {
                     metrics::counter!(m::FETCHES, "result" => "failed").increment(1);
+                    self.strike_if_malformed(&peer, &e);
                     tracing::debug!(peer = %peer, height = header.index, "fetching an announced block failed: {e}");
                     continue;
                 }
@@ -456,6 +457,18 @@ impl Syncer {
                 tracing::info!("pushed chain refused: {e}");
                 false
             }
+        }
+    }
+
+    /// Strikes `peer` when its reply to a block request did not read as one (a damaged
+    /// binary list, a reply of the wrong kind): that is a peer's fault, as an invalid block
+    /// is, where a timeout or a lost connection is not.
+    fn strike_if_malformed(&self, peer: &str, e: &ClientError) {
+        if let ClientError::Unexpected { reply, .. } = e {
+            self.peers.strike(
+                peer,
+                &format!("a reply of blocks that does not read: {reply}"),
+            );
         }
     }
 
@@ -517,6 +530,7 @@ impl Syncer {
                     b
                 }
                 Err(e) => {
+                    self.strike_if_malformed(&source, &e);
                     tracing::debug!(peer = %source, "sync stopped: {e}");
                     break;
                 }
