@@ -302,6 +302,9 @@ async fn an_announced_body_is_fetched_in_binary_and_a_damaged_one_asked_again() 
     theirs.push(block.clone()).unwrap();
     let (bad, bad_asked) = fake_peer(3, theirs.clone(), Serve::Damaged, false).await;
     let (good, good_asked) = fake_peer(3, theirs, Serve::AsAsked, false).await;
+    // The announcers' connections stay open to the end: each is the announcer's link, and
+    // a strike counts against a linked peer.
+    let mut links = Vec::new();
     for announcer in [&bad, &good] {
         let stream = TcpStream::connect(net.addr(0)).await.unwrap();
         let mut conn = Framed::new(stream, FrameCodec::default());
@@ -334,6 +337,7 @@ async fn an_announced_body_is_fetched_in_binary_and_a_damaged_one_asked_again() 
                 "{reply:?}"
             );
         }
+        links.push(conn);
     }
     let client = net.client(0);
     wait_for(DEADLINE, "the body from the second announcer", || async {
@@ -352,4 +356,5 @@ async fn an_announced_body_is_fetched_in_binary_and_a_damaged_one_asked_again() 
     let log = net.log(0);
     assert!(log.contains("does not read"), "{log}");
     assert_eq!(client.validate().await.unwrap(), None);
+    drop(links);
 }
