@@ -23,6 +23,9 @@ def test_a_partition_holds_until_healed(powchain_network):
     net.partition([[0, 1], [2, 3]])
     a = net.client(0).mine("a")
     b1 = net.client(2).mine("b1")
+    # b2 must build on b1: node 3 mines only once b1 has reached it (mined at once, b2
+    # would be a rival at the same height and each side would keep the one it saw first).
+    assert net.wait_agree(nodes=[2, 3]) == b1.hash
     b2 = net.client(3).mine("b2")
     assert net.wait_agree(nodes=[0, 1]) == a.hash
     assert net.wait_agree(nodes=[2, 3]) == b2.hash
