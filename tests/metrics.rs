@@ -66,7 +66,24 @@ async fn metrics_of_real_nodes_agree_with_their_statuses() {
     .unwrap();
     let (url_a, url_b) = (metrics_url(&net, 0).await, metrics_url(&net, 1).await);
     let (text, ma) = scrape(&url_a).await;
-    let (_, mb) = scrape(&url_b).await;
+    // A peer's block is in the chain (and the status) before its store commit returns, and
+    // is counted only once the offer has returned: wait for the count, not for the tip.
+    let counted = |m: &BTreeMap<String, f64>| {
+        m.get(r#"powchain_blocks_received_total{outcome="appended"}"#)
+            .copied()
+            .unwrap_or(0.0)
+            + m.get("powchain_sync_blocks_total").copied().unwrap_or(0.0)
+    };
+    let mb = wait_for(
+        DEADLINE,
+        "the second node's metrics count three blocks",
+        || async {
+            let (_, mb) = scrape(&url_b).await;
+            (counted(&mb) >= 3.0).then_some(mb)
+        },
+    )
+    .await
+    .unwrap();
     let (sa, sb) = (a.status().await.unwrap(), b.status().await.unwrap());
     let get = |m: &BTreeMap<String, f64>, k: &str| {
         m.get(k)
@@ -98,13 +115,6 @@ async fn metrics_of_real_nodes_agree_with_their_statuses() {
         "{text}"
     );
     assert!(text.contains("# HELP powchain_height "), "{text}");
-    // The second node took the three blocks, by relay or by sync.
-    let taken = mb
-        .get(r#"powchain_blocks_received_total{outcome="appended"}"#)
-        .copied()
-        .unwrap_or(0.0)
-        + mb.get("powchain_sync_blocks_total").copied().unwrap_or(0.0);
-    assert!(taken >= 3.0, "{mb:?}");
     // Offered blocks are counted by outcome: a replay is ignored, a forged one rejected by rule.
     let block = a.get_tail(1).await.unwrap().remove(0);
     let (outcome, _) = b.new_block(block.clone()).await.unwrap();
