@@ -67,6 +67,10 @@ struct Args {
     /// Nodes that mine (sharing the hash power equally); all by default.
     #[arg(long)]
     miners: Option<usize>,
+    /// A selfish miner: node 0 mines with this share of the hash power (e.g. 0.4) and
+    /// withholds its blocks by Eyal and Sirer's rules; the other miners share the rest.
+    #[arg(long, value_name = "ALPHA")]
+    selfish: Option<f64>,
     /// Links each node dials.
     #[arg(long, default_value_t = 8)]
     max_outbound: usize,
@@ -89,8 +93,19 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The nodes' logs, on stderr, when RUST_LOG asks for them (e.g. RUST_LOG=info).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if !(0.0..=1.0).contains(&args.loss) || !(0.0..=1.0).contains(&args.churn) {
         eprintln!("error: --loss and --churn are fractions between 0 and 1");
+        return ExitCode::from(2);
+    }
+    if args.selfish.is_some_and(|a| !(a > 0.0 && a < 1.0)) {
+        eprintln!("error: --selfish is a share of the hash power, above 0 and below 1");
         return ExitCode::from(2);
     }
     if args.tick.is_zero() || !args.minutes.is_finite() || args.minutes <= 0.0 {
@@ -110,6 +125,7 @@ fn main() -> ExitCode {
         partition: args.partition,
         churn: args.churn,
         miners: args.miners,
+        selfish: args.selfish,
         max_outbound: args.max_outbound,
         tick: args.tick,
         difficulty: args.difficulty,

@@ -114,6 +114,16 @@ impl History for Blockchain {
     }
 }
 
+/// What a branch of only equal work does to the chain: the first seen is kept (the rule
+/// every node follows), or a miner's own branch is taken (selfish mining in a race).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ties {
+    /// Keep our blocks: a branch must have more work.
+    Keep,
+    /// Take the branch when it has at least our work.
+    Take,
+}
+
 /// Blocks checked on top of a chain's block, apart from the chain: the fork block and the
 /// timestamps the rules look back on are copied out, so that checking a long branch holds
 /// no lock on the chain and can run on a blocking thread.
@@ -165,6 +175,11 @@ impl Branch {
         self.parent.index
     }
 
+    /// Returns the block the branch grows from.
+    pub fn parent(&self) -> &Block {
+        &self.parent
+    }
+
     /// Returns the work of the branch's blocks.
     pub fn work(&self) -> u128 {
         self.work
@@ -173,6 +188,27 @@ impl Branch {
     /// Returns the branch's blocks.
     pub fn blocks(&self) -> &[Block] {
         &self.blocks
+    }
+
+    /// Returns the height of the branch's tip.
+    pub fn height(&self) -> u64 {
+        History::tip(self).index
+    }
+
+    /// Returns the branch's tip (its fork block while it has no blocks).
+    pub fn tip(&self) -> &Block {
+        History::tip(self)
+    }
+
+    /// Returns what a miner needs to extend the branch's tip with `data`.
+    pub fn template(&self, data: BlockData) -> Template {
+        Template {
+            index: self.height() + 1,
+            prev_hash: self.tip().hash.into(),
+            difficulty: rules::expected_difficulty(self),
+            data,
+            min_time: rules::median_time_past(self),
+        }
     }
 }
 
@@ -501,6 +537,12 @@ impl Blockchain {
     /// Swaps in a checked branch if it still grows from our block at its fork and has more
     /// work than ours above it; returns the blocks left behind. On error nothing changes.
     pub fn adopt(&mut self, branch: Branch) -> Result<Vec<Block>, ChainError> {
+        self.adopt_as(branch, Ties::Keep)
+    }
+
+    /// Swaps in a checked branch as [`Blockchain::adopt`] does, but with `Ties::Take` also
+    /// one of only equal work: how a miner prefers its own blocks in a race.
+    pub fn adopt_as(&mut self, branch: Branch, ties: Ties) -> Result<Vec<Block>, ChainError> {
         let fork = branch.parent.index;
         if self.get(fork).map(|b| b.hash) != Some(branch.parent.hash) {
             return Err(ChainError::ForkAboveTip {
@@ -509,7 +551,11 @@ impl Blockchain {
             });
         }
         let ours = self.work_above(fork);
-        if branch.work <= ours {
+        let short = match ties {
+            Ties::Keep => branch.work <= ours,
+            Ties::Take => branch.work < ours || branch.blocks.is_empty(),
+        };
+        if short {
             return Err(ChainError::NotMoreWork {
                 ours: self.work,
                 theirs: self.work - ours + branch.work,

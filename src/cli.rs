@@ -140,6 +140,11 @@ pub struct NodeArgs {
     /// block once. 0 announces every block; a huge value pushes every block whole.
     #[arg(long, value_name = "BYTES", default_value_t = limits::DEFAULT_PUSH_BELOW)]
     pub push_below: usize,
+    /// How to publish mined blocks: honest (at once), or selfish (withhold them in a
+    /// private branch and release them by Eyal and Sirer's selfish-mining rules, to study
+    /// the attack on a test network).
+    #[arg(long, value_name = "STRATEGY", default_value_t = crate::node::Strategy::Honest)]
+    pub strategy: crate::node::Strategy,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101; port 0
     /// picks one, logged at start). Off by default.
     #[arg(long, value_name = "ADDR")]
@@ -200,6 +205,7 @@ pub async fn node_main(args: NodeArgs) -> std::process::ExitCode {
     config.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
     config.strict_admin = args.strict_admin || !args.host.is_loopback();
     config.push_below = args.push_below;
+    config.strategy = args.strategy;
     if args.reverify {
         config.verify = crate::store::Verify::Full;
     }

@@ -435,6 +435,10 @@ pub struct Status {
     /// Reorgs since the node started: times a chain with more work replaced blocks it held.
     #[serde(default)]
     pub reorgs: u64,
+    /// Blocks a selfish miner (`--strategy selfish`) mined and withholds; absent for an
+    /// honest node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<u32>,
 }
 
 /// A reply, tagged by `"type"`.

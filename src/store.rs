@@ -335,6 +335,25 @@ impl Store {
         })
     }
 
+    /// Queues `data` to be mined again (blocks withheld and given up), in one
+    /// transaction; returns the ids given.
+    pub fn queue(&self, data: &[BlockData]) -> Result<Vec<u64>, StoreError> {
+        self.with_db(|db| {
+            let tx = db.begin_write()?;
+            let mut ids = Vec::with_capacity(data.len());
+            {
+                let mut pending = tx.open_table(PENDING)?;
+                let first = pending.last()?.map_or(0, |(k, _)| k.value() + 1);
+                for (id, d) in (first..).zip(data) {
+                    pending.insert(id, d.as_str())?;
+                    ids.push(id);
+                }
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
     /// Returns the data waiting to be mined again, by id.
     pub fn pending(&self) -> Result<Vec<(u64, BlockData)>, StoreError> {
         self.with_db(|db| {

@@ -193,3 +193,43 @@ fn a_bandwidth_limit_holds_a_block_for_its_size_over_each_link() {
     assert!(p(f, "p50").is_some_and(|t| t < 1.0), "{f}");
     assert!(f["options"].get("bandwidth_mbit").is_none(), "{f}");
 }
+
+/// A selfish pool (the node's `selfish` strategy) with 40% of the hash power earns what
+/// Eyal and Sirer's formula gives for the share γ of honest miners that mined on its block
+/// in the races it ran (measured in the same run), and more than its share of the hash
+/// power: withholding pays above a third.
+///
+/// The tolerance comes from the spread over seeds: five seeds of this very run (`cargo
+/// run --example simulate -- --nodes 8 --minutes 120 --block-interval 2s --latency
+/// 10ms..50ms --selfish 0.4 --seed N`, N = 1..5) gave 0.485, 0.474, 0.459, 0.477, 0.483
+/// against 0.485-0.486 from the formula (standard deviation 0.010 over ~2,500 blocks):
+/// 0.04 is four of them. An honest pool would earn 0.40, ten deviations away.
+#[test]
+fn a_selfish_pool_earns_what_eyal_and_sirer_predict() {
+    let options = Options {
+        nodes: 8,
+        seed: 1,
+        duration: Duration::from_secs(120 * 60),
+        block_interval: Duration::from_secs(2),
+        latency: (Duration::from_millis(10), Duration::from_millis(50)),
+        selfish: Some(0.4),
+        ..Options::default()
+    };
+    let report = sim::run(&options).unwrap_or_else(|f| panic!("{f}"));
+    let s = &report.summary["selfish"];
+    let revenue = s["relative_revenue"].as_f64().unwrap();
+    let gamma = s["gamma_measured"].as_f64().unwrap();
+    let theory = sim::selfish_revenue(0.4, gamma);
+    assert!(
+        (revenue - theory).abs() <= 0.04,
+        "revenue {revenue} against {theory} at γ = {gamma}: {}",
+        report.summary
+    );
+    assert!(revenue > 0.44, "{}", report.summary);
+    // The pool's races are real races: each side won some.
+    let races = &s["races"];
+    assert!(races["pool_won"].as_u64().unwrap() > 0, "{races}");
+    assert!(races["honest_on_honest"].as_u64().unwrap() > 0, "{races}");
+    // Honest miners lose blocks to it: far above the honest network's own forks.
+    assert!(s["honest_stale_rate"].as_f64().unwrap() > 0.2, "{s}");
+}

@@ -327,6 +327,7 @@ impl Node {
             hash_rate: self.jobs.miner().hash_rate(),
             genesis: Some(chain.genesis().hash),
             reorgs: self.state.reorgs(),
+            withheld: self.jobs.withheld_now(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! `Jobs`: mining. A job mines its data on the current tip, starts again on a new tip, and
 //! commits and relays its block; data that a reorg left behind is mined again by a job of
 //! its own (queued in the store, so a restart resumes it). The [`Miner`] runs the
-//! proof-of-work threads; this owner hands it templates and commits what it finds.
+//! proof-of-work threads; this owner hands it templates and commits what it finds, or,
+//! for a selfish miner ([`Strategy::Selfish`]), withholds it and publishes by the rules of
+//! [`super::strategy`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use super::limits::{RECENT_SCAN, REMINE_DELAY_OTHERS};
 use super::miner::{MineError, Miner};
 use super::relay::Relay;
 use super::state::{Applied, ApplyError, ChainState};
+use super::strategy::{Move, Private, Races, Strategy, on_public};
 use crate::block::{Block, BlockData};
 use crate::env::{Env, Event};
 
@@ -28,6 +31,10 @@ pub(super) struct Jobs {
     threads: usize,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// A selfish miner's withheld blocks; `None` for an honest one.
+    private: Option<tokio::sync::Mutex<Private>>,
+    /// How many blocks are withheld, as of the last change (for `status`).
+    withheld: std::sync::atomic::AtomicUsize,
 }
 
 impl Jobs {
@@ -35,10 +42,17 @@ impl Jobs {
         state: Arc<ChainState>,
         relay: Arc<Relay>,
         env: Env,
-        (max_block_size, threads): (usize, usize),
+        (max_block_size, threads, strategy): (usize, usize, Strategy),
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
+        let private = (strategy == Strategy::Selfish).then(|| {
+            let chain = state.chain();
+            tokio::sync::Mutex::new(Private {
+                seen: (chain.height(), chain.tip().hash),
+                ..Private::default()
+            })
+        });
         Jobs {
             state,
             miner: Miner::default(),
@@ -48,7 +62,63 @@ impl Jobs {
             threads,
             shutdown,
             tasks,
+            private,
+            withheld: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Starts what runs beside the jobs: a selfish miner answers every new public tip,
+    /// whether or not a job is mining.
+    pub(super) fn start(self: &Arc<Self>) {
+        if self.private.is_none() {
+            return;
+        }
+        let jobs = self.clone();
+        let mut tip = self.state.subscribe_tip();
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = jobs.shutdown.cancelled() => return,
+                    changed = tip.changed() => if changed.is_err() { return },
+                }
+                jobs.answer_public().await;
+            }
+        });
+    }
+
+    /// Returns how many blocks this node withholds; `None` for an honest miner.
+    pub(super) fn withheld_now(&self) -> Option<u32> {
+        self.private.as_ref().map(|_| {
+            let n = self.withheld.load(std::sync::atomic::Ordering::Relaxed);
+            u32::try_from(n).unwrap_or(u32::MAX)
+        })
+    }
+
+    fn note_withheld(&self, private: &Private) {
+        self.withheld
+            .store(private.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Returns how a selfish miner's races ended; `None` for an honest miner or while a
+    /// change is under way.
+    pub(super) fn races(&self) -> Option<Races> {
+        Some(self.private.as_ref()?.try_lock().ok()?.races)
+    }
+
+    /// Returns the data of the blocks this node withholds; `None` while a change to them
+    /// is under way.
+    pub(super) fn withheld_data(&self) -> Option<Vec<BlockData>> {
+        let Some(private) = &self.private else {
+            return Some(Vec::new());
+        };
+        let private = private.try_lock().ok()?;
+        Some(private.branch.as_ref().map_or_else(Vec::new, |b| {
+            b.blocks()[private.published..]
+                .iter()
+                .map(|b| b.data.clone())
+                .collect()
+        }))
     }
 
     /// The proof-of-work runs (their rate, and cancelling them at shutdown).
@@ -168,11 +238,27 @@ impl Jobs {
             if self.shutdown.is_cancelled() {
                 return Err(MineError::ShuttingDown);
             }
+            // A selfish miner answers the public tip first, then mines on its own branch.
+            let withheld = match &self.private {
+                Some(p) => {
+                    self.answer_public().await;
+                    p.lock()
+                        .await
+                        .branch
+                        .as_ref()
+                        .map(|b| b.template(data.clone()))
+                }
+                None => None,
+            };
+            let tip = self.state.subscribe_tip();
             let (template, held) = {
                 let chain = self.state.chain();
                 let held =
                     job.is_some() && chain.iter().rev().take(RECENT_SCAN).any(|b| b.data == data);
-                (chain.template(data.clone()), held)
+                (
+                    withheld.unwrap_or_else(|| chain.template(data.clone())),
+                    held,
+                )
             };
             if let (true, Some(id)) = (held, job) {
                 tracing::info!(
@@ -191,7 +277,6 @@ impl Jobs {
                 }
                 return Ok(None);
             }
-            let tip = self.state.subscribe_tip();
             let threads = self.threads;
             let Some(block) = self
                 .miner
@@ -202,11 +287,270 @@ impl Jobs {
             };
             // Recorded first: a reorg right after the commit must know the block is ours.
             self.miner.record_mined(block.hash);
-            match self.commit_mined(&block, job).await {
+            let committed = if self.private.is_some() {
+                self.withhold(&block, job).await
+            } else {
+                self.commit_mined(&block, job).await
+            };
+            match committed {
                 Ok(true) => return Ok(Some(block)),
                 Ok(false) => continue,
                 Err(e) => return Err(MineError::Failed(e)),
             }
         }
+    }
+}
+
+impl Jobs {
+    /// A selfish miner's answer to the public chain as it is now: publish withheld blocks,
+    /// give them up, or nothing (see [`on_public`]). Each public tip is answered once.
+    async fn answer_public(self: &Arc<Self>) {
+        let Some(lock) = &self.private else {
+            return;
+        };
+        let mut private = lock.lock().await;
+        let (height, tip, fork_held) = {
+            let chain = self.state.chain();
+            let fork_held = private
+                .branch
+                .as_ref()
+                .is_none_or(|b| chain.get(b.fork()).map(|x| x.hash) == Some(b.parent().hash));
+            (chain.height(), chain.tip().hash, fork_held)
+        };
+        if (height, tip) == private.seen {
+            return;
+        }
+        let grew = height > private.seen.0;
+        private.seen = (height, tip);
+        if let Some((at, ours)) = private.racing.take() {
+            // A public block ended our race: mined on our block, or on the other one.
+            let on_ours = self.state.chain().get(at).is_some_and(|b| b.hash == ours);
+            if on_ours {
+                private.races.honest_on_pool += 1;
+            } else {
+                private.races.honest_on_honest += 1;
+            }
+        }
+        let Some(branch) = &private.branch else {
+            return;
+        };
+        let decided = if !fork_held {
+            Move::Abandon
+        } else if grew {
+            on_public(
+                branch.fork(),
+                branch.blocks().len(),
+                private.published,
+                height,
+            )
+        } else {
+            Move::Nothing
+        };
+        match decided {
+            Move::Nothing => {}
+            Move::Abandon => self.abandon(&mut private).await,
+            Move::Publish { count, race } => {
+                if self.publish(&mut private, count).await && race {
+                    let chain = self.state.chain();
+                    private.racing = Some((chain.height(), chain.tip().hash));
+                }
+            }
+        }
+        self.note_withheld(&private);
+    }
+
+    /// Publishes the branch's first `count` blocks: into our chain (taking them in a tie)
+    /// and, those not published before, to the peers. False (and the branch given up) if
+    /// they no longer fit.
+    async fn publish(self: &Arc<Self>, private: &mut Private, count: usize) -> bool {
+        let Some(branch) = private.branch.as_ref() else {
+            return false;
+        };
+        let blocks = branch.blocks();
+        let count = count.min(blocks.len());
+        let fresh = blocks[private.published.min(count)..count].to_vec();
+        let writer = self.state.writer().await;
+        // Blocks of the prefix our chain holds already (published before) stay as they are.
+        let (fork, out) = {
+            let chain = self.state.chain();
+            let held = blocks[..count]
+                .iter()
+                .take_while(|b| chain.get(b.index).is_some_and(|x| x.hash == b.hash))
+                .count();
+            (branch.fork() + held as u64, blocks[held..count].to_vec())
+        };
+        let published = if out.is_empty() {
+            Ok(None)
+        } else {
+            self.state.publish(&writer, fork, out).await.map(Some)
+        };
+        drop(writer);
+        match published {
+            Ok(applied) => {
+                tracing::info!(
+                    blocks = fresh.len(),
+                    height = fork + 1,
+                    still_withheld = blocks.len() - count,
+                    "selfish mining: publishing withheld blocks"
+                );
+                if let Some(applied) = applied {
+                    self.follow_up(&applied);
+                }
+                for block in &fresh {
+                    self.relay.send(block, None);
+                }
+                // Published, the blocks are in the store: their queue entries go.
+                let from = private.published.min(count);
+                let ids: Vec<u64> = private.queued
+                    [from.min(private.queued.len())..count.min(private.queued.len())]
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                self.drop_entries(ids).await;
+                if count == blocks.len() {
+                    private.branch = None;
+                    private.published = 0;
+                    private.queued.clear();
+                } else {
+                    private.published = count;
+                }
+                let chain = self.state.chain();
+                private.seen = (chain.height(), chain.tip().hash);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("selfish mining: withheld blocks no longer fit the chain: {e}");
+                self.abandon(private).await;
+                false
+            }
+        }
+    }
+
+    /// Gives the withheld blocks up; their data, queued since they were mined, is mined
+    /// again.
+    async fn abandon(self: &Arc<Self>, private: &mut Private) {
+        let Some(branch) = private.branch.take() else {
+            return;
+        };
+        // Published blocks our chain left behind were queued as any block left behind is.
+        let published = std::mem::take(&mut private.published);
+        let queued = std::mem::take(&mut private.queued);
+        tracing::info!(
+            blocks = branch.blocks().len(),
+            "selfish mining: the public chain overtook the withheld blocks; giving them up"
+        );
+        for (block, id) in branch.blocks().iter().zip(queued).skip(published) {
+            if let Some(id) = id {
+                self.spawn_remine(id, block.data.clone(), Duration::ZERO);
+            }
+        }
+    }
+
+    /// Drops queue entries (of withheld blocks now published).
+    async fn drop_entries(&self, ids: Vec<u64>) {
+        if ids.is_empty() {
+            return;
+        }
+        let store = self.state.store().clone();
+        let dropped = self
+            .env
+            .blocking
+            .run(move || {
+                ids.iter()
+                    .try_for_each(|id| store.drop_pending(*id))
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .and_then(|r| r);
+        if let Err(e) = dropped {
+            tracing::warn!("could not drop the queue entries of published blocks: {e}");
+        }
+    }
+
+    /// Returns the queue entry that keeps a withheld block's data: its job's, or a new
+    /// one for data mined on request; `None` for empty data or when the store fails
+    /// (then the data is in memory only, and logged).
+    async fn keep_queued(&self, data: &BlockData, job: Option<u64>) -> Option<u64> {
+        if job.is_some() || data.is_empty() {
+            return job;
+        }
+        let store = self.state.store().clone();
+        let data = data.clone();
+        let queued = self
+            .env
+            .blocking
+            .run(move || store.queue(&[data]).map_err(|e| e.to_string()))
+            .await
+            .and_then(|r| r);
+        match queued {
+            Ok(ids) => ids.first().copied(),
+            Err(e) => {
+                tracing::warn!("could not queue a withheld block's data: {e}");
+                None
+            }
+        }
+    }
+
+    /// A selfish miner's block: published at once in a race, else withheld. False when it
+    /// no longer extends what it was mined on.
+    async fn withhold(
+        self: &Arc<Self>,
+        block: &Block,
+        job: Option<u64>,
+    ) -> Result<bool, ApplyError> {
+        let Some(lock) = &self.private else {
+            return self.commit_mined(block, job).await;
+        };
+        let mut private = lock.lock().await;
+        let now = (self.env.wall_clock)();
+        let racing = private.racing.is_some();
+        match &mut private.branch {
+            Some(branch) => {
+                if !block.prev_hash.is(&branch.tip().hash)
+                    || branch.extend(vec![block.clone()], now).is_err()
+                {
+                    return Ok(false);
+                }
+            }
+            None if racing => {
+                // Our block ties a public one: this one makes our branch win.
+                let committed = self.commit_mined(block, job).await;
+                if let (Ok(true), Some(_)) = (&committed, private.racing.take()) {
+                    private.races.pool_won += 1;
+                }
+                private.seen = {
+                    let chain = self.state.chain();
+                    (chain.height(), chain.tip().hash)
+                };
+                self.note_withheld(&private);
+                return committed;
+            }
+            None => {
+                let branch = {
+                    let chain = self.state.chain();
+                    if !block.prev_hash.is(&chain.tip().hash) {
+                        return Ok(false);
+                    }
+                    chain.branch_at(chain.height())
+                };
+                let Ok(mut branch) = branch else {
+                    return Ok(false);
+                };
+                if branch.extend(vec![block.clone()], now).is_err() {
+                    return Ok(false);
+                }
+                private.branch = Some(branch);
+                private.queued.clear();
+            }
+        }
+        // Until it is published, the block's data stays queued in the store.
+        let id = self.keep_queued(&block.data, job).await;
+        private.queued.push(id);
+        tracing::info!(height = block.index, hash = %block.hash.short(), withheld = private.len(), "selfish mining: block withheld");
+        metrics::counter!(crate::metrics::BLOCKS_MINED).increment(1);
+        self.env.tell(Event::Mined { block });
+        self.note_withheld(&private);
+        Ok(true)
     }
 }

@@ -49,6 +49,9 @@ pub const BAN: Duration = Duration::from_secs(600);
 pub const UNLINKED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Most peers whose last unlinked-block sync is remembered.
 pub const MAX_SYNC_MEMORY: usize = 1024;
+/// Most peers owed a sync at once (a block of theirs did not link within
+/// [`UNLINKED_SYNC_INTERVAL`] of the last sync with them).
+pub const MAX_DEFERRED_SYNCS: usize = 256;
 /// A `hello` claiming more work makes us dial an address that never answered us as a node
 /// (a claim costs nothing) at most this often: a peer cannot turn us into a dialler of
 /// whatever address it names.

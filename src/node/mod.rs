@@ -18,6 +18,7 @@
 //! | `branch` | `CompetingBranch`: a fork held while it is fetched, within caps | |
 //! | `relay` | `Relay`: sending a new block to the peers without it | `PeerSet` |
 //! | `jobs` | `Jobs`: mining jobs, and mining again the data a reorg left behind | `ChainState`, `Miner`, `Relay` |
+//! | `strategy` | what a selfish miner withholds and when it publishes | |
 //! | `miner` | `Miner`: proof-of-work runs and their cancellation | `Env` |
 //! | `links` | `Links`: dialling and keeping links, handshakes, pings | `PeerSet`, `Syncer`, `ChainState` |
 //! | `peers`, `addrbook` | the peer set and the address book of candidates | `Env`'s network |
@@ -38,6 +39,7 @@ mod peers;
 mod relay;
 mod shared;
 pub mod state;
+mod strategy;
 mod sync;
 pub use crate::env;
 
@@ -54,6 +56,7 @@ pub use limits::{MAX_ADDRS, MAX_PENDING_BLOCKS, MAX_PENDING_BYTES, PING_INTERVAL
 pub use links::dial_addr;
 pub use miner::Miner;
 pub use peers::{Direction, Limits, PeerSet, normalize_addr};
+pub use strategy::{Races, Strategy};
 
 /// Serves `listener` until `shutdown` is cancelled; returns once everything is closed.
 pub async fn run<L: Listener>(
@@ -107,6 +110,7 @@ pub async fn join(node: &Arc<Node>) {
         .await
         .unwrap_or_else(|e| (Some(Err(e)), Ok(Vec::new())));
     links::start(&node.links, entries);
+    node.jobs.start();
     match queued {
         Ok(queued) => {
             for (id, data) in queued {

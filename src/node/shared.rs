@@ -17,6 +17,7 @@ use super::miner::MineError;
 use super::peers::{Limits, PeerSet};
 use super::relay::Relay;
 use super::state::ChainState;
+use super::strategy::Strategy;
 use super::sync::{OnApplied, Syncer};
 use crate::block::BlockHash;
 use crate::chain::Blockchain;
@@ -56,6 +57,8 @@ pub struct Config {
     pub push_below: usize,
     /// How much of the stored chain to check at start (`--reverify`: all of it).
     pub verify: crate::store::Verify,
+    /// How the node publishes the blocks it mines (`--strategy`).
+    pub strategy: Strategy,
     /// What the node takes from its environment (network, clocks, threads, mining).
     pub env: Env,
 }
@@ -77,6 +80,7 @@ impl Config {
             advertise: None,
             push_below: super::limits::DEFAULT_PUSH_BELOW,
             verify: crate::store::Verify::Recent,
+            strategy: Strategy::Honest,
             env: Env::default(),
         }
     }
@@ -199,7 +203,11 @@ impl Node {
             state.clone(),
             relay.clone(),
             config.env.clone(),
-            (config.params.max_block_size, config.threads),
+            (
+                config.params.max_block_size,
+                config.threads,
+                config.strategy,
+            ),
             shutdown.clone(),
             tasks.clone(),
         ));
@@ -286,6 +294,18 @@ impl Node {
     pub fn tip(&self) -> (u64, BlockHash) {
         let chain = self.chain();
         (chain.height(), chain.tip().hash)
+    }
+
+    /// Returns the data of the blocks a selfish miner withholds (none for an honest one);
+    /// `None` while a change to them is under way.
+    pub fn withheld_data(&self) -> Option<Vec<crate::block::BlockData>> {
+        self.jobs.withheld_data()
+    }
+
+    /// Returns how a selfish miner's races ended; `None` for an honest miner or while a
+    /// change to its branch is under way.
+    pub fn selfish_races(&self) -> Option<super::strategy::Races> {
+        self.jobs.races()
     }
 
     /// Returns the number of addresses in the node's address book.

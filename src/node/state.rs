@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::limits::CHECK_OFF_RUNTIME;
 use crate::block::{Block, BlockData, BlockHash};
-use crate::chain::{Blockchain, ChainError};
+use crate::chain::{Blockchain, ChainError, Ties};
 use crate::env::{Env, Event};
 use crate::params::ChainParams;
 use crate::store::{Store, StoreError, Verify};
@@ -126,10 +126,33 @@ impl ChainState {
     /// entry `job` whose data these blocks carry.
     pub async fn apply(
         &self,
+        writer: &WriterGuard<'_>,
+        fork: u64,
+        blocks: Vec<Block>,
+        job: Option<u64>,
+    ) -> Result<Applied, ApplyError> {
+        self.apply_as(writer, fork, blocks, job, Ties::Keep).await
+    }
+
+    /// Publishes blocks this node mined and withheld: replaces the blocks above `fork`
+    /// with them if they are valid and have at least the work of ours (a selfish miner
+    /// takes its own branch in a tie), as [`ChainState::apply`] does otherwise.
+    pub async fn publish(
+        &self,
+        writer: &WriterGuard<'_>,
+        fork: u64,
+        blocks: Vec<Block>,
+    ) -> Result<Applied, ApplyError> {
+        self.apply_as(writer, fork, blocks, None, Ties::Take).await
+    }
+
+    async fn apply_as(
+        &self,
         _writer: &WriterGuard<'_>,
         fork: u64,
         blocks: Vec<Block>,
         job: Option<u64>,
+        ties: Ties,
     ) -> Result<Applied, ApplyError> {
         let mut branch = self.chain().branch_at(fork)?;
         let to_store = blocks.clone();
@@ -152,7 +175,7 @@ impl ChainState {
         let branch = checked.map_err(ChainError::from)?;
         let (left, requeue) = {
             let mut chain = self.chain();
-            let left = chain.adopt(branch)?;
+            let left = chain.adopt_as(branch, ties)?;
             if !left.is_empty() {
                 self.reorgs.fetch_add(1, Ordering::Relaxed);
             }

@@ -20,8 +20,8 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use super::branch::CompetingBranch;
 use super::limits::{
-    MAX_ANNOUNCERS, MAX_FETCH_BYTES, MAX_FETCHES, MAX_HANDLING, MAX_SYNC_SOURCES,
-    RANGES_PER_SOURCE, SYNC_BATCH, UNLINKED_SYNC_INTERVAL,
+    MAX_ANNOUNCERS, MAX_DEFERRED_SYNCS, MAX_FETCH_BYTES, MAX_FETCHES, MAX_HANDLING,
+    MAX_SYNC_SOURCES, RANGES_PER_SOURCE, SYNC_BATCH, UNLINKED_SYNC_INTERVAL,
 };
 use super::peers::{PeerSet, SyncLimiter};
 use super::relay::Relay;
@@ -90,6 +90,8 @@ pub(super) struct Marks {
     handling: Mutex<HashSet<BlockHash>>,
     /// Set while one sync fetches from several peers at once (one such sync at a time).
     fetching: AtomicBool,
+    /// Peers owed a sync: a block of theirs did not link while the limiter held us back.
+    deferred: Mutex<HashSet<String>>,
     /// Announced blocks being fetched, each with the announcers still to ask.
     fetches: Mutex<HashMap<BlockHash, VecDeque<String>>>,
 }
@@ -154,7 +156,7 @@ impl Syncer {
     /// refused: a client is nobody to sync with, and syncing with every peer on its word
     /// would let any client make the node flood its peers.
     pub async fn offer_block(
-        &self,
+        self: &Arc<Self>,
         block: Block,
         from: Option<String>,
     ) -> (BlockOutcome, Option<String>) {
@@ -164,7 +166,7 @@ impl Syncer {
     }
 
     async fn take_block(
-        &self,
+        self: &Arc<Self>,
         block: Block,
         from: Option<String>,
     ) -> (BlockOutcome, Option<String>) {
@@ -225,7 +227,7 @@ impl Syncer {
     /// Answers a block (or header) at `index` above our height whose parent `prev` is not
     /// our tip.
     async fn on_unlinked(
-        &self,
+        self: &Arc<Self>,
         index: u64,
         prev: &PrevHash,
         from: Option<&str>,
@@ -248,8 +250,12 @@ impl Syncer {
             return (BlockOutcome::Ignored, Some(reason));
         }
         if !self.marks.limiter.allow(peer, Instant::now()) {
+            // Not dropped: the block may end a chain with more work (a branch published at
+            // once, as a selfish miner does). One sync is owed and runs when allowed.
+            self.defer_sync(peer);
             let reason = format!(
-                "block {} does not link; a sync with {peer} ran less than {} ms ago",
+                "block {} does not link; a sync with {peer} ran less than {} ms ago, and \
+                 runs again when that much time has passed",
                 index,
                 UNLINKED_SYNC_INTERVAL.as_millis()
             );
@@ -264,6 +270,42 @@ impl Syncer {
             );
             (BlockOutcome::Rejected, Some(reason))
         }
+    }
+
+    /// Syncs with `peer` once [`UNLINKED_SYNC_INTERVAL`] has passed (one owed sync per
+    /// peer at a time, at most [`MAX_DEFERRED_SYNCS`] peers), unless a sync with it ran
+    /// meanwhile or it is gone.
+    fn defer_sync(self: &Arc<Self>, peer: &str) {
+        {
+            let mut owed = self
+                .marks
+                .deferred
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if owed.len() >= MAX_DEFERRED_SYNCS || !owed.insert(peer.to_owned()) {
+                return;
+            }
+        }
+        let (syncer, peer) = (self.clone(), peer.to_owned());
+        self.tasks.spawn(async move {
+            tokio::select! {
+                biased;
+                _ = syncer.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(UNLINKED_SYNC_INTERVAL) => {
+                    syncer
+                        .marks
+                        .deferred
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&peer);
+                    if syncer.peers.client(&peer).is_some()
+                        && syncer.marks.limiter.allow(&peer, Instant::now())
+                    {
+                        syncer.sync_with(&peer).await;
+                    }
+                }
+            }
+        });
     }
 
     /// Answers a peer's announcement of a block: `None` when it will be fetched (from this

@@ -196,6 +196,7 @@ mod tests {
             hash_rate: 10.0,
             genesis: None,
             reorgs: 1,
+            withheld: None,
         };
         NodeView {
             port,

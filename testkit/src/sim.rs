@@ -209,6 +209,9 @@ pub struct Options {
     pub churn: f64,
     /// Nodes that mine (the first ones), sharing the hash power equally; `None`: all.
     pub miners: Option<usize>,
+    /// A selfish miner: node 0 mines with this share of the hash power and the node's
+    /// `selfish` strategy; the other miners share the rest equally.
+    pub selfish: Option<f64>,
     /// Links each node dials.
     pub max_outbound: usize,
     /// Simulation step: message delivery and timers have this resolution.
@@ -241,6 +244,7 @@ impl Default for Options {
             partition: None,
             churn: 0.0,
             miners: None,
+            selfish: None,
             max_outbound: 8,
             tick: Duration::from_millis(10),
             difficulty: 4,
@@ -279,6 +283,9 @@ impl Options {
         }
         if let Some(push_below) = self.push_below {
             options["push_below"] = json!(push_below);
+        }
+        if let Some(alpha) = self.selfish {
+            options["selfish"] = json!(alpha);
         }
         options
     }
@@ -748,7 +755,17 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
 
     let mut rng = StdRng::seed_from_u64(options.seed);
     let miners = options.miners.unwrap_or(n).clamp(1, n);
-    let rate = 1.0 / (options.block_interval.as_secs_f64().max(1e-3) * miners as f64);
+    let interval = options.block_interval.as_secs_f64().max(1e-3);
+    // Blocks per second each node finds: equal shares, or the selfish pool's share to node
+    // 0 and the rest split among the other miners.
+    let rates: Vec<f64> = (0..n)
+        .map(|i| match options.selfish {
+            _ if i >= miners => 0.0,
+            Some(alpha) if i == 0 => alpha / interval,
+            Some(alpha) => (1.0 - alpha) / (interval * (miners - 1).max(1) as f64),
+            None => 1.0 / (interval * miners as f64),
+        })
+        .collect();
     let rto = Duration::from_millis(200) + options.latency.1 * 2;
     let shared = Arc::new(Shared {
         stats: Mutex::new(Stats {
@@ -807,7 +824,8 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         let shared = shared.clone();
         let dir = base.path().join(&name);
         let params = params.clone();
-        let mines = i < miners;
+        let rate = rates[i];
+        let selfish = options.selfish.is_some() && i == 0;
         let max_outbound = options.max_outbound;
         let loss = options.loss;
         let (pipes, block_size, push_below) =
@@ -828,7 +846,8 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
                     dir,
                     params,
                     seeds: my_seeds,
-                    rate: if mines { rate } else { 0.0 },
+                    rate,
+                    selfish,
                     max_outbound,
                     loss,
                     rto,
@@ -989,10 +1008,23 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         nodes.iter().filter_map(Weak::upgrade).collect()
     };
     let stats = shared.stats();
+    // The chain each distinct tip ends, read from a node that holds it.
+    let mut chains: BTreeMap<BlockHash, BTreeSet<BlockHash>> = BTreeMap::new();
+    for node in &live {
+        let (_, tip) = node.tip();
+        chains
+            .entry(tip)
+            .or_insert_with(|| node.chain_blocks().iter().map(|b| b.hash).collect());
+    }
+    let races = options.selfish.and_then(|_| {
+        let nodes = shared.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes[0].upgrade()?.selfish_races()
+    });
     let summary = summarize(
         options,
         n,
         &stats,
+        (&chains, races),
         &shared.traffic,
         &agreed_after,
         final_agreement,
@@ -1046,6 +1078,16 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             Ok(data) => queued.extend(data.into_iter().map(|d| d.as_str().to_owned())),
             Err(e) => return Err(fail(format!("cannot read a queue: {e}"), summary)),
         }
+        // A selfish miner's withheld blocks are held too (in its memory).
+        match node.withheld_data() {
+            Some(data) => queued.extend(data.into_iter().map(|d| d.as_str().to_owned())),
+            None => {
+                return Err(fail(
+                    "a withheld branch is locked at the end".into(),
+                    summary,
+                ));
+            }
+        }
     }
     for (miner, hash, data) in &stats.mined {
         if !in_chain.contains(data.as_str()) && !queued.contains(data) {
@@ -1085,6 +1127,7 @@ struct HostSetup {
     params: ChainParams,
     seeds: Vec<usize>,
     rate: f64,
+    selfish: bool,
     max_outbound: usize,
     loss: f64,
     rto: Duration,
@@ -1128,6 +1171,9 @@ async fn host(setup: HostSetup) -> turmoil::Result {
     config.advertise = Some(format!("{ip}:{PORT}"));
     if let Some(push_below) = setup.push_below {
         config.push_below = push_below;
+    }
+    if setup.selfish {
+        config.strategy = powchain::node::Strategy::Selfish;
     }
     config.limits = Limits {
         max_outbound: setup.max_outbound,
@@ -1211,6 +1257,10 @@ fn summarize(
     options: &Options,
     n: usize,
     stats: &Stats,
+    (chains, races): (
+        &BTreeMap<BlockHash, BTreeSet<BlockHash>>,
+        Option<powchain::node::Races>,
+    ),
     traffic: &[Arc<Traffic>],
     agreed_after: &[Value],
     final_agreement: Option<Duration>,
@@ -1230,15 +1280,26 @@ fn summarize(
         .iter()
         .find(|t| t.1 == final_tip)
         .map_or(0, |t| t.0);
-    // Blocks of the final chain: walk the records by height; a block is in the chain if
-    // every node that ends at the final tip holds it (all do at agreement).
-    let holders: BTreeSet<usize> = (0..n).filter(|i| stats.tips[*i].1 == final_tip).collect();
-    let in_chain: BTreeSet<BlockHash> = stats
-        .blocks
-        .iter()
-        .filter(|(_, r)| r.height <= final_height && holders.is_subset(&r.nodes))
-        .map(|(h, _)| *h)
-        .collect();
+    // Blocks of the final chain, as a node at the final tip holds it; without one (a failed
+    // run), the blocks every node that ends at the final tip once committed.
+    let in_chain: BTreeSet<BlockHash> = match chains.get(&final_tip) {
+        Some(chain) => stats
+            .blocks
+            .keys()
+            .filter(|h| chain.contains(*h))
+            .copied()
+            .collect(),
+        None => {
+            let holders: BTreeSet<usize> =
+                (0..n).filter(|i| stats.tips[*i].1 == final_tip).collect();
+            stats
+                .blocks
+                .iter()
+                .filter(|(_, r)| r.height <= final_height && holders.is_subset(&r.nodes))
+                .map(|(h, _)| *h)
+                .collect()
+        }
+    };
     let mined = stats.mined.len();
     let stale = stats
         .mined
@@ -1266,7 +1327,33 @@ fn summarize(
     let per = (n as f64) * (in_chain.len().max(1) as f64);
     let reorgs: u64 = stats.reorg_depths.values().sum();
     let [to50, to90, to99, to100] = to;
-    json!({
+    let selfish = options.selfish.map(|alpha| {
+        let (pool, honest): (Vec<_>, Vec<_>) = stats.mined.iter().partition(|(m, _, _)| *m == 0);
+        let pool_in_chain = pool.iter().filter(|(_, h, _)| in_chain.contains(h)).count();
+        let honest_stale = honest
+            .iter()
+            .filter(|(_, h, _)| !in_chain.contains(h))
+            .count();
+        let races = races.unwrap_or_default();
+        let ended = races.honest_on_pool + races.honest_on_honest;
+        let gamma = (ended > 0).then(|| races.honest_on_pool as f64 / ended as f64);
+        json!({
+            "alpha": alpha,
+            "pool_mined": pool.len(),
+            "pool_in_chain": pool_in_chain,
+            "relative_revenue": round3(pool_in_chain as f64 / in_chain.len().max(1) as f64),
+            "theory_gamma_0": round3(selfish_revenue(alpha, 0.0)),
+            "races": {
+                "pool_won": races.pool_won,
+                "honest_on_pool": races.honest_on_pool,
+                "honest_on_honest": races.honest_on_honest,
+            },
+            "gamma_measured": gamma.map(round3),
+            "theory_at_measured_gamma": gamma.map(|g| round3(selfish_revenue(alpha, g))),
+            "honest_stale_rate": round3(honest_stale as f64 / honest.len().max(1) as f64),
+        })
+    });
+    let mut summary = json!({
         "options": options.to_json(),
         "blocks": {
             "mined": mined,
@@ -1304,7 +1391,20 @@ fn summarize(
             "agreed_at_s": final_agreement.map(|t| round3(t.as_secs_f64())),
             "restarts": stats.starts.iter().map(|s| s.saturating_sub(1)).sum::<u64>(),
         },
-    })
+    });
+    if let Some(selfish) = selfish {
+        summary["selfish"] = selfish;
+    }
+    summary
+}
+
+/// A selfish pool's relative revenue (its share of the blocks of the final chain) with
+/// hash power share `alpha`, when a share `gamma` of the honest miners mines on its block
+/// in a race: Eyal and Sirer, "Majority is not Enough" (2014), equation (8).
+pub fn selfish_revenue(alpha: f64, gamma: f64) -> f64 {
+    let a = alpha;
+    (a * (1.0 - a).powi(2) * (4.0 * a + gamma * (1.0 - 2.0 * a)) - a.powi(3))
+        / (1.0 - a * (1.0 + (2.0 - a) * a))
 }
 
 /// Returns the process's peak resident memory in MiB (Linux), if known.
