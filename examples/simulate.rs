@@ -6,18 +6,26 @@
 //!     --block-interval 10s --latency 20ms..300ms --loss 0.01
 //! cargo run --release --example simulate -- --nodes 200 --minutes 5 \
 //!     --bandwidth 10Mbit..100Mbit --block-size 1MB
+//! cargo run --release --example simulate -- --scenario examples/scenarios/selfish.toml \
+//!     --report target/report/selfish
 //! ```
 //!
 //! Prints one JSON summary on stdout (the same, byte for byte, for the same options and
-//! seed) and the run's wall-clock figures on stderr. Exits 1 when an invariant breaks,
-//! naming the seed that replays it.
+//! seed) and the run's wall-clock figures on stderr; with `--scenario`, one JSON line per
+//! run and a table of the sweep on stderr. `--report DIR` writes JSON, CSV and SVG plots
+//! (`powchain_testkit::report`). Exits 1 when an invariant breaks, naming the seed that
+//! replays it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use clap::Parser;
-use powchain_testkit::sim::{self, Options, Partition};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use powchain_testkit::report::{self, Outcome};
+use powchain_testkit::scenario::{Flags, Run, Scenario};
+use powchain_testkit::sim;
+use serde_json::{Value, json};
 
 // Thousands of simulated nodes make millions of small allocations on one thread; glibc's
 // allocator spent 97% of a 10,000-node run searching its bins, mimalloc does not.
@@ -26,73 +34,28 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Simulate a powchain network (the real node code on a simulated network).
 #[derive(Debug, Parser)]
-#[command(name = "simulate")]
+#[command(name = "simulate", args_override_self = true)]
 struct Args {
-    /// Nodes in the network.
-    #[arg(long, default_value_t = 100)]
-    nodes: usize,
-    /// Seed of every random choice (the same seed gives the same output).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Simulated minutes of mining.
-    #[arg(long, default_value_t = 10.0)]
-    minutes: f64,
-    /// Mean time between blocks of the whole network (e.g. 10s).
-    #[arg(long, default_value = "10s", value_parser = sim::parse_duration)]
-    block_interval: Duration,
-    /// One-way message latency range (e.g. 20ms..300ms).
-    #[arg(long, default_value = "20ms..300ms", value_parser = sim::parse_latency)]
-    latency: (Duration, Duration),
-    /// Per-node upload and download capacity, drawn per node from a range or one value for
-    /// all (e.g. 10Mbit..100Mbit); unlimited (latency only) when not given.
-    #[arg(long, value_parser = sim::parse_bandwidth)]
-    bandwidth: Option<(f64, f64)>,
-    /// Bytes of data in each mined block (e.g. 250, 100KB, 1MB).
-    #[arg(long, default_value = "0", value_parser = sim::parse_size)]
-    block_size: usize,
-    /// Blocks with less data than this many bytes are pushed whole, bigger ones announced
-    /// and fetched (the node's --push-below; 16384 by default). A huge value (e.g.
-    /// 1000000000) pushes every block whole to every peer, as protocol version 1 nodes do.
+    #[command(flatten)]
+    flags: Flags,
+    /// A scenario file (TOML): the flags by name, and a `[sweep]` of `seeds` and one or
+    /// two flags (see examples/scenarios). Flags given here override the file's settings.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Write the runs' summaries (JSON, CSV), the sweep's means (CSV) and plots (SVG) here.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Runs of a scenario simulated at once (each on one thread); all cores by default.
     #[arg(long)]
-    push_below: Option<usize>,
-    /// Fraction of TCP writes lost (each is retransmitted after a timeout).
-    #[arg(long, default_value_t = 0.0)]
-    loss: f64,
-    /// Split the network in two halves at a time for a while: halves@120s+60s.
-    #[arg(long)]
-    partition: Option<Partition>,
-    /// Fraction of nodes that crash and restart at random times.
-    #[arg(long, default_value_t = 0.0)]
-    churn: f64,
-    /// Nodes that mine (sharing the hash power equally); all by default.
-    #[arg(long)]
-    miners: Option<usize>,
-    /// A selfish miner: node 0 mines with this share of the hash power (e.g. 0.4) and
-    /// withholds its blocks by Eyal and Sirer's rules; the other miners share the rest.
-    #[arg(long, value_name = "ALPHA")]
-    selfish: Option<f64>,
-    /// Links each node dials.
-    #[arg(long, default_value_t = 8)]
-    max_outbound: usize,
-    /// Simulation step (resolution of message delivery and timers).
-    #[arg(long, default_value = "10ms", value_parser = sim::parse_duration)]
-    tick: Duration,
-    /// Proof-of-work difficulty of the simulated blocks.
-    #[arg(long, default_value_t = 4)]
-    difficulty: u32,
-    /// Deadline for agreement once mining stopped and every fault healed.
-    #[arg(long, default_value = "120s", value_parser = sim::parse_duration)]
-    settle: Duration,
-    /// Where the nodes' stores go (default: a temporary directory, on /dev/shm if any).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Start of the simulated wall clock, in Unix seconds (2026-01-01T00:00:00Z by default).
-    #[arg(long, default_value_t = sim::EPOCH_SECS)]
-    epoch: u64,
+    jobs: Option<usize>,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     // The nodes' logs, on stderr, when RUST_LOG asks for them (e.g. RUST_LOG=info).
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -100,47 +63,56 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    if !(0.0..=1.0).contains(&args.loss) || !(0.0..=1.0).contains(&args.churn) {
-        eprintln!("error: --loss and --churn are fractions between 0 and 1");
-        return ExitCode::from(2);
-    }
-    if args.selfish.is_some_and(|a| !(a > 0.0 && a < 1.0)) {
-        eprintln!("error: --selfish is a share of the hash power, above 0 and below 1");
-        return ExitCode::from(2);
-    }
-    if args.tick.is_zero() || !args.minutes.is_finite() || args.minutes <= 0.0 {
-        eprintln!("error: --tick and --minutes must be above zero");
-        return ExitCode::from(2);
-    }
-    let options = Options {
-        nodes: args.nodes,
-        seed: args.seed,
-        duration: Duration::from_secs_f64(args.minutes * 60.0),
-        block_interval: args.block_interval,
-        latency: args.latency,
-        bandwidth: args.bandwidth,
-        block_size: args.block_size,
-        push_below: args.push_below,
-        loss: args.loss,
-        partition: args.partition,
-        churn: args.churn,
-        miners: args.miners,
-        selfish: args.selfish,
-        max_outbound: args.max_outbound,
-        tick: args.tick,
-        difficulty: args.difficulty,
-        settle: args.settle,
-        data_dir: args.data_dir,
-        epoch_secs: args.epoch,
+    let Some(path) = &args.scenario else {
+        return single(&args);
     };
-    match sim::run(&options) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let scenario = match Scenario::parse(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let runs = match scenario.runs(&Flags::given(&matches)) {
+        Ok(runs) => runs,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    sweep(&args, &scenario, runs)
+}
+
+/// One run from the flags, as always.
+fn single(args: &Args) -> ExitCode {
+    let options = match args.flags.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match sim::run(&options) {
         Ok(report) => {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report.summary).unwrap_or_default()
             );
             eprintln!("{}", report.speed);
-            ExitCode::SUCCESS
+            Outcome {
+                point: Vec::new(),
+                seed: options.seed,
+                summary: report.summary,
+                series: Some(report.series),
+                error: None,
+            }
         }
         Err(failure) => {
             println!(
@@ -148,7 +120,131 @@ fn main() -> ExitCode {
                 serde_json::to_string_pretty(&failure.summary).unwrap_or_default()
             );
             eprintln!("error: {failure}");
-            ExitCode::FAILURE
+            Outcome {
+                point: Vec::new(),
+                seed: options.seed,
+                summary: failure.summary.clone(),
+                series: None,
+                error: Some(failure.to_string()),
+            }
         }
+    };
+    if let Some(dir) = &args.report
+        && let Err(e) = report::write(dir, &[], std::slice::from_ref(&outcome))
+    {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    if outcome.error.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Every run of a scenario, `--jobs` at a time; one JSON line per run on stdout, in the
+/// scenario's order, and the sweep's table on stderr.
+fn sweep(args: &Args, scenario: &Scenario, mut runs: Vec<Run>) -> ExitCode {
+    let total = runs.len();
+    // Runs at once must not share a store directory.
+    if let Some(dir) = &args.flags.data_dir {
+        for (i, run) in runs.iter_mut().enumerate() {
+            run.flags.data_dir = Some(dir.join(format!("run-{i}")));
+        }
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, total.max(1));
+    eprintln!(
+        "scenario {}: {total} runs, {jobs} at a time",
+        scenario.name.as_deref().unwrap_or("(unnamed)")
+    );
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; total]);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(run) = runs.get(i) else { return };
+                    let outcome = run_one(run);
+                    eprintln!(
+                        "run {}/{total} ({}seed {}): {}",
+                        i + 1,
+                        run.point
+                            .iter()
+                            .map(|(k, v)| format!("{k} {v}, "))
+                            .collect::<String>(),
+                        run.flags.seed,
+                        outcome.error.as_deref().unwrap_or("ok"),
+                    );
+                    done.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
+                }
+            });
+        }
+    });
+    let outcomes: Vec<Outcome> = done
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect();
+    for o in &outcomes {
+        let line = json!({
+            "point": o.point.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "seed": o.seed,
+            "ok": o.error.is_none(),
+            "summary": o.summary,
+        });
+        println!("{line}");
+    }
+    let swept: Vec<String> = scenario.swept.iter().map(|(k, _)| k.clone()).collect();
+    eprint!("{}", report::table(&swept, &outcomes));
+    if let Some(dir) = &args.report {
+        match report::write(dir, &swept, &outcomes) {
+            Ok(files) => eprintln!("report: {} files in {}", files.len(), dir.display()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    if failed > 0 {
+        eprintln!("error: {failed} of {total} runs failed (their lines say how)");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn run_one(run: &Run) -> Outcome {
+    let options = match run.flags.options() {
+        Ok(o) => o,
+        Err(e) => {
+            return Outcome {
+                point: run.point.clone(),
+                seed: run.flags.seed,
+                summary: Value::Null,
+                series: None,
+                error: Some(e),
+            };
+        }
+    };
+    match sim::run(&options) {
+        Ok(r) => Outcome {
+            point: run.point.clone(),
+            seed: options.seed,
+            summary: r.summary,
+            series: Some(r.series),
+            error: None,
+        },
+        Err(f) => Outcome {
+            point: run.point.clone(),
+            seed: options.seed,
+            summary: f.summary.clone(),
+            series: None,
+            error: Some(f.to_string()),
+        },
     }
 }

@@ -18,6 +18,8 @@
 //! ```
 
 pub mod browser;
+pub mod report;
+pub mod scenario;
 pub mod sim;
 
 use std::future::Future;

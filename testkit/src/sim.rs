@@ -298,6 +298,20 @@ pub struct Report {
     pub summary: Value,
     /// Wall-clock figures of the run (these vary from run to run).
     pub speed: Value,
+    /// Curves of the run, for plots.
+    pub series: Series,
+}
+
+/// Curves of a run, for plots (`powchain_testkit::report`).
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    /// For k = 1..=nodes, the median over the final chain's blocks of the seconds from a
+    /// block's miner committing it to its k-th node committing it (shorter when some
+    /// block reached fewer nodes).
+    pub propagation: Vec<f64>,
+    /// Every 5 simulated seconds: (seconds, highest height in the first half of the
+    /// nodes, highest in the second half), the halves of `--partition`.
+    pub heights: Vec<(f64, u64, u64)>,
 }
 
 /// An invariant that broke, with the seed to replay it.
@@ -673,6 +687,8 @@ struct BlockRecord {
 #[derive(Debug, Default)]
 struct Stats {
     blocks: BTreeMap<BlockHash, BlockRecord>,
+    /// (seconds, highest height of each half), sampled.
+    heights: Vec<(f64, u64, u64)>,
     /// (node, hash, data) of every block a node mined and committed.
     mined: Vec<(usize, BlockHash, String)>,
     reorg_depths: BTreeMap<usize, u64>,
@@ -998,6 +1014,14 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
                 .unwrap_or(0);
             let mut stats = shared.stats();
             stats.peak_book = stats.peak_book.max(peak);
+            let half =
+                |r: std::ops::Range<usize>| stats.tips[r].iter().map(|t| t.0).max().unwrap_or(0);
+            let sample = (
+                round3(elapsed.as_secs_f64()),
+                half(0..n / 2),
+                half(n / 2..n),
+            );
+            stats.heights.push(sample);
         }
     }
     let wall = started.elapsed();
@@ -1020,7 +1044,7 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         let nodes = shared.nodes.lock().unwrap_or_else(|e| e.into_inner());
         nodes[0].upgrade()?.selfish_races()
     });
-    let summary = summarize(
+    let (summary, series) = summarize(
         options,
         n,
         &stats,
@@ -1116,7 +1140,11 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
     drop(stats);
     drop(live);
     drop(sim);
-    Ok(Report { summary, speed })
+    Ok(Report {
+        summary,
+        speed,
+        series,
+    })
 }
 
 struct HostSetup {
@@ -1264,7 +1292,7 @@ fn summarize(
     traffic: &[Arc<Traffic>],
     agreed_after: &[Value],
     final_agreement: Option<Duration>,
-) -> Value {
+) -> (Value, Series) {
     // The chain most nodes hold at the end decides which blocks are stale.
     let mut tip_count: BTreeMap<BlockHash, usize> = BTreeMap::new();
     for t in &stats.tips {
@@ -1307,8 +1335,21 @@ fn summarize(
         .filter(|(_, h, _)| !in_chain.contains(h))
         .count();
     let mut to = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    // The k-th node's delay of each block.
+    let mut kth: Vec<Vec<f64>> = vec![Vec::new(); n];
     for hash in &in_chain {
         let r = &stats.blocks[hash];
+        // Hosts step one after another, so a node's commit may be stamped a moment before
+        // the miner's: in order of arrival, and never before it.
+        let mut arrivals: Vec<f64> = r
+            .reached
+            .iter()
+            .map(|t| t.saturating_sub(r.first).as_secs_f64())
+            .collect();
+        arrivals.sort_by(f64::total_cmp);
+        for (k, d) in arrivals.into_iter().enumerate().take(n) {
+            kth[k].push(d);
+        }
         for (k, fraction) in [0.5, 0.9, 0.99, 1.0].iter().enumerate() {
             let need = ((n as f64) * fraction).ceil() as usize;
             if let Some(t) = r.reached.get(need.max(1) - 1) {
@@ -1353,6 +1394,19 @@ fn summarize(
             "honest_stale_rate": round3(honest_stale as f64 / honest.len().max(1) as f64),
         })
     });
+    let propagation: Vec<f64> = kth
+        .into_iter()
+        .take_while(|v| !v.is_empty())
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            percentile(&v, 0.5).map_or(0.0, round3)
+        })
+        .collect();
+    // The mean over nodes of their typical delay: the area left of the curve above (the
+    // median over blocks keeps out the blocks that reached a node late because it was on
+    // another branch until a fork resolved).
+    let mean_delay =
+        (!propagation.is_empty()).then(|| round3(propagation.iter().sum::<f64>() / n as f64));
     let mut summary = json!({
         "options": options.to_json(),
         "blocks": {
@@ -1366,6 +1420,7 @@ fn summarize(
             "to_90pct": spread(to90),
             "to_99pct": spread(to99),
             "to_100pct": spread(to100),
+            "mean_delay": mean_delay,
         },
         "reorgs": {
             "count": reorgs,
@@ -1395,7 +1450,12 @@ fn summarize(
     if let Some(selfish) = selfish {
         summary["selfish"] = selfish;
     }
-    summary
+
+    let series = Series {
+        propagation,
+        heights: stats.heights.clone(),
+    };
+    (summary, series)
 }
 
 /// A selfish pool's relative revenue (its share of the blocks of the final chain) with

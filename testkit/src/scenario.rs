@@ -1,0 +1,538 @@
+//! The simulator's settings: its command-line flags ([`Flags`]) and scenario files, which
+//! set the same flags by name and sweep one or two of them and the seed.
+//!
+//! ```toml
+//! # examples/scenarios/selfish.toml
+//! nodes = 8
+//! minutes = 120
+//! block_interval = "2s"
+//! latency = "10ms..50ms"
+//!
+//! [sweep]
+//! seeds = [1, 2, 3]
+//! selfish = [0.1, 0.25, 0.4]
+//! ```
+//!
+//! A run's flags are the file's, then those given on the command line (so `--minutes 30`
+//! shortens every run of a scenario), then the sweep's point and seed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, parser::ValueSource};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::sim::{self, Options, Partition};
+
+/// The flags of one simulation run.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "simulate", args_override_self = true)]
+pub struct Flags {
+    /// Nodes in the network.
+    #[arg(long, default_value_t = 100)]
+    pub nodes: usize,
+    /// Seed of every random choice (the same seed gives the same output).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Simulated minutes of mining.
+    #[arg(long, default_value_t = 10.0)]
+    pub minutes: f64,
+    /// Mean time between blocks of the whole network (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = sim::parse_duration)]
+    pub block_interval: Duration,
+    /// One-way message latency range (e.g. 20ms..300ms).
+    #[arg(long, default_value = "20ms..300ms", value_parser = sim::parse_latency)]
+    pub latency: (Duration, Duration),
+    /// Per-node upload and download capacity, drawn per node from a range or one value for
+    /// all (e.g. 10Mbit..100Mbit); unlimited (latency only) when not given.
+    #[arg(long, value_parser = sim::parse_bandwidth)]
+    pub bandwidth: Option<(f64, f64)>,
+    /// Bytes of data in each mined block (e.g. 250, 100KB, 1MB).
+    #[arg(long, default_value = "0", value_parser = sim::parse_size)]
+    pub block_size: usize,
+    /// Blocks with less data than this many bytes are pushed whole, bigger ones announced
+    /// and fetched (the node's --push-below; 16384 by default). A huge value (e.g.
+    /// 1000000000) pushes every block whole to every peer, as protocol version 1 nodes do.
+    #[arg(long)]
+    pub push_below: Option<usize>,
+    /// Fraction of TCP writes lost (each is retransmitted after a timeout).
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Split the network in two halves at a time for a while: halves@120s+60s.
+    #[arg(long)]
+    pub partition: Option<Partition>,
+    /// Fraction of nodes that crash and restart at random times.
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+    /// Nodes that mine (sharing the hash power equally); all by default.
+    #[arg(long)]
+    pub miners: Option<usize>,
+    /// A selfish miner: node 0 mines with this share of the hash power (e.g. 0.4) and
+    /// withholds its blocks by Eyal and Sirer's rules; the other miners share the rest.
+    #[arg(long, value_name = "ALPHA")]
+    pub selfish: Option<f64>,
+    /// Links each node dials.
+    #[arg(long, default_value_t = 8)]
+    pub max_outbound: usize,
+    /// Simulation step (resolution of message delivery and timers).
+    #[arg(long, default_value = "10ms", value_parser = sim::parse_duration)]
+    pub tick: Duration,
+    /// Proof-of-work difficulty of the simulated blocks.
+    #[arg(long, default_value_t = 4)]
+    pub difficulty: u32,
+    /// Deadline for agreement once mining stopped and every fault healed.
+    #[arg(long, default_value = "120s", value_parser = sim::parse_duration)]
+    pub settle: Duration,
+    /// Where the nodes' stores go (default: a temporary directory, on /dev/shm if any).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Start of the simulated wall clock, in Unix seconds (2026-01-01T00:00:00Z by default).
+    #[arg(long, default_value_t = sim::EPOCH_SECS)]
+    pub epoch: u64,
+}
+
+impl Flags {
+    /// Checks the flags together and returns the run's options.
+    pub fn options(&self) -> Result<Options, String> {
+        if !(0.0..=1.0).contains(&self.loss) || !(0.0..=1.0).contains(&self.churn) {
+            return Err("--loss and --churn are fractions between 0 and 1".into());
+        }
+        if self.selfish.is_some_and(|a| !(a > 0.0 && a < 1.0)) {
+            return Err("--selfish is a share of the hash power, above 0 and below 1".into());
+        }
+        if self.tick.is_zero() || !self.minutes.is_finite() || self.minutes <= 0.0 {
+            return Err("--tick and --minutes must be above zero".into());
+        }
+        if self.nodes == 0 {
+            return Err("--nodes must be at least 1".into());
+        }
+        Ok(Options {
+            nodes: self.nodes,
+            seed: self.seed,
+            duration: Duration::from_secs_f64(self.minutes * 60.0),
+            block_interval: self.block_interval,
+            latency: self.latency,
+            bandwidth: self.bandwidth,
+            block_size: self.block_size,
+            push_below: self.push_below,
+            loss: self.loss,
+            partition: self.partition,
+            churn: self.churn,
+            miners: self.miners,
+            selfish: self.selfish,
+            max_outbound: self.max_outbound,
+            tick: self.tick,
+            difficulty: self.difficulty,
+            settle: self.settle,
+            data_dir: self.data_dir.clone(),
+            epoch_secs: self.epoch,
+        })
+    }
+
+    /// Returns the flags (as `(name, raw value)`, names as in a scenario file) that
+    /// `matches` took from the command line, not from a default.
+    pub fn given(matches: &ArgMatches) -> Vec<(String, String)> {
+        Flags::command()
+            .get_arguments()
+            .filter_map(|arg| {
+                let id = arg.get_id().as_str();
+                if matches.value_source(id) != Some(ValueSource::CommandLine) {
+                    return None;
+                }
+                let raw = matches.get_raw(id)?.next_back()?;
+                Some((id.to_owned(), raw.to_string_lossy().into_owned()))
+            })
+            .collect()
+    }
+
+    /// Parses flags from `(name, raw value)` pairs, later ones overriding earlier ones.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = &'a (String, String)>,
+    ) -> Result<Flags, String> {
+        let mut argv = vec!["simulate".to_owned()];
+        for (name, value) in pairs {
+            argv.push(format!("--{}={value}", name.replace('_', "-")));
+        }
+        let matches = Flags::command()
+            .try_get_matches_from(argv)
+            .map_err(|e| first_line(&e.to_string()))?;
+        Flags::from_arg_matches(&matches).map_err(|e| first_line(&e.to_string()))
+    }
+}
+
+/// The first line of a clap error, without its `error: ` prefix.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
+/// Flags that a scenario file cannot set: each run's store is its own temporary directory,
+/// unless the command line gives one.
+const NOT_IN_FILES: [&str; 1] = ["data_dir"];
+
+/// Keys a scenario file may hold besides the flags.
+const DESCRIPTIVE: [&str; 2] = ["name", "description"];
+
+/// Most parameters a sweep may vary besides the seed.
+pub const MAX_SWEPT: usize = 2;
+
+/// Most runs one scenario may make.
+pub const MAX_RUNS: usize = 10_000;
+
+/// A parsed scenario: its settings and its sweep.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The file's `name`, if any.
+    pub name: Option<String>,
+    /// The flags the file sets, as `(name, raw value)`.
+    pub settings: Vec<(String, String)>,
+    /// The swept flags, each with its values (raw), in the file's order.
+    pub swept: Vec<(String, Vec<String>)>,
+    /// The seeds to sweep; empty: the `seed` flag's one.
+    pub seeds: Vec<u64>,
+}
+
+/// One run of a scenario.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The swept flags' values of this run, as `(name, raw value)`.
+    pub point: Vec<(String, String)>,
+    /// The run's flags (the seed among them).
+    pub flags: Flags,
+}
+
+/// A scenario file that does not parse or sets a flag wrongly: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    /// 1-based line of the bad field (0 when the whole file is at fault).
+    pub line: usize,
+    /// The field, if one is at fault.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.field, self.line) {
+            (Some(field), line) if line > 0 => {
+                write!(f, "line {line}: `{field}`: {}", self.message)
+            }
+            (Some(field), _) => write!(f, "`{field}`: {}", self.message),
+            (None, line) if line > 0 => write!(f, "line {line}: {}", self.message),
+            (None, _) => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+#[derive(Deserialize)]
+struct SweepOnly {
+    #[serde(default)]
+    sweep: Option<BTreeMap<String, Spanned<toml::Value>>>,
+}
+
+impl Scenario {
+    /// Parses a scenario file's text; every error names its line and field.
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let whole = |e: toml::de::Error| ScenarioError {
+            line: e.span().map_or(0, |s| line_of(text, s.start)),
+            field: None,
+            message: e.message().to_owned(),
+        };
+        let top: BTreeMap<String, Spanned<toml::Value>> = toml::from_str(text).map_err(whole)?;
+        let sweep = toml::from_str::<SweepOnly>(text).map_err(whole)?.sweep;
+        let known: Vec<String> = Flags::command()
+            .get_arguments()
+            .map(|a| a.get_id().as_str().to_owned())
+            .filter(|id| !NOT_IN_FILES.contains(&id.as_str()))
+            .collect();
+        let field_error =
+            |key: &str, value: &Spanned<toml::Value>, message: String| ScenarioError {
+                line: line_of(text, value.span().start),
+                field: Some(key.to_owned()),
+                message,
+            };
+        // The top level's fields, in the file's order.
+        let mut fields: Vec<(&String, &Spanned<toml::Value>)> = top.iter().collect();
+        fields.sort_by_key(|(_, v)| v.span().start);
+        let mut scenario = Scenario {
+            name: None,
+            settings: Vec::new(),
+            swept: Vec::new(),
+            seeds: Vec::new(),
+        };
+        for (key, value) in fields {
+            if key == "sweep" {
+                continue;
+            }
+            if DESCRIPTIVE.contains(&key.as_str()) {
+                match value.get_ref() {
+                    toml::Value::String(s) if key == "name" => scenario.name = Some(s.clone()),
+                    toml::Value::String(_) => {}
+                    _ => return Err(field_error(key, value, "want a string".into())),
+                }
+                continue;
+            }
+            let raw = check_field(key, value.get_ref(), &known)
+                .map_err(|m| field_error(key, value, m))?;
+            scenario.settings.push((key.clone(), raw));
+        }
+        let Some(sweep) = sweep else {
+            return Ok(scenario);
+        };
+        let mut swept: Vec<(&String, &Spanned<toml::Value>)> = sweep.iter().collect();
+        swept.sort_by_key(|(_, v)| v.span().start);
+        for (key, value) in swept {
+            let toml::Value::Array(values) = value.get_ref() else {
+                return Err(field_error(
+                    key,
+                    value,
+                    "a swept field is a list of values".into(),
+                ));
+            };
+            if values.is_empty() {
+                return Err(field_error(
+                    key,
+                    value,
+                    "the list of values is empty".into(),
+                ));
+            }
+            if key == "seeds" {
+                for v in values {
+                    match v.as_integer().and_then(|s| u64::try_from(s).ok()) {
+                        Some(s) => scenario.seeds.push(s),
+                        None => {
+                            return Err(field_error(
+                                key,
+                                value,
+                                format!("{v} is not a seed (a whole number from 0)"),
+                            ));
+                        }
+                    }
+                }
+                continue;
+            }
+            if key == "seed" {
+                return Err(field_error(
+                    key,
+                    value,
+                    "sweep seeds with `seeds = [...]`".into(),
+                ));
+            }
+            let raws = values
+                .iter()
+                .map(|v| check_field(key, v, &known))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| field_error(key, value, m))?;
+            scenario.swept.push((key.clone(), raws));
+            if scenario.swept.len() > MAX_SWEPT {
+                return Err(field_error(
+                    key,
+                    value,
+                    format!("a sweep varies at most {MAX_SWEPT} fields besides the seeds"),
+                ));
+            }
+        }
+        let runs = scenario
+            .swept
+            .iter()
+            .map(|(_, v)| v.len())
+            .product::<usize>()
+            * scenario.seeds.len().max(1);
+        if runs > MAX_RUNS {
+            return Err(ScenarioError {
+                line: 0,
+                field: Some("sweep".into()),
+                message: format!("{runs} runs; a scenario makes at most {MAX_RUNS}"),
+            });
+        }
+        Ok(scenario)
+    }
+
+    /// Returns the scenario's runs: every point of its sweep with every seed, with the
+    /// flags `given` on the command line over the file's settings.
+    pub fn runs(&self, given: &[(String, String)]) -> Result<Vec<Run>, String> {
+        let mut points: Vec<Vec<(String, String)>> = vec![Vec::new()];
+        for (name, values) in &self.swept {
+            points = points
+                .into_iter()
+                .flat_map(|p| {
+                    values.iter().map(move |v| {
+                        let mut p = p.clone();
+                        p.push((name.clone(), v.clone()));
+                        p
+                    })
+                })
+                .collect();
+        }
+        let seeds: Vec<Option<u64>> = if self.seeds.is_empty() {
+            vec![None]
+        } else {
+            self.seeds.iter().copied().map(Some).collect()
+        };
+        let mut runs = Vec::new();
+        for point in points {
+            for seed in &seeds {
+                let seed = seed.map(|s| ("seed".to_owned(), s.to_string()));
+                let pairs = self
+                    .settings
+                    .iter()
+                    .chain(given)
+                    .chain(&point)
+                    .chain(seed.as_ref());
+                let flags = Flags::from_pairs(pairs)?;
+                flags.options()?;
+                runs.push(Run {
+                    point: point.clone(),
+                    flags,
+                });
+            }
+        }
+        Ok(runs)
+    }
+}
+
+/// Checks one field's value against its flag; returns it as the flag's raw text.
+fn check_field(key: &str, value: &toml::Value, known: &[String]) -> Result<String, String> {
+    if !known.iter().any(|k| k == key) {
+        return Err(format!(
+            "no such field; the fields are {}",
+            known.join(", ")
+        ));
+    }
+    let raw = match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        other => {
+            return Err(format!(
+                "want a number or a string, not {}",
+                other.type_str()
+            ));
+        }
+    };
+    Flags::from_pairs(&[(key.to_owned(), raw.clone())])?;
+    Ok(raw)
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SELFISH: &str = r#"name = "selfish"
+nodes = 8
+minutes = 120
+block_interval = "2s"
+latency = "10ms..50ms"
+
+[sweep]
+seeds = [1, 2]
+selfish = [0.25, 0.4]
+"#;
+
+    #[test]
+    fn a_sweep_makes_every_point_with_every_seed() {
+        let s = Scenario::parse(SELFISH).unwrap();
+        assert_eq!(s.name.as_deref(), Some("selfish"));
+        let runs = s.runs(&[]).unwrap();
+        let got: Vec<(f64, u64)> = runs
+            .iter()
+            .map(|r| (r.flags.selfish.unwrap(), r.flags.seed))
+            .collect();
+        assert_eq!(got, [(0.25, 1), (0.25, 2), (0.4, 1), (0.4, 2)]);
+        assert!(runs.iter().all(|r| r.flags.nodes == 8
+            && r.flags.block_interval == Duration::from_secs(2)
+            && r.flags.latency == (Duration::from_millis(10), Duration::from_millis(50))));
+        assert_eq!(runs[3].point, [("selfish".to_owned(), "0.4".to_owned())]);
+    }
+
+    #[test]
+    fn the_command_line_overrides_the_file_but_not_the_sweep() {
+        let s = Scenario::parse(SELFISH).unwrap();
+        let given = [
+            ("minutes".to_owned(), "30".to_owned()),
+            ("selfish".to_owned(), "0.1".to_owned()),
+        ];
+        let runs = s.runs(&given).unwrap();
+        assert!(runs.iter().all(|r| r.flags.minutes == 30.0));
+        assert_eq!(runs[0].flags.selfish, Some(0.25));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_field() {
+        let cases = [
+            (
+                "nodes = 8\nblock_interval = \"2x\"\n",
+                2,
+                "block_interval",
+                "bad duration",
+            ),
+            (
+                "nodes = 8\n\nblock_intervall = \"2s\"\n",
+                3,
+                "block_intervall",
+                "no such field",
+            ),
+            ("nodes = -1\n", 1, "nodes", "invalid value"),
+            ("nodes = true\n", 1, "nodes", "want a number or a string"),
+            ("[sweep]\nselfish = 0.4\n", 2, "selfish", "a list of values"),
+            ("[sweep]\nseeds = [1, -2]\n", 2, "seeds", "is not a seed"),
+            ("[sweep]\nselfish = []\n", 2, "selfish", "empty"),
+            (
+                "[sweep]\nlatency = [\"1ms\", \"5ms..1ms\"]\n",
+                2,
+                "latency",
+                "low end is above",
+            ),
+            (
+                "[sweep]\nnodes = [1]\nminutes = [1]\nloss = [0.1]\n",
+                4,
+                "loss",
+                "at most 2",
+            ),
+            ("data_dir = \"/tmp\"\n", 1, "data_dir", "no such field"),
+            ("name = 3\n", 1, "name", "want a string"),
+        ];
+        for (text, line, field, what) in cases {
+            let e = Scenario::parse(text).unwrap_err();
+            assert_eq!(
+                (e.line, e.field.as_deref()),
+                (line, Some(field)),
+                "{text:?}: {e}"
+            );
+            assert!(e.to_string().contains(what), "{text:?}: {e}");
+        }
+        // A file that is no TOML names its line too.
+        let e = Scenario::parse("nodes = 8\nminutes = = 3\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn settings_that_clash_are_refused_per_run() {
+        let s = Scenario::parse("[sweep]\nselfish = [0.5, 1.5]\n").unwrap();
+        let e = s.runs(&[]).unwrap_err();
+        assert!(e.contains("--selfish"), "{e}");
+    }
+
+    #[test]
+    fn too_many_runs_are_refused() {
+        let seeds: Vec<String> = (0..200).map(|s| s.to_string()).collect();
+        let nodes: Vec<String> = (1..=60).map(|s| s.to_string()).collect();
+        let text = format!(
+            "[sweep]\nseeds = [{}]\nnodes = [{}]\n",
+            seeds.join(","),
+            nodes.join(",")
+        );
+        let e = Scenario::parse(&text).unwrap_err();
+        assert!(e.message.contains("12000 runs"), "{e}");
+    }
+}
