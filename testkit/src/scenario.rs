@@ -73,6 +73,10 @@ pub struct Flags {
     /// withholds its blocks by Eyal and Sirer's rules; the other miners share the rest.
     #[arg(long, value_name = "ALPHA")]
     pub selfish: Option<f64>,
+    /// Shares of the hash power of the first nodes, as pools (e.g. 0.3,0.2: node 0 has 0.3,
+    /// node 1 0.2); the other miners share the rest equally.
+    #[arg(long, value_parser = parse_shares)]
+    pub shares: Option<Shares>,
     /// Links each node dials.
     #[arg(long, default_value_t = 8)]
     pub max_outbound: usize,
@@ -105,6 +109,25 @@ impl Flags {
         if self.tick.is_zero() || !self.minutes.is_finite() || self.minutes <= 0.0 {
             return Err("--tick and --minutes must be above zero".into());
         }
+        if let Some(shares) = &self.shares {
+            if self.selfish.is_some() {
+                return Err("--shares and --selfish both set node 0's share: give one".into());
+            }
+            let pools = shares.0.len();
+            let miners = self.miners.unwrap_or(self.nodes).min(self.nodes);
+            if pools > miners {
+                return Err(format!(
+                    "--shares names {pools} pools but only {miners} nodes mine"
+                ));
+            }
+            let sum: f64 = shares.0.iter().sum();
+            if sum > 1.0 + 1e-9 || (pools == miners && (sum - 1.0).abs() > 1e-9) {
+                return Err(format!(
+                    "--shares add up to {sum}: they must leave the rest to the other miners \
+                     (at most 1, and exactly 1 when every miner has a share)"
+                ));
+            }
+        }
         if self.nodes == 0 {
             return Err("--nodes must be at least 1".into());
         }
@@ -122,6 +145,7 @@ impl Flags {
             churn: self.churn,
             miners: self.miners,
             selfish: self.selfish,
+            shares: self.shares.clone().map(|s| s.0).unwrap_or_default(),
             max_outbound: self.max_outbound,
             tick: self.tick,
             difficulty: self.difficulty,
@@ -160,6 +184,25 @@ impl Flags {
             .map_err(|e| first_line(&e.to_string()))?;
         Flags::from_arg_matches(&matches).map_err(|e| first_line(&e.to_string()))
     }
+}
+
+/// Shares of the hash power, `0.3,0.2` (each above 0 and below 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shares(pub Vec<f64>);
+
+/// Parses `--shares 0.3,0.2`.
+pub fn parse_shares(s: &str) -> Result<Shares, String> {
+    let shares = s
+        .split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| *v > 0.0 && *v < 1.0)
+                .ok_or_else(|| format!("bad share {x:?}: want a number above 0 and below 1"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Shares(shares))
 }
 
 /// The first line of a clap error, without its `error: ` prefix.
@@ -521,6 +564,33 @@ selfish = [0.25, 0.4]
         let s = Scenario::parse("[sweep]\nselfish = [0.5, 1.5]\n").unwrap();
         let e = s.runs(&[]).unwrap_err();
         assert!(e.contains("--selfish"), "{e}");
+    }
+
+    #[test]
+    fn shares_are_checked() {
+        let flags = |args: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = args
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            Flags::from_pairs(&pairs).and_then(|f| f.options())
+        };
+        let ok = flags(&[("nodes", "10"), ("shares", "0.3, 0.2")]).unwrap();
+        assert_eq!(ok.shares, [0.3, 0.2]);
+        for (args, what) in [
+            (&[("shares", "0.3,x")][..], "bad share"),
+            (&[("shares", "1.5")][..], "bad share"),
+            (&[("shares", "0.7,0.4")][..], "add up to"),
+            (&[("nodes", "2"), ("shares", "0.5,0.3")][..], "exactly 1"),
+            (
+                &[("nodes", "2"), ("shares", "0.5,0.3,0.2")][..],
+                "only 2 nodes mine",
+            ),
+            (&[("shares", "0.3"), ("selfish", "0.3")][..], "give one"),
+        ] {
+            let e = flags(args).unwrap_err();
+            assert!(e.contains(what), "{args:?}: {e}");
+        }
     }
 
     #[test]

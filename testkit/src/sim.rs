@@ -212,6 +212,10 @@ pub struct Options {
     /// A selfish miner: node 0 mines with this share of the hash power and the node's
     /// `selfish` strategy; the other miners share the rest equally.
     pub selfish: Option<f64>,
+    /// Shares of the hash power of the first nodes (pools), e.g. `[0.3, 0.2]`: node 0
+    /// mines with 0.3, node 1 with 0.2, and the other miners share the rest equally.
+    /// Empty: equal shares (or `selfish`).
+    pub shares: Vec<f64>,
     /// Links each node dials.
     pub max_outbound: usize,
     /// Simulation step: message delivery and timers have this resolution.
@@ -245,6 +249,7 @@ impl Default for Options {
             churn: 0.0,
             miners: None,
             selfish: None,
+            shares: Vec::new(),
             max_outbound: 8,
             tick: Duration::from_millis(10),
             difficulty: 4,
@@ -283,6 +288,9 @@ impl Options {
         }
         if let Some(push_below) = self.push_below {
             options["push_below"] = json!(push_below);
+        }
+        if !self.shares.is_empty() {
+            options["shares"] = json!(self.shares);
         }
         if let Some(alpha) = self.selfish {
             options["selfish"] = json!(alpha);
@@ -772,14 +780,19 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
     let mut rng = StdRng::seed_from_u64(options.seed);
     let miners = options.miners.unwrap_or(n).clamp(1, n);
     let interval = options.block_interval.as_secs_f64().max(1e-3);
-    // Blocks per second each node finds: equal shares, or the selfish pool's share to node
-    // 0 and the rest split among the other miners.
+    // Blocks per second each node finds: the given shares to the first nodes (the selfish
+    // pool's to node 0), the rest split equally among the other miners.
+    let given: Vec<f64> = match options.selfish {
+        Some(alpha) => vec![alpha],
+        None => options.shares.clone(),
+    };
+    let given_sum: f64 = given.iter().sum();
+    let others = miners.saturating_sub(given.len()).max(1) as f64;
     let rates: Vec<f64> = (0..n)
-        .map(|i| match options.selfish {
-            _ if i >= miners => 0.0,
-            Some(alpha) if i == 0 => alpha / interval,
-            Some(alpha) => (1.0 - alpha) / (interval * (miners - 1).max(1) as f64),
-            None => 1.0 / (interval * miners as f64),
+        .map(|i| match given.get(i) {
+            Some(share) => share / interval,
+            None if i >= miners => 0.0,
+            None => (1.0 - given_sum).max(0.0) / (interval * others),
         })
         .collect();
     let rto = Duration::from_millis(200) + options.latency.1 * 2;
@@ -1449,6 +1462,27 @@ fn summarize(
     });
     if let Some(selfish) = selfish {
         summary["selfish"] = selfish;
+    }
+    if !options.shares.is_empty() {
+        // Each pool's blocks: a big miner never competes with itself, so it loses fewer.
+        let pools: Vec<Value> = options
+            .shares
+            .iter()
+            .enumerate()
+            .map(|(node, share)| {
+                let mined: Vec<_> = stats.mined.iter().filter(|m| m.0 == node).collect();
+                let kept = mined.iter().filter(|m| in_chain.contains(&m.1)).count();
+                json!({
+                    "node": node,
+                    "share": share,
+                    "mined": mined.len(),
+                    "in_final_chain": kept,
+                    "stale_rate": round3(1.0 - kept as f64 / mined.len().max(1) as f64),
+                    "relative_revenue": round3(kept as f64 / in_chain.len().max(1) as f64),
+                })
+            })
+            .collect();
+        summary["pools"] = json!(pools);
     }
 
     let series = Series {
