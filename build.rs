@@ -57,6 +57,15 @@ fn main() {
     if is_root() && on_path(&["ip"]).is_some() {
         println!("cargo:rustc-cfg=has_netns");
     }
+    // Containers (tests/containers.rs): rootful podman.
+    println!("cargo:rustc-check-cfg=cfg(has_podman)");
+    if is_root() && on_path(&["podman"]).is_some() {
+        println!("cargo:rustc-cfg=has_podman");
+    }
+    println!("cargo:rustc-check-cfg=cfg(has_podman_compose)");
+    if is_root() && on_path(&["podman"]).is_some() && on_path(&["podman-compose"]).is_some() {
+        println!("cargo:rustc-cfg=has_podman_compose");
+    }
     // Mounting a small tmpfs (tests/disk.rs) needs root and mount(8).
     println!("cargo:rustc-check-cfg=cfg(has_mount)");
     if is_root() && on_path(&["mount"]).is_some() {
