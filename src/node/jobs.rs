@@ -106,21 +106,6 @@ impl Jobs {
         Some(self.private.as_ref()?.try_lock().ok()?.races)
     }
 
-    /// Returns the data of the blocks this node withholds; `None` while a change to them
-    /// is under way.
-    pub(super) fn withheld_data(&self) -> Option<Vec<BlockData>> {
-        let Some(private) = &self.private else {
-            return Some(Vec::new());
-        };
-        let private = private.try_lock().ok()?;
-        Some(private.branch.as_ref().map_or_else(Vec::new, |b| {
-            b.blocks()[private.published..]
-                .iter()
-                .map(|b| b.data.clone())
-                .collect()
-        }))
-    }
-
     /// The proof-of-work runs (their rate, and cancelling them at shutdown).
     pub(super) fn miner(&self) -> &Miner {
         &self.miner

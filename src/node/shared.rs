@@ -296,12 +296,6 @@ impl Node {
         (chain.height(), chain.tip().hash)
     }
 
-    /// Returns the data of the blocks a selfish miner withholds (none for an honest one);
-    /// `None` while a change to them is under way.
-    pub fn withheld_data(&self) -> Option<Vec<crate::block::BlockData>> {
-        self.jobs.withheld_data()
-    }
-
     /// Returns how a selfish miner's races ended; `None` for an honest miner or while a
     /// change to its branch is under way.
     pub fn selfish_races(&self) -> Option<super::strategy::Races> {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
@@ -331,6 +332,45 @@ const SIZE: (u32, u32) = (800, 500);
 const FONT: (&str, u32) = ("sans-serif", 20);
 const LABELS: (&str, u32) = ("sans-serif", 15);
 
+/// A chart of f64 against f64, as every plot here draws.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws a chart's caption, axes and grid on `root`.
+fn axes<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: impl AsRef<str>,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    (x_desc, y_desc): (impl AsRef<str>, impl AsRef<str>),
+) -> Result<Chart<'a, 'b>, String> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, FONT)
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc.as_ref())
+        .y_desc(y_desc.as_ref())
+        .label_style(LABELS)
+        .draw()
+        .map_err(plot_err)?;
+    Ok(chart)
+}
+
+/// Draws a chart's legend at `at`.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, at: SeriesLabelPosition) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(LABELS)
+        .draw()
+        .map_err(plot_err)
+}
+
 fn label_of(point: &[(String, String)]) -> String {
     if point.is_empty() {
         return "run".into();
@@ -374,20 +414,15 @@ fn plot_propagation(points: &Points<'_>) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Propagation: share of nodes holding a block", FONT)
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0.0..max_t, 0.0..1.0)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the block was mined (median over blocks)")
-            .y_desc("share of nodes")
-            .label_style(LABELS)
-            .draw()
-            .map_err(plot_err)?;
+        let mut chart = axes(
+            &root,
+            "Propagation: share of nodes holding a block",
+            (0.0..max_t, 0.0..1.0),
+            (
+                "seconds since the block was mined (median over blocks)",
+                "share of nodes",
+            ),
+        )?;
         for (i, (label, curve)) in curves.into_iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
@@ -396,14 +431,7 @@ fn plot_propagation(points: &Points<'_>) -> Result<String, String> {
                 .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(LABELS)
-            .draw()
-            .map_err(plot_err)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
@@ -455,20 +483,12 @@ fn plot_stale_rate(name: &str, points: &Points<'_>) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Stale rate: measured and from the run's own delays", FONT)
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d((lo - pad)..(hi + pad), 0.0..top)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc(axis_label(name))
-            .y_desc("stale rate")
-            .label_style(LABELS)
-            .draw()
-            .map_err(plot_err)?;
+        let mut chart = axes(
+            &root,
+            "Stale rate: measured and from the run's own delays",
+            ((lo - pad)..(hi + pad), 0.0..top),
+            (axis_label(name), "stale rate"),
+        )?;
         for (i, (group, v)) in groups.into_iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let prefix = if group == "run" {
@@ -494,14 +514,7 @@ fn plot_stale_rate(name: &str, points: &Points<'_>) -> Result<String, String> {
                 ))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(LABELS)
-            .draw()
-            .map_err(plot_err)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
@@ -530,20 +543,12 @@ fn plot_revenue(points: &Points<'_>) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Selfish mining: the pool's share of the final chain", FONT)
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0.0..0.5, 0.0..0.8)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc(axis_label("selfish"))
-            .y_desc("relative revenue")
-            .label_style(LABELS)
-            .draw()
-            .map_err(plot_err)?;
+        let mut chart = axes(
+            &root,
+            "Selfish mining: the pool's share of the final chain",
+            (0.0..0.5, 0.0..0.8),
+            (axis_label("selfish"), "relative revenue"),
+        )?;
         chart
             .draw_series(LineSeries::new(
                 vec![(0.0, 0.0), (0.5, 0.5)],
@@ -568,14 +573,7 @@ fn plot_revenue(points: &Points<'_>) -> Result<String, String> {
             .map_err(plot_err)?
             .label("powchain (mean, sd over seeds)")
             .legend(|(x, y)| Circle::new((x + 10, y), 4, RED.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(LABELS)
-            .draw()
-            .map_err(plot_err)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
@@ -599,20 +597,12 @@ fn plot_heights(o: &Outcome) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Heights of both halves through the partition", FONT)
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0.0..end, 0.0..top)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("simulated seconds")
-            .y_desc("highest height in the half")
-            .label_style(LABELS)
-            .draw()
-            .map_err(plot_err)?;
+        let mut chart = axes(
+            &root,
+            "Heights of both halves through the partition",
+            (0.0..end, 0.0..top),
+            ("simulated seconds", "highest height in the half"),
+        )?;
         chart
             .draw_series(std::iter::once(Rectangle::new(
                 [(at, 0.0), (until, top)],
@@ -637,14 +627,7 @@ fn plot_heights(o: &Outcome) -> Result<String, String> {
                 })
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(LABELS)
-            .draw()
-            .map_err(plot_err)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)

@@ -1115,16 +1115,6 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             Ok(data) => queued.extend(data.into_iter().map(|d| d.as_str().to_owned())),
             Err(e) => return Err(fail(format!("cannot read a queue: {e}"), summary)),
         }
-        // A selfish miner's withheld blocks are held too (in its memory).
-        match node.withheld_data() {
-            Some(data) => queued.extend(data.into_iter().map(|d| d.as_str().to_owned())),
-            None => {
-                return Err(fail(
-                    "a withheld branch is locked at the end".into(),
-                    summary,
-                ));
-            }
-        }
     }
     for (miner, hash, data) in &stats.mined {
         if !in_chain.contains(data.as_str()) && !queued.contains(data) {
