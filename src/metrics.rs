@@ -69,6 +69,10 @@ pub const PROBE_REQUESTS: &str = "powchain_probe_requests_total";
 pub const PROBE_LATENCY: &str = "powchain_probe_request_seconds";
 /// Nodes of the probe's last `/nodes`, by `state` (up, down).
 pub const PROBE_NODES: &str = "powchain_probe_nodes";
+/// Visits of the probe's crawl (`--crawl`), by `result` (ok, failed).
+pub const PROBE_CRAWL_VISITS: &str = "powchain_probe_crawl_visits_total";
+/// Addresses the probe's crawl knows, reached or not.
+pub const PROBE_CRAWL_ADDRESSES: &str = "powchain_probe_crawl_addresses";
 
 /// What a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +87,7 @@ pub enum Kind {
 
 /// Every metric: name, kind, help text (for `# HELP`, and checks of dashboards and
 /// documentation against the code).
-pub const ALL: [(&str, Kind, &str); 27] = [
+pub const ALL: [(&str, Kind, &str); 29] = [
     (HEIGHT, Kind::Gauge, "Height of the node's tip."),
     (TIP_WORK, Kind::Gauge, "Total work of the node's chain."),
     (PEERS, Kind::Gauge, "Connected peers, by direction."),
@@ -174,6 +178,16 @@ pub const ALL: [(&str, Kind, &str); 27] = [
         PROBE_NODES,
         Kind::Gauge,
         "Nodes of the probe's last /nodes, by state.",
+    ),
+    (
+        PROBE_CRAWL_VISITS,
+        Kind::Counter,
+        "Visits of the probe's crawl, by result.",
+    ),
+    (
+        PROBE_CRAWL_ADDRESSES,
+        Kind::Gauge,
+        "Addresses the probe's crawl knows.",
     ),
 ];
 

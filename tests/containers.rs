@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Runs podman with `args`; returns its output.
 fn podman(args: &[&str]) -> Output {
@@ -296,7 +296,8 @@ async fn a_network_of_containers_peers_mines_and_keeps_its_chain() {
 
 /// The compose file of the README: `podman-compose up` starts the seed, three nodes and the
 /// probe; the probe, published on the host, sees the seed linked to the three; a block
-/// mined in one node reaches the probe's seed; `down` removes it all.
+/// mined in one node reaches the probe's seed, and the probe's crawl shows all four nodes
+/// on it; `down` removes it all.
 #[tokio::test]
 #[cfg_attr(
     not(has_podman_compose),
@@ -381,6 +382,30 @@ async fn the_compose_file_starts_a_network_the_probe_sees() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the block at the probe"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The probe's crawl: the seed by port (its registry), the three others by address,
+    // each on the block.
+    let nodes_url = format!("http://127.0.0.1:{probe_port}/nodes");
+    let want: Vec<Value> = std::iter::once(json!(5001))
+        .chain((11..=13).map(|i| json!(format!("{subnet}.{i}:5001"))))
+        .collect();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let nodes = get(client.clone(), nodes_url.clone()).await;
+        let seen: Option<Vec<Value>> = nodes.as_ref().and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter(|n| n["status"]["tip"] == block["hash"])
+                .map(|n| n["id"].clone())
+                .collect()
+        });
+        if seen.as_ref() == Some(&want) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the probe's crawl to show the four nodes on the block: {nodes:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -1,6 +1,7 @@
 //! Nodes on several hosts: network namespaces, each with its own address and the same port,
 //! joined by a bridge; every node is started with one seed. Gossip finds the peers, and a
-//! host cut off and brought back heals to the most work with no data lost. Needs root and
+//! host cut off and brought back heals to the most work with no data lost; one probe on
+//! the test's side crawls from the seed to all four. Needs root and
 //! `ip` (iproute2): without them the test is compiled as ignored (see build.rs).
 
 mod common;
@@ -161,6 +162,40 @@ async fn hosts_with_one_seed_find_each_other_and_heal_after_a_cut() {
     )
     .await
     .unwrap();
+    // One probe on the test's side, its registry empty, crawling from the seed: all four
+    // hosts' nodes by address, each with its links to the three others.
+    let probe_home = tempfile::tempdir().unwrap();
+    let probe = start_probe(probe_home.path(), &["--crawl", &seed]).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the probe's crawl to show the four hosts and their links",
+        || async {
+            let nodes: serde_json::Value = reqwest::get(format!("{}/nodes", probe.url))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let nodes = nodes.as_array()?;
+            let ids: Vec<&str> = nodes.iter().filter_map(|n| n["id"].as_str()).collect();
+            if ids != want.iter().map(String::as_str).collect::<Vec<_>>() {
+                return None;
+            }
+            nodes
+                .iter()
+                .enumerate()
+                .all(|(i, n)| {
+                    let mut others: Vec<serde_json::Value> =
+                        want.iter().map(|a| json!(a)).collect();
+                    others.remove(i);
+                    n["up"] == json!(true) && n["status"]["peers"] == json!(others)
+                })
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    drop(probe);
     for (_, c) in &nodes {
         let known = c.get_peers().await.unwrap();
         assert!(

@@ -40,6 +40,12 @@ struct Args {
     /// (`GET /history`, ten minutes kept); 0 turns sampling off.
     #[arg(long, value_name = "SECS", default_value_t = 2)]
     sample_every: u64,
+    /// Follow the network beyond the registry: walk the nodes' address books (`get_addr`)
+    /// from the registry's nodes and these seeds (`host:port`, comma-separated or repeated;
+    /// none: the registry's alone), and show every node found (at most 4,096) on the
+    /// dashboard and in `GET /nodes`. Admin requests still reach only registry nodes.
+    #[arg(long, value_name = "ADDR", num_args = 0.., value_delimiter = ',')]
+    crawl: Option<Vec<String>>,
     /// Log format on stderr: text, or json (one object per event).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -108,6 +114,9 @@ async fn main() -> std::process::ExitCode {
     }
     let mut state = ProbeState::for_hosts(args.node_host, home, args.allow_hosts)
         .with_sample_interval(std::time::Duration::from_secs(args.sample_every));
+    if let Some(seeds) = args.crawl {
+        state = state.with_crawl(seeds);
+    }
     match powchain::metrics::install() {
         Ok(handle) => state = state.with_metrics(handle),
         Err(e) => tracing::warn!("no metrics: {e}"),

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::NodeId;
 use crate::client::ClientError;
 use crate::message::ErrorCode;
 
@@ -28,15 +29,15 @@ pub enum ProbeError {
     #[error("{0}")]
     Rejected(String),
     /// The node cannot be reached or broke the exchange (502).
-    #[error("node on port {port} is unreachable: is it running? ({detail})")]
-    Unreachable { port: u16, detail: String },
+    #[error("node {node} is unreachable: is it running? ({detail})")]
+    Unreachable { node: NodeId, detail: String },
     /// The node did not answer in time (504).
-    #[error("node on port {port} did not answer in time")]
-    Timeout { port: u16 },
+    #[error("node {node} did not answer in time")]
+    Timeout { node: NodeId },
     /// The node answered with an error the probe cannot map more precisely (502).
-    #[error("node on port {port} failed: {message}")]
+    #[error("node {node} failed: {message}")]
     Node {
-        port: u16,
+        node: NodeId,
         code: ErrorCode,
         message: String,
     },
@@ -56,31 +57,32 @@ pub enum ProbeError {
 }
 
 impl ProbeError {
-    /// Maps a client failure talking to the node on `port`.
-    pub fn from_client(port: u16, e: ClientError) -> Self {
+    /// Maps a client failure talking to `node`.
+    pub fn from_client(node: NodeId, e: ClientError) -> Self {
+        let port = node.port();
         match e {
-            ClientError::Timeout { .. } => ProbeError::Timeout { port },
+            ClientError::Timeout { .. } => ProbeError::Timeout { node },
             ClientError::Node { code, message, .. } => match code {
                 ErrorCode::UnknownPeer => ProbeError::NotFound(message),
                 ErrorCode::BadPeer | ErrorCode::TooLarge | ErrorCode::BadRequest => {
                     ProbeError::BadRequest(message)
                 }
                 ErrorCode::Unauthorized => ProbeError::Unauthorized(format!(
-                    "node on port {port} refused: {message}; the probe reads it from \
+                    "node {node} refused: {message}; the probe reads it from \
                      <home>/nodes/{port}/.cookie (or <home>/networks/*/nodes/{port}/.cookie)"
                 )),
                 code => ProbeError::Node {
-                    port,
+                    node,
                     code,
                     message,
                 },
             },
             ClientError::Unreachable { reason, .. } => ProbeError::Unreachable {
-                port,
+                node,
                 detail: reason,
             },
             other => ProbeError::Unreachable {
-                port,
+                node,
                 detail: other.to_string(),
             },
         }

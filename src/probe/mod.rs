@@ -1,6 +1,7 @@
 //! The probe: an HTTP API that forwards each request to a node over its socket, and a
 //! live dashboard.
 
+pub mod crawl;
 mod error;
 mod guard;
 pub mod network;
@@ -27,6 +28,13 @@ pub async fn serve(
     state: Arc<ProbeState>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
+    if let Some(crawl) = &state.crawl {
+        tokio::spawn(crawl::crawl_forever(
+            state.clone(),
+            crawl.clone(),
+            shutdown.clone(),
+        ));
+    }
     if !state.sample_interval.is_zero() {
         tokio::spawn(network::sample_forever(
             state.clone(),
@@ -53,6 +61,48 @@ pub async fn serve(
 
 use crate::client::{NodeClient, read_cookies, with_cookies};
 
+/// A node as a route names it: by port, on the probe's node host (`/status/5001`), or by
+/// address, for a node the crawl found elsewhere (`/status/10.0.0.2:5001`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(untagged)]
+pub enum NodeId {
+    /// A node on the probe's node host.
+    Port(u16),
+    /// A node the crawl found, at its address.
+    Addr(std::net::SocketAddr),
+}
+
+impl NodeId {
+    /// Parses a route's node: a port from 1 to 65535, or an `ip:port` address.
+    pub fn parse(raw: &str) -> Option<NodeId> {
+        if let Ok(port) = raw.parse::<u16>() {
+            return (port > 0).then_some(NodeId::Port(port));
+        }
+        raw.parse::<std::net::SocketAddr>()
+            .ok()
+            .filter(|a| a.port() > 0)
+            .map(NodeId::Addr)
+    }
+
+    /// The node's port.
+    pub fn port(&self) -> u16 {
+        match self {
+            NodeId::Port(p) => *p,
+            NodeId::Addr(a) => a.port(),
+        }
+    }
+}
+
+/// "on port 5001" or "at 10.0.0.2:5001", as in "node on port 5001 is unreachable".
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeId::Port(p) => write!(f, "on port {p}"),
+            NodeId::Addr(a) => write!(f, "at {a}"),
+        }
+    }
+}
+
 /// Largest request body the probe reads.
 pub const MAX_BODY: usize = 1024 * 1024;
 
@@ -75,7 +125,9 @@ pub struct ProbeState {
     pub history: network::History,
     /// The metrics recorder's handle, when the process installed one (`GET /metrics`).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    pool: Mutex<HashMap<u16, Vec<NodeClient>>>,
+    /// The crawl of the network beyond the registry (`probe --crawl`), when on.
+    pub crawl: Option<Arc<crawl::Crawl>>,
+    pool: Mutex<HashMap<std::net::SocketAddr, Vec<NodeClient>>>,
 }
 
 impl ProbeState {
@@ -105,6 +157,7 @@ impl ProbeState {
             sample_interval: network::SAMPLE_INTERVAL,
             history: network::History::default(),
             metrics: None,
+            crawl: None,
             pool: Mutex::new(HashMap::new()),
         })
     }
@@ -133,6 +186,18 @@ impl ProbeState {
         }
     }
 
+    /// Crawls the network from the registry's nodes and `seeds` (`host:port`); call it
+    /// before the state is shared.
+    pub fn with_crawl(self: Arc<Self>, seeds: Vec<String>) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut state) => {
+                state.crawl = Some(Arc::new(crawl::Crawl::new(seeds)));
+                Arc::new(state)
+            }
+            Err(shared) => shared,
+        }
+    }
+
     /// Samples the network every `interval` for the dashboard's history (zero: never).
     pub fn with_sample_interval(self: Arc<Self>, interval: Duration) -> Arc<Self> {
         match Arc::try_unwrap(self) {
@@ -144,49 +209,70 @@ impl ProbeState {
         }
     }
 
-    fn addr(&self, port: u16) -> String {
-        std::net::SocketAddr::new(self.node_host, port).to_string()
+    /// The address of `node`: a port on the node host, or an address the crawl found (any
+    /// other address is refused: the probe forwards to nodes, not to whatever a URL names).
+    pub fn resolve(&self, node: NodeId) -> Result<std::net::SocketAddr, ProbeError> {
+        match node {
+            NodeId::Port(port) => Ok(std::net::SocketAddr::new(self.node_host, port)),
+            NodeId::Addr(addr) => {
+                if self.crawl.as_ref().is_some_and(|c| c.knows(&addr)) {
+                    Ok(addr)
+                } else {
+                    Err(ProbeError::NotFound(format!(
+                        "{addr} is no node this probe's crawl found (name a node of the \
+                         probe's host by its port; start the probe with --crawl to reach \
+                         others)"
+                    )))
+                }
+            }
+        }
     }
 
-    /// Takes a pooled client of the node on `port` (a new one if none is idle).
-    fn take(&self, port: u16) -> NodeClient {
+    /// Takes a pooled client of the node at `addr` (a new one if none is idle).
+    fn take(&self, addr: std::net::SocketAddr) -> NodeClient {
         let idle = self
             .pool
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&port)
+            .get_mut(&addr)
             .and_then(Vec::pop);
         idle.unwrap_or_else(|| {
-            NodeClient::new(self.addr(port))
+            NodeClient::new(addr.to_string())
                 .with_timeout(self.timeout)
                 .with_mine_timeout(self.mine_timeout)
         })
     }
 
-    fn give_back(&self, port: u16, client: NodeClient) {
+    fn give_back(&self, addr: std::net::SocketAddr, client: NodeClient) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let idle = pool.entry(port).or_default();
+        // Bounded: a pool per address the probe may reach (the registry's ports and the
+        // crawl's nodes), each of at most 64 idle clients.
+        if !pool.contains_key(&addr) && pool.len() >= crawl::MAX_NODES + 1024 {
+            return;
+        }
+        let idle = pool.entry(addr).or_default();
         if idle.len() < 64 {
             idle.push(client);
         }
     }
 
-    /// Runs `f` with a pooled client of the node on `port`; the client returns to the pool
-    /// only after a success.
-    pub async fn with_node<T, F, Fut>(&self, port: u16, f: F) -> Result<T, ProbeError>
+    /// Runs `f` with a pooled client of `node`; the client returns to the pool only after
+    /// a success.
+    pub async fn with_node<T, F, Fut>(&self, node: NodeId, f: F) -> Result<T, ProbeError>
     where
         F: FnOnce(Arc<NodeClient>) -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::client::ClientError>>,
     {
-        let client = Arc::new(self.take(port));
+        let addr = self.resolve(node)?;
+        let client = Arc::new(self.take(addr));
         let result = f(client.clone()).await;
         match (result, Arc::try_unwrap(client)) {
             (Ok(v), Ok(c)) => {
-                self.give_back(port, c);
+                self.give_back(addr, c);
                 Ok(v)
             }
             (Ok(v), Err(_)) => Ok(v),
-            (Err(e), _) => Err(ProbeError::from_client(port, e)),
+            (Err(e), _) => Err(ProbeError::from_client(node, e)),
         }
     }
 
@@ -194,20 +280,28 @@ impl ProbeState {
     /// probe does not know the node's network, so it tries the cookie of each data directory
     /// of that port under its home (the default network's first) until one is accepted;
     /// the files are read off the runtime.
-    pub async fn with_admin<T, F, Fut>(&self, port: u16, f: F) -> Result<T, ProbeError>
+    /// A node the crawl found elsewhere gets none: the probe holds no cookie of it.
+    pub async fn with_admin<T, F, Fut>(&self, node: NodeId, f: F) -> Result<T, ProbeError>
     where
         F: Fn(NodeClient) -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::client::ClientError>>,
     {
+        let NodeId::Port(port) = node else {
+            return Err(ProbeError::Unauthorized(format!(
+                "node {node} was found by the crawl: the probe holds no cookie of it, and \
+                 admin requests (shutdown, peers) reach only nodes of its registry by port"
+            )));
+        };
+        let addr = self.resolve(node)?;
         let home = self.home.clone();
         let cookies = read_cookies(move || crate::home::node_dirs(&home, port)).await;
         let client = |cookie| {
-            NodeClient::new(self.addr(port))
+            NodeClient::new(addr.to_string())
                 .with_timeout(self.timeout)
                 .with_cookie(cookie)
         };
         with_cookies(cookies, client, f)
             .await
-            .map_err(|e| ProbeError::from_client(port, e))
+            .map_err(|e| ProbeError::from_client(node, e))
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{ProbeError, ProbeState};
+use super::{NodeId, ProbeError, ProbeState};
 use crate::message::{ErrorCode, Status};
 use crate::registry::Registry;
 
@@ -27,20 +27,29 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// One node's answer, or why it gave none.
 #[derive(Debug, Clone)]
 pub struct NodeView {
-    /// The node's port (its key in the registry).
-    pub port: u16,
-    /// The host the registry names.
+    /// The node as routes name it: its port for a registry node, its address for one the
+    /// crawl found.
+    pub id: NodeId,
+    /// The host the registry names, or the crawled node's IP.
     pub host: String,
     /// The node's status, or the error of the call.
     pub status: Result<Status, String>,
 }
 
 impl NodeView {
-    /// The JSON of one `/nodes` entry: `{port, host, up, status}` or `{port, host, up, error}`.
+    /// The JSON of one `/nodes` entry: `{id, port, host, admin, up, status}` or
+    /// `{id, port, host, admin, up, error}`; `admin` is whether the probe may send the
+    /// node admin requests (a registry node, whose cookie is under the probe's home).
     pub fn to_json(&self) -> Value {
+        let admin = matches!(self.id, NodeId::Port(_));
+        let (id, port, host) = (self.id, self.id.port(), &self.host);
         match &self.status {
-            Ok(st) => json!({ "port": self.port, "host": self.host, "up": true, "status": st }),
-            Err(e) => json!({ "port": self.port, "host": self.host, "up": false, "error": e }),
+            Ok(st) => {
+                json!({ "id": id, "port": port, "host": host, "admin": admin, "up": true, "status": st })
+            }
+            Err(e) => {
+                json!({ "id": id, "port": port, "host": host, "admin": admin, "up": false, "error": e })
+            }
         }
     }
 }
@@ -52,7 +61,7 @@ pub async fn gather(state: &ProbeState) -> Result<Vec<NodeView>, ProbeError> {
     let path = registry.path().to_path_buf();
     let internal = |message: String| ProbeError::Node {
         code: ErrorCode::Internal,
-        port: 0,
+        node: NodeId::Port(0),
         message,
     };
     let entries = tokio::task::spawn_blocking(move || registry.entries())
@@ -62,20 +71,65 @@ pub async fn gather(state: &ProbeState) -> Result<Vec<NodeView>, ProbeError> {
     // The registry lists each port once, at most `registry::MAX_ENTRIES`; asked
     // [`MAX_STATUS_CALLS`] at a time.
     let checks = entries.into_iter().map(|(port, host)| async move {
-        let client = crate::client::NodeClient::new(state.addr(port)).with_timeout(STATUS_TIMEOUT);
+        let addr = std::net::SocketAddr::new(state.node_host, port);
+        let client = crate::client::NodeClient::new(addr.to_string()).with_timeout(STATUS_TIMEOUT);
         let status = client.status().await.map_err(|e| e.to_string());
-        NodeView { port, host, status }
+        NodeView {
+            id: NodeId::Port(port),
+            host,
+            status,
+        }
     });
-    Ok(futures::StreamExt::collect(futures::StreamExt::buffered(
+    let mut views: Vec<NodeView> = futures::StreamExt::collect(futures::StreamExt::buffered(
         futures::stream::iter(checks),
         MAX_STATUS_CALLS,
     ))
-    .await)
+    .await;
+    if let Some(crawl) = &state.crawl {
+        views.extend(beyond_registry(state.node_host, &views, crawl.views()));
+    }
+    Ok(views)
 }
 
-/// One node in a sample: `[port, height, hash_rate, reorgs]` on the wire.
+/// The crawl's nodes that are not the registry's own: neither a registry port on the node
+/// host (or on loopback, when that is the node host) nor a node reporting the same listen
+/// address as a registry node (a node reached at two addresses is listed once).
+fn beyond_registry(
+    node_host: std::net::IpAddr,
+    registry: &[NodeView],
+    crawled: Vec<(std::net::SocketAddr, Result<Status, String>)>,
+) -> Vec<NodeView> {
+    let ports: HashSet<u16> = registry.iter().map(|v| v.id.port()).collect();
+    let listens: HashSet<&str> = registry
+        .iter()
+        .filter_map(|v| v.status.as_ref().ok())
+        .map(|s| s.listen.as_str())
+        .filter(|l| {
+            l.parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| !a.ip().is_unspecified())
+        })
+        .collect();
+    let on_node_host =
+        |ip: std::net::IpAddr| ip == node_host || (node_host.is_loopback() && ip.is_loopback());
+    crawled
+        .into_iter()
+        .filter(|(addr, _)| !(on_node_host(addr.ip()) && ports.contains(&addr.port())))
+        .filter(|(_, st)| {
+            st.as_ref()
+                .map_or(true, |s| !listens.contains(s.listen.as_str()))
+        })
+        .map(|(addr, status)| NodeView {
+            id: NodeId::Addr(addr),
+            host: addr.ip().to_string(),
+            status,
+        })
+        .collect()
+}
+
+/// One node in a sample: `[id, height, hash_rate, reorgs]` on the wire, `id` as `/nodes`
+/// gives it (a port, or a crawled node's `"ip:port"`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Point(pub u16, pub u64, pub f64, pub u64);
+pub struct Point(pub NodeId, pub u64, pub f64, pub u64);
 
 /// The network at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,7 +143,7 @@ pub struct Sample {
     /// Distinct tips among the nodes that answered (more than one: a fork or a block on its
     /// way).
     pub tips: usize,
-    /// The nodes that answered, by port.
+    /// The nodes that answered, by id (ports first, then addresses).
     pub nodes: Vec<Point>,
 }
 
@@ -102,7 +156,7 @@ impl Sample {
             if let Ok(st) = &v.status {
                 tips.insert(st.tip);
                 if nodes.len() < MAX_NODES_PER_SAMPLE {
-                    nodes.push(Point(v.port, st.height, st.hash_rate, st.reorgs));
+                    nodes.push(Point(v.id, st.height, st.hash_rate, st.reorgs));
                 }
             }
         }
@@ -199,7 +253,7 @@ mod tests {
             withheld: None,
         };
         NodeView {
-            port,
+            id: NodeId::Port(port),
             host: "127.0.0.1".into(),
             status: Ok(status),
         }
@@ -209,14 +263,14 @@ mod tests {
     #[test]
     fn a_sample_summarises_the_network() {
         let down = NodeView {
-            port: 5000,
+            id: NodeId::Port(5000),
             host: "127.0.0.1".into(),
             status: Err("refused".into()),
         };
         let views = [view(5003, 4, 2), view(5001, 5, 1), down, view(5002, 5, 1)];
         let s = Sample::of(7, &views);
         assert_eq!((s.up, s.down, s.tips), (3, 1, 2));
-        let ports: Vec<u16> = s.nodes.iter().map(|p| p.0).collect();
+        let ports: Vec<u16> = s.nodes.iter().map(|p| p.0.port()).collect();
         assert_eq!(ports, [5001, 5002, 5003]);
         assert_eq!(
             serde_json::to_value(s.nodes[0]).unwrap(),

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{MAX_BODY, ProbeError, ProbeState};
+use super::{MAX_BODY, NodeId, ProbeError, ProbeState};
 use crate::block::Block;
 use crate::message::BlockOutcome;
 
@@ -67,25 +67,24 @@ pub fn app(state: Arc<ProbeState>) -> Router {
         .with_state(state)
 }
 
-/// The port of the node a route names (`/status/{port}`), from 1 to 65535; anything else
-/// is refused with 400 before the handler runs.
+/// The node a route names: its port on the probe's node host (`/status/5001`, from 1 to
+/// 65535), or the address of a node the crawl found (`/status/10.0.0.2:5001`); anything
+/// else is refused with 400 before the handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodePort(pub u16);
+pub struct NodeRoute(pub NodeId);
 
-impl<S: Send + Sync> FromRequestParts<S> for NodePort {
+impl<S: Send + Sync> FromRequestParts<S> for NodeRoute {
     type Rejection = ProbeError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ProbeError::BadRequest(e.body_text()))?;
-        raw.parse::<u16>()
-            .ok()
-            .filter(|&p| p > 0)
-            .map(NodePort)
-            .ok_or_else(|| {
-                ProbeError::BadRequest(format!("port {raw:?} is not a number from 1 to 65535"))
-            })
+        NodeId::parse(&raw).map(NodeRoute).ok_or_else(|| {
+            ProbeError::BadRequest(format!(
+                "node {raw:?} is neither a port from 1 to 65535 nor an ip:port address"
+            ))
+        })
     }
 }
 
@@ -174,18 +173,18 @@ fn mined_reply(block: &Block) -> Reply {
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-async fn mine_block(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
+async fn mine_block(State(s): Shared, NodeRoute(node): NodeRoute, body: Body) -> Reply {
     let bytes = read_body(body).await?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ProbeError::BadRequest(format!("body is not JSON: {e}")))?;
     check_transactions(&value).map_err(ProbeError::BadRequest)?;
     let block = s
-        .with_node(port, |c| async move { c.mine(value).await })
+        .with_node(node, |c| async move { c.mine(value).await })
         .await?;
     mined_reply(&block)
 }
 
-async fn append(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
+async fn append(State(s): Shared, NodeRoute(node): NodeRoute, body: Body) -> Reply {
     let text = read_text(body).await?;
     if text.is_empty() {
         return Err(ProbeError::BadRequest(
@@ -193,14 +192,14 @@ async fn append(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply
         ));
     }
     let block = s
-        .with_node(port, |c| async move { c.mine(Value::String(text)).await })
+        .with_node(node, |c| async move { c.mine(Value::String(text)).await })
         .await?;
     Ok((StatusCode::CREATED, Json(block)).into_response())
 }
 
-async fn get_chain(State(s): Shared, NodePort(port): NodePort) -> Reply {
+async fn get_chain(State(s): Shared, NodeRoute(node): NodeRoute) -> Reply {
     let chain = s
-        .with_node(port, |c| async move { c.get_chain().await })
+        .with_node(node, |c| async move { c.get_chain().await })
         .await?;
     Ok(Json(Chain {
         chain: &chain,
@@ -212,7 +211,7 @@ async fn get_chain(State(s): Shared, NodePort(port): NodePort) -> Reply {
 /// `GET /blocks/{port}`: the whole chain, or with `?last=N` only its newest N blocks.
 async fn blocks(
     State(s): Shared,
-    NodePort(port): NodePort,
+    NodeRoute(node): NodeRoute,
     Query(q): Query<HashMap<String, String>>,
 ) -> Reply {
     let last = match q.get("last") {
@@ -225,12 +224,12 @@ async fn blocks(
     let chain = match last {
         // The node sends at most MAX_BLOCKS_PER_REPLY newest blocks; beyond, take the chain.
         Some(n) if n <= crate::message::MAX_BLOCKS_PER_REPLY => {
-            s.with_node(port, |c| async move { c.get_tail(n).await })
+            s.with_node(node, |c| async move { c.get_tail(n).await })
                 .await?
         }
         _ => {
             let mut chain = s
-                .with_node(port, |c| async move { c.get_chain().await })
+                .with_node(node, |c| async move { c.get_chain().await })
                 .await?;
             if let Some(n) = last {
                 chain.drain(..chain.len().saturating_sub(n));
@@ -241,24 +240,24 @@ async fn blocks(
     Ok(Json(chain).into_response())
 }
 
-async fn last_block(State(s): Shared, NodePort(port): NodePort) -> Reply {
+async fn last_block(State(s): Shared, NodeRoute(node): NodeRoute) -> Reply {
     let tail = s
-        .with_node(port, |c| async move { c.get_tail(1).await })
+        .with_node(node, |c| async move { c.get_tail(1).await })
         .await?;
     let tip = tail.into_iter().next_back().ok_or(ProbeError::Node {
         code: crate::message::ErrorCode::Internal,
-        port,
+        node,
         message: "empty chain".into(),
     })?;
     Ok(Json(tip).into_response())
 }
 
-async fn post_block(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
+async fn post_block(State(s): Shared, NodeRoute(node): NodeRoute, body: Body) -> Reply {
     let bytes = read_body(body).await?;
     let block: Block = serde_json::from_slice(&bytes)
         .map_err(|e| ProbeError::BadRequest(format!("body is not a block: {e}")))?;
     let (result, reason) = s
-        .with_node(port, |c| async move { c.new_block(block).await })
+        .with_node(node, |c| async move { c.new_block(block).await })
         .await?;
     match result {
         BlockOutcome::Rejected => Err(ProbeError::Rejected(
@@ -271,9 +270,9 @@ async fn post_block(State(s): Shared, NodePort(port): NodePort, body: Body) -> R
     }
 }
 
-async fn validate(State(s): Shared, NodePort(port): NodePort) -> Reply {
+async fn validate(State(s): Shared, NodeRoute(node): NodeRoute) -> Reply {
     match s
-        .with_node(port, |c| async move { c.validate().await })
+        .with_node(node, |c| async move { c.validate().await })
         .await?
     {
         None => ok(
@@ -287,15 +286,15 @@ async fn validate(State(s): Shared, NodePort(port): NodePort) -> Reply {
     }
 }
 
-async fn shutdown(State(s): Shared, NodePort(port): NodePort) -> Reply {
-    s.with_admin(port, |c| async move { c.shutdown().await })
+async fn shutdown(State(s): Shared, NodeRoute(node): NodeRoute) -> Reply {
+    s.with_admin(node, |c| async move { c.shutdown().await })
         .await?;
     ok(StatusCode::OK, json!({ "message": "server is shutdown" }))
 }
 
-async fn get_peers(State(s): Shared, NodePort(port): NodePort) -> Reply {
+async fn get_peers(State(s): Shared, NodeRoute(node): NodeRoute) -> Reply {
     let peers = s
-        .with_node(port, |c| async move { c.get_peers().await })
+        .with_node(node, |c| async move { c.get_peers().await })
         .await?;
     Ok(Json(peers).into_response())
 }
@@ -304,9 +303,9 @@ fn peer_text(text: &str) -> Result<String, ProbeError> {
     crate::node::normalize_addr(text).map_err(ProbeError::BadRequest)
 }
 
-async fn add_peer(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
+async fn add_peer(State(s): Shared, NodeRoute(node): NodeRoute, body: Body) -> Reply {
     let peer = peer_text(&read_text(body).await?)?;
-    s.with_admin(port, |c| {
+    s.with_admin(node, |c| {
         let peer = peer.clone();
         async move { c.add_peer(&peer).await }
     })
@@ -317,9 +316,9 @@ async fn add_peer(State(s): Shared, NodePort(port): NodePort, body: Body) -> Rep
     )
 }
 
-async fn remove_peer(State(s): Shared, NodePort(port): NodePort, body: Body) -> Reply {
+async fn remove_peer(State(s): Shared, NodeRoute(node): NodeRoute, body: Body) -> Reply {
     let peer = peer_text(&read_text(body).await?)?;
-    s.with_admin(port, |c| {
+    s.with_admin(node, |c| {
         let peer = peer.clone();
         async move { c.remove_peer(&peer).await }
     })
@@ -330,17 +329,17 @@ async fn remove_peer(State(s): Shared, NodePort(port): NodePort, body: Body) -> 
     )
 }
 
-async fn sync(State(s): Shared, NodePort(port): NodePort) -> Reply {
-    let (height, tip, replaced) = s.with_node(port, |c| async move { c.sync().await }).await?;
+async fn sync(State(s): Shared, NodeRoute(node): NodeRoute) -> Reply {
+    let (height, tip, replaced) = s.with_node(node, |c| async move { c.sync().await }).await?;
     ok(
         StatusCode::OK,
         json!({ "height": height, "tip": tip, "replaced": replaced }),
     )
 }
 
-async fn status(State(s): Shared, NodePort(port): NodePort) -> Reply {
+async fn status(State(s): Shared, NodeRoute(node): NodeRoute) -> Reply {
     let status = s
-        .with_node(port, |c| async move { c.status().await })
+        .with_node(node, |c| async move { c.status().await })
         .await?;
     Ok(Json(status).into_response())
 }
