@@ -1,14 +1,16 @@
 //! The dashboard's cost with a network of node processes (256 by default,
 //! `POWCHAIN_DASHBOARD_NODES=64` for another size): `GET /nodes` on the probe (every status
 //! gathered at once, one response) and a whole page refresh in headless Chromium (requests,
-//! the graph, the table, the chains and the history drawn). Needs Chromium; without it the
-//! bench says so and measures the probe side only.
+//! the graph, the table, the chains and the history drawn), and a probe with an empty
+//! registry crawling the network from one seed (`--crawl`): the time until its `/nodes`
+//! lists every node up, and its CPU while it keeps crawling. Needs Chromium for the page;
+//! without it the bench says so and measures the probe side only.
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use powchain_testkit::browser::Browser;
-use powchain_testkit::{Options, TestNetwork};
+use powchain_testkit::{Options, TestNetwork, cpu_time};
 
 fn has_chromium() -> bool {
     std::process::Command::new(powchain_testkit::browser::chromium())
@@ -85,6 +87,69 @@ fn dashboard_bench(c: &mut Criterion) {
             reply.bytes().await.expect("body").len()
         })
     });
+    // The crawl: a probe of another home (no registry, no cookie) from node 0 alone.
+    let seed = net.addr(0);
+    let crawler = || {
+        let home = tempfile::tempdir().expect("home");
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe"));
+        command
+            .args(["--port", "0", "--sample-every", "0", "--crawl", &seed])
+            .env("POWCHAIN_HOME", home.path())
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::null());
+        let probe = rt
+            .block_on(powchain::process::spawn_announced(
+                &mut command,
+                Duration::from_secs(30),
+            ))
+            .expect("crawling probe");
+        (probe, home)
+    };
+    let all_up = |url: &str| {
+        let http = http.clone();
+        let url = format!("{url}/nodes");
+        async move {
+            loop {
+                let nodes: serde_json::Value = match http.get(&url).send().await {
+                    Ok(r) => r.json().await.unwrap_or_default(),
+                    Err(_) => serde_json::Value::Null,
+                };
+                let up = nodes.as_array().map_or(0, |a| {
+                    a.iter()
+                        .filter(|n| n["up"] == serde_json::json!(true))
+                        .count()
+                });
+                if up >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    g.bench_function(format!("crawl_{n}"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                let (probe, _home) = crawler();
+                rt.block_on(all_up(&probe.addr));
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    let (probe_c, _home) = crawler();
+    rt.block_on(all_up(&probe_c.addr));
+    let pid = probe_c.child.id().unwrap_or(0);
+    let (cpu0, t0) = (cpu_time(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let share = (cpu_time(pid) - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    println!(
+        "dashboard/{n}: a crawling probe, every node found, uses {:.1}% of one core (10 s, \
+         /proc/{pid}/stat)",
+        share * 100.0
+    );
+    drop(probe_c);
     if !has_chromium() {
         println!(
             "dashboard/{n}: no Chromium on this machine (apt-get install chromium); page refresh not measured"

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use powchain::NodeClient;
-use powchain_testkit::{Options, TestNetwork, Topology};
+use powchain_testkit::{Options, TestNetwork, Topology, cpu_time};
 
 async fn wait_height(client: &NodeClient, height: u64) {
     loop {
@@ -161,20 +161,6 @@ fn propagation_bench(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-/// CPU time (user + system) a process has used, from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    let hz = rustix::param::clock_ticks_per_second().max(1);
-    Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
 /// When node `i` logged that it stored or appended the block `hash` (its log's timestamp).

@@ -184,6 +184,21 @@ pub fn rss_kib(pid: impl std::fmt::Display) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) process `pid` has used, from Linux's `/proc/PID/stat`; zero
+/// where that cannot be read.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
 /// Mines `block` again from nonce 0 after a change to it, so that it meets its own
 /// difficulty and carries its true hash: a test's broken block then breaks only the rule
 /// under test.
