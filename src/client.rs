@@ -250,6 +250,13 @@ impl NodeClient {
         self
     }
 
+    /// Caps the replies this client reads at `bytes` (default
+    /// [`crate::frame::DEFAULT_MAX_FRAME`]); a larger one fails the call.
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
     /// Sets the timeout of `mine` requests.
     pub fn with_mine_timeout(mut self, timeout: Duration) -> Self {
         self.mine_timeout = timeout;

@@ -40,6 +40,13 @@ const TICK: Duration = Duration::from_millis(100);
 const TICKS_PER_SECOND: usize = 10;
 /// Addresses taken from one visit (a node sends at most its status lists and one sample).
 const MAX_LEARNED_PER_VISIT: usize = 1024;
+/// Largest reply read from a crawled node: a status of a node with a thousand peers and an
+/// address sample are a few tens of KiB.
+pub const MAX_REPLY: usize = 256 * 1024;
+/// Entries kept of each list of a crawled node's status (`peers`, `outbound`, `inbound`).
+pub const MAX_LISTED: usize = 256;
+/// Longest `listen` or `work` text kept from a crawled node (an address, a decimal number).
+const MAX_FIELD: usize = 128;
 
 /// Time between two visits of one node when `known` nodes are known: [`MIN_REVISIT`], or
 /// longer so that visiting all of them stays within [`RATE`].
@@ -265,13 +272,31 @@ async fn refresh_seeds(state: &super::ProbeState, crawl: &Crawl) {
     }
 }
 
-/// One visit: `status`, then `get_addr`, on one connection; a node that does not answer
-/// `get_addr` is still up.
+/// One visit: `status`, then `get_addr`, on one connection, each reply at most
+/// [`MAX_REPLY`] bytes; a node that does not answer `get_addr` is still up.
 async fn visit(addr: SocketAddr) -> Visit {
-    let client = crate::client::NodeClient::new(addr.to_string()).with_timeout(VISIT_TIMEOUT);
-    let status = client.status().await.map_err(|e| e.to_string())?;
+    let client = crate::client::NodeClient::new(addr.to_string())
+        .with_timeout(VISIT_TIMEOUT)
+        .with_max_frame(MAX_REPLY);
+    let status = bounded(client.status().await.map_err(|e| e.to_string())?)?;
     let addrs = client.get_addr().await.unwrap_or_default();
     Ok((status, addrs))
+}
+
+/// What is kept of a crawled node's status, so that 4,096 of them stay small whatever the
+/// nodes send: each list cut to [`MAX_LISTED`], and a status whose `listen` or `work` is no
+/// short text refused.
+pub fn bounded(mut status: Status) -> Result<Status, String> {
+    if status.listen.len() > MAX_FIELD || status.work.len() > MAX_FIELD {
+        return Err(format!(
+            "status refused: listen or work over {MAX_FIELD} bytes"
+        ));
+    }
+    for list in [&mut status.peers, &mut status.outbound, &mut status.inbound] {
+        list.truncate(MAX_LISTED);
+        list.shrink_to_fit();
+    }
+    Ok(status)
 }
 
 /// Crawls until `shutdown` is cancelled.
@@ -446,6 +471,27 @@ mod tests {
         assert_eq!(views.len(), 1, "the silent peer aged out: {views:?}");
         assert_eq!(views[0].0, seed);
         assert_eq!(views[0].1.as_ref().unwrap_err(), "refused");
+    }
+
+    /// A status is kept small whatever a node sends.
+    #[test]
+    fn kept_statuses_are_bounded() {
+        let many: Vec<String> = (0..5000)
+            .map(|i| format!("10.0.{}.{}:1", i / 250, i % 250))
+            .collect();
+        let mut st = status(&[]);
+        st.peers = many.clone();
+        st.inbound = many;
+        let kept = bounded(st.clone()).unwrap();
+        assert_eq!(
+            (kept.peers.len(), kept.inbound.len()),
+            (MAX_LISTED, MAX_LISTED)
+        );
+        st.listen = "1".repeat(MAX_FIELD + 1);
+        assert!(bounded(st.clone()).unwrap_err().contains("listen"));
+        st.listen = "10.0.0.1:5001".into();
+        st.work = "9".repeat(10_000);
+        assert!(bounded(st).is_err());
     }
 
     /// Registry nodes are crawled (their peers lead elsewhere) but not listed twice.
