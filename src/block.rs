@@ -1121,7 +1121,7 @@ pub(crate) mod tests {
         }
     }
 
-    /// What a block costs in memory, as the README says: 120 bytes plus its data's text.
+    /// What a block costs in memory, as docs/node.md says: 120 bytes plus its data's text.
     #[test]
     fn a_block_is_held_in_120_bytes_plus_its_data() {
         assert_eq!(std::mem::size_of::<Block>(), 120);

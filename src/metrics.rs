@@ -5,7 +5,7 @@
 //! no-ops. [`install`] installs the Prometheus recorder of `metrics-exporter-prometheus`
 //! for the process; [`serve`] answers `GET /metrics` with what it renders. Names follow
 //! Prometheus's conventions: a `powchain_` prefix, base units (`_seconds`, `_bytes`), and
-//! `_total` for counters. README's "Metrics" section lists them all.
+//! `_total` for counters. The manual's "Metrics" section (docs/operations.md) lists them all.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -199,10 +199,10 @@ async fn the_probe_counts_its_requests_and_the_nodes_it_sees() {
     assert_eq!(nodes.len(), 2, "both nodes are in the registry");
 }
 
-/// Every metric the shipped Grafana dashboard queries, and every metric README's table
-/// lists, is one the code records; README lists them all.
+/// Every metric the shipped Grafana dashboard queries, and every metric the manual's table
+/// (docs/operations.md) lists, is one the code records; the manual lists them all.
 #[test]
-fn the_dashboard_and_the_readme_name_only_metrics_that_exist() {
+fn the_dashboard_and_the_manual_name_only_metrics_that_exist() {
     let root = env!("CARGO_MANIFEST_DIR");
     let names = |text: &str| -> std::collections::BTreeSet<String> {
         let mut found = std::collections::BTreeSet::new();
@@ -236,15 +236,18 @@ fn the_dashboard_and_the_readme_name_only_metrics_that_exist() {
         "unknown: {:?}",
         queried.difference(&known).collect::<Vec<_>>()
     );
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
-    let section = readme
-        .split("### Metrics")
+    let manual = std::fs::read_to_string(format!("{root}/docs/operations.md")).unwrap();
+    let section = manual
+        .split("## Metrics")
         .nth(1)
         .and_then(|s| s.split("\n## ").next())
-        .expect("README has a Metrics section");
+        .expect("docs/operations.md has a Metrics section");
     let listed: std::collections::BTreeSet<String> = names(section)
         .into_iter()
         .filter(|n| n != "powchain_")
         .collect();
-    assert_eq!(listed, known, "README's metrics table and the code differ");
+    assert_eq!(
+        listed, known,
+        "the manual's metrics table and the code differ"
+    );
 }
