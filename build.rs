@@ -37,11 +37,9 @@ fn detect(cfg: &str, var: &str, names: &[&str]) {
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PATH");
-    detect(
-        "has_chromium",
-        "CHROMIUM",
-        &["chromium", "chromium-browser", "google-chrome"],
-    );
+    println!("cargo:rerun-if-changed=testkit/src/chromium_names.rs");
+    let chromium: &[&str] = include!("testkit/src/chromium_names.rs");
+    detect("has_chromium", "CHROMIUM", chromium);
     detect("has_python3", "PYTHON3", &["python3"]);
     // The previous release's node binary, for tests/compat.rs (.ci/run builds it).
     detect("has_previous_node", "POWCHAIN_PREVIOUS_NODE", &[]);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use powchain::NodeClient;
-use powchain_testkit::{Options, TestNetwork, Topology, cpu_time};
+use powchain_testkit::{Options, TestNetwork, Topology, cpu_time, percentile};
 
 async fn wait_height(client: &NodeClient, height: u64) {
     loop {
@@ -182,13 +182,6 @@ fn logged_at(net: &TestNetwork, i: usize, short: &str) -> Option<chrono::DateTim
         })
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn scale_bench(c: &mut Criterion) {
     let sizes: Vec<usize> = std::env::var("POWCHAIN_SCALE")
         .ok()
@@ -242,7 +235,7 @@ fn scale_bench(c: &mut Criterion) {
              {:.1} MiB",
             listening.as_secs_f64(),
             connected.as_secs_f64(),
-            percentile_usize(&degrees, 0.5),
+            percentile(&degrees, 0.5).unwrap_or(0),
             degrees.last().copied().unwrap_or(0),
             idle_share * 100.0,
             rss_list[rss_list.len() / 2] as f64 / (1024.0 * 1024.0),
@@ -330,7 +323,7 @@ fn scale_bench(c: &mut Criterion) {
              node's, over {} blocks; {} more reached some node by a sync, which logs no hash): p50 {:.1} ms, max {:.1} ms",
             seen.len(),
             incomplete,
-            percentile(&seen, 0.5).as_secs_f64() * 1e3,
+            percentile(&seen, 0.5).unwrap_or_default().as_secs_f64() * 1e3,
             seen.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         );
         drop(net);
@@ -348,13 +341,6 @@ fn written(pid: u32) -> u64 {
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn percentile_usize(sorted: &[usize], p: f64) -> usize {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 criterion_group!(benches, sync_benches, propagation_bench, scale_bench);

@@ -13,8 +13,9 @@ use std::time::Duration;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use powchain::frame::FrameCodec;
-use powchain::message::{BlockOutcome, Encoding, Header, Hello, Request, Response};
+use powchain::message::{BlockOutcome, Encoding, Header, Request, Response};
 use powchain::{Block, BlockData, BlockHash, Blockchain, ChainParams};
+use powchain_testkit::fake::{self, Answer, FakePeer, hello};
 use powchain_testkit::{Options, TestNetwork, remine, wait_for};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -54,75 +55,44 @@ struct Seen {
 /// A fake peer of protocol `version` listening for the node's link client: answers
 /// `hello`, serves `blocks` to `get_block` as `serve` says, and records what it is sent.
 async fn fake_peer(version: u32, blocks: Vec<Block>, serve: Serve) -> (String, Arc<Mutex<Seen>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let peer = FakePeer::bind().await;
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let hello = hello(version, &addr);
-    let (blocks, record) = (Arc::new(blocks), seen.clone());
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let (blocks, record, hello) = (blocks.clone(), record.clone(), hello.clone());
-            tokio::spawn(async move {
-                let mut conn = Framed::new(s, FrameCodec::default());
-                while let Some(Ok(frame)) = conn.next().await {
-                    let reply = match serde_json::from_slice::<Request>(&frame) {
-                        Ok(Request::Hello(_)) => Response::Hello(hello.clone()),
-                        Ok(Request::GetBlock { hash, .. }) => {
-                            record.lock().unwrap().asked.push(hash);
-                            let held = blocks.iter().find(|b| b.hash == hash).cloned();
-                            match (serve, held) {
-                                (Serve::Stall, _) => {
-                                    // Keep the connection open, answer nothing.
-                                    std::future::pending::<()>().await;
-                                    return;
-                                }
-                                (Serve::Honestly, Some(b)) => Response::Blocks { blocks: vec![b] },
-                                (Serve::Another, Some(mut b)) => {
-                                    b.data = BlockData::new(&json!("another body"));
-                                    Response::Blocks { blocks: vec![b] }
-                                }
-                                _ => Response::Blocks { blocks: vec![] },
-                            }
-                        }
-                        Ok(Request::Announce { header }) => {
-                            record.lock().unwrap().announced.push(header);
-                            Response::Ok
-                        }
-                        Ok(Request::NewBlock { block }) => {
-                            record.lock().unwrap().pushed.push(block);
-                            Response::BlockResult {
-                                result: BlockOutcome::Ignored,
-                                reason: None,
-                            }
-                        }
-                        Ok(Request::GetPeers) => Response::Peers { peers: vec![] },
-                        Ok(Request::GetAddr) => Response::Addr { addrs: vec![] },
-                        _ => Response::Ok,
-                    };
-                    if conn
-                        .send(serde_json::to_vec(&reply).unwrap())
-                        .await
-                        .is_err()
-                    {
-                        return;
+    let (hello, record) = (hello(version, &peer.addr), seen.clone());
+    let addr = peer.serve(move |frame| {
+        let reply = match serde_json::from_slice::<Request>(frame) {
+            Ok(Request::Hello(_)) => Response::Hello(hello.clone()),
+            Ok(Request::GetBlock { hash, .. }) => {
+                record.lock().unwrap().asked.push(hash);
+                let held = blocks.iter().find(|b| b.hash == hash).cloned();
+                match (serve, held) {
+                    // Keep the connection open, answer nothing.
+                    (Serve::Stall, _) => return Answer::Stall,
+                    (Serve::Honestly, Some(b)) => Response::Blocks { blocks: vec![b] },
+                    (Serve::Another, Some(mut b)) => {
+                        b.data = BlockData::new(&json!("another body"));
+                        Response::Blocks { blocks: vec![b] }
                     }
+                    _ => Response::Blocks { blocks: vec![] },
                 }
-            });
-        }
+            }
+            Ok(Request::Announce { header }) => {
+                record.lock().unwrap().announced.push(header);
+                Response::Ok
+            }
+            Ok(Request::NewBlock { block }) => {
+                record.lock().unwrap().pushed.push(block);
+                Response::BlockResult {
+                    result: BlockOutcome::Ignored,
+                    reason: None,
+                }
+            }
+            Ok(Request::GetPeers) => Response::Peers { peers: vec![] },
+            Ok(Request::GetAddr) => Response::Addr { addrs: vec![] },
+            _ => Response::Ok,
+        };
+        Answer::json(&reply)
     });
     (addr, seen)
-}
-
-fn hello(version: u32, listen: &str) -> Hello {
-    let genesis = ChainParams::with_difficulty(8).genesis().hash;
-    Hello {
-        version,
-        genesis,
-        listen: listen.to_owned(),
-        height: 0,
-        tip: genesis,
-        work: "0".into(),
-    }
 }
 
 /// A connection to the node that greeted it as the peer at `listen`.
@@ -135,15 +105,7 @@ async fn linked(net: &TestNetwork, version: u32, listen: &str) -> Framed<TcpStre
 }
 
 async fn call(conn: &mut Framed<TcpStream, FrameCodec>, request: &Request) -> Response {
-    conn.send(serde_json::to_vec(request).unwrap())
-        .await
-        .unwrap();
-    let frame = tokio::time::timeout(DEADLINE, conn.next())
-        .await
-        .expect("a reply in time")
-        .expect("the connection stays open")
-        .unwrap();
-    serde_json::from_slice(&frame).unwrap()
+    fake::call(conn, request, DEADLINE).await
 }
 
 async fn node() -> TestNetwork {

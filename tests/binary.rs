@@ -8,14 +8,14 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use futures::{SinkExt, StreamExt};
 use powchain::frame::FrameCodec;
 use powchain::message::{BlockOutcome, Encoding, ErrorCode, Header, Hello, Request, Response};
 use powchain::record;
 use powchain::{Block, BlockData, Blockchain, ChainParams, NodeClient};
+use powchain_testkit::fake::{self, Answer, FakePeer};
 use powchain_testkit::{Options, TestNetwork, wait_for};
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 /// How a fake peer answers a block request.
@@ -50,93 +50,63 @@ async fn fake_peer(
     serve: Serve,
     claim_tip: bool,
 ) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let peer = FakePeer::bind().await;
     let asked = Arc::new(Mutex::new(Vec::new()));
-    let hello = if claim_tip {
-        Hello {
-            version,
-            genesis: chain.genesis().hash,
-            listen: addr.clone(),
-            height: chain.height(),
-            tip: chain.tip().hash,
-            work: chain.work().to_string(),
-        }
-    } else {
-        Hello {
-            version,
-            genesis: chain.genesis().hash,
-            listen: addr.clone(),
-            height: 0,
-            tip: chain.genesis().hash,
-            work: "0".into(),
-        }
-    };
-    let (chain, record) = (Arc::new(chain), asked.clone());
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let (chain, record, hello) = (chain.clone(), record.clone(), hello.clone());
-            tokio::spawn(async move {
-                let mut conn = Framed::new(s, FrameCodec::default());
-                while let Some(Ok(frame)) = conn.next().await {
-                    let request = serde_json::from_slice::<Request>(&frame);
-                    let blocks = match &request {
-                        Ok(Request::GetBlocks { locator, limit, .. }) => Some(
-                            chain
-                                .blocks_after(locator, limit.unwrap_or(5000).min(5000))
-                                .to_vec(),
-                        ),
-                        Ok(Request::GetRange { from, count, .. }) => {
-                            Some(chain.range(*from, (*count).min(5000)))
-                        }
-                        Ok(Request::GetBlock { hash, .. }) => Some(
-                            chain
-                                .height_of(hash)
-                                .and_then(|h| chain.get(h))
-                                .cloned()
-                                .into_iter()
-                                .collect(),
-                        ),
-                        _ => None,
-                    };
-                    let reply = match (blocks, &request) {
-                        (Some(blocks), Ok(request)) => {
-                            record
-                                .lock()
-                                .unwrap()
-                                .push(String::from_utf8_lossy(&frame).into_owned());
-                            let binary = request.encoding() == Encoding::Binary;
-                            match serve {
-                                Serve::AsAsked if binary => record::encode_list(&blocks),
-                                Serve::Damaged => {
-                                    let mut list = record::encode_list(&blocks);
-                                    list.truncate(list.len().saturating_sub(10));
-                                    list
-                                }
-                                _ => serde_json::to_vec(&Response::Blocks { blocks }).unwrap(),
-                            }
-                        }
-                        (_, Ok(Request::Hello(_))) => {
-                            serde_json::to_vec(&Response::Hello(hello.clone())).unwrap()
-                        }
-                        (_, Ok(Request::GetAddr)) => {
-                            serde_json::to_vec(&Response::Addr { addrs: vec![] }).unwrap()
-                        }
-                        (_, Ok(Request::Ping)) => {
-                            serde_json::to_vec(&Response::Pong(powchain::message::Pong {
-                                height: hello.height,
-                                tip: hello.tip,
-                                work: hello.work.clone(),
-                            }))
-                            .unwrap()
-                        }
-                        _ => serde_json::to_vec(&Response::Ok).unwrap(),
-                    };
-                    if conn.send(reply).await.is_err() {
-                        return;
+    let mut hello = fake::hello(version, &peer.addr);
+    hello.genesis = chain.genesis().hash;
+    hello.tip = chain.genesis().hash;
+    if claim_tip {
+        hello.height = chain.height();
+        hello.tip = chain.tip().hash;
+        hello.work = chain.work().to_string();
+    }
+    let record = asked.clone();
+    let addr = peer.serve(move |frame| {
+        let request = serde_json::from_slice::<Request>(frame);
+        let blocks = match &request {
+            Ok(Request::GetBlocks { locator, limit, .. }) => Some(
+                chain
+                    .blocks_after(locator, limit.unwrap_or(5000).min(5000))
+                    .to_vec(),
+            ),
+            Ok(Request::GetRange { from, count, .. }) => {
+                Some(chain.range(*from, (*count).min(5000)))
+            }
+            Ok(Request::GetBlock { hash, .. }) => Some(
+                chain
+                    .height_of(hash)
+                    .and_then(|h| chain.get(h))
+                    .cloned()
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => None,
+        };
+        match (blocks, &request) {
+            (Some(blocks), Ok(request)) => {
+                record
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(frame).into_owned());
+                let binary = request.encoding() == Encoding::Binary;
+                match serve {
+                    Serve::AsAsked if binary => Answer::Frame(record::encode_list(&blocks)),
+                    Serve::Damaged => {
+                        let mut list = record::encode_list(&blocks);
+                        list.truncate(list.len().saturating_sub(10));
+                        Answer::Frame(list)
                     }
+                    _ => Answer::json(&Response::Blocks { blocks }),
                 }
-            });
+            }
+            (_, Ok(Request::Hello(_))) => Answer::json(&Response::Hello(hello.clone())),
+            (_, Ok(Request::GetAddr)) => Answer::json(&Response::Addr { addrs: vec![] }),
+            (_, Ok(Request::Ping)) => Answer::json(&Response::Pong(powchain::message::Pong {
+                height: hello.height,
+                tip: hello.tip,
+                work: hello.work.clone(),
+            })),
+            _ => Answer::json(&Response::Ok),
         }
     });
     (addr, asked)
@@ -150,13 +120,7 @@ async fn node() -> TestNetwork {
 
 /// Sends `payload` as one frame on `conn` and returns the reply frame.
 async fn call(conn: &mut Framed<TcpStream, FrameCodec>, payload: Vec<u8>) -> Vec<u8> {
-    conn.send(payload).await.unwrap();
-    let frame = tokio::time::timeout(DEADLINE, conn.next())
-        .await
-        .expect("a reply in time")
-        .expect("a reply")
-        .unwrap();
-    frame.to_vec()
+    fake::call_raw(conn, payload, DEADLINE).await
 }
 
 /// Sends `payload` as one frame on a fresh connection and returns the reply frame.

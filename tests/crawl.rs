@@ -254,28 +254,16 @@ async fn the_dashboard_draws_the_crawled_network() {
 /// frame, are shown down with the reason; the probe keeps crawling the real network.
 #[tokio::test]
 async fn hostile_seeds_are_shown_down_and_change_nothing() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use powchain_testkit::fake::{Answer, FakePeer};
     let net = TestNetwork::start(NODE, Options::new(2)).await.unwrap();
     net.wait_peered(DEADLINE).await.unwrap();
-    let fake = |reply: Vec<u8>| async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let reply = reply.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 256];
-                    let _ = s.read(&mut buf).await;
-                    let _ = s.write_all(&reply).await;
-                    let _ = s.shutdown().await;
-                });
-            }
-        });
-        addr
-    };
     // Announces 10 MB (over the 256 KiB cap): refused before it is read.
-    let huge = fake(format!("{:<10}", 10_000_000).into_bytes()).await;
-    let garbage = fake(b"not a frame at all".to_vec()).await;
+    let huge = FakePeer::bind()
+        .await
+        .serve(|_| Answer::Raw(format!("{:<10}", 10_000_000).into_bytes()));
+    let garbage = FakePeer::bind()
+        .await
+        .serve(|_| Answer::Raw(b"not a frame at all".to_vec()));
     let elsewhere = tempfile::tempdir().unwrap();
     let seeds = format!("{huge},{garbage},{}", net.addr(0));
     let probe = start_probe(elsewhere.path(), &["--crawl", &seeds]).await;

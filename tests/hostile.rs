@@ -12,10 +12,11 @@ use futures::{SinkExt, StreamExt};
 use powchain::frame::FrameCodec;
 use powchain::message::{BlockOutcome, Hello, Request, Response};
 use powchain::{Block, BlockData, BlockHash, Blockchain, ChainParams, NodeClient};
+use powchain_testkit::fake::{self, Answer, FakePeer};
 use powchain_testkit::{Options, TestNetwork, remine, rss_kib, wait_for};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 /// A valid next block for a difficulty-8 chain holding only genesis.
@@ -89,52 +90,30 @@ async fn invalid_blocks_are_rejected_and_the_sender_cut_off() {
 /// A fake peer: answers `hello` with our network's genesis and the work it claims, serves
 /// `blocks` to `get_blocks`, and counts what it served.
 async fn fake_peer(blocks: Vec<Block>, claimed_work: &str) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let peer = FakePeer::bind().await;
     let served = Arc::new(AtomicUsize::new(0));
-    let genesis = ChainParams::with_difficulty(8).genesis().hash;
-    let tip = blocks.last().map_or(genesis, |b| b.hash);
-    let hello = Hello {
-        version: 1,
-        genesis,
-        listen: addr.clone(),
-        height: blocks.len() as u64,
-        tip,
-        work: claimed_work.to_owned(),
-    };
-    let (blocks, count) = (Arc::new(blocks), served.clone());
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let (blocks, count, hello) = (blocks.clone(), count.clone(), hello.clone());
-            tokio::spawn(async move {
-                let mut conn = Framed::new(s, FrameCodec::default());
-                while let Some(Ok(frame)) = conn.next().await {
-                    let reply = match serde_json::from_slice::<Request>(&frame) {
-                        Ok(Request::Hello(_)) => Response::Hello(hello.clone()),
-                        Ok(Request::GetPeers) => Response::Peers { peers: vec![] },
-                        Ok(Request::GetBlocks { locator, limit, .. }) => {
-                            count.fetch_add(1, Ordering::Relaxed);
-                            let start = locator
-                                .iter()
-                                .find_map(|h| blocks.iter().position(|b| b.hash == *h))
-                                .map_or(0, |p| p + 1);
-                            let take = limit.unwrap_or(5000).min(5000);
-                            Response::Blocks {
-                                blocks: blocks.iter().skip(start).take(take).cloned().collect(),
-                            }
-                        }
-                        _ => Response::Ok,
-                    };
-                    if conn
-                        .send(serde_json::to_vec(&reply).unwrap())
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+    let mut hello = fake::hello(1, &peer.addr);
+    hello.height = blocks.len() as u64;
+    hello.tip = blocks.last().map_or(hello.genesis, |b| b.hash);
+    hello.work = claimed_work.to_owned();
+    let count = served.clone();
+    let addr = peer.serve(move |frame| {
+        Answer::json(&match serde_json::from_slice::<Request>(frame) {
+            Ok(Request::Hello(_)) => Response::Hello(hello.clone()),
+            Ok(Request::GetPeers) => Response::Peers { peers: vec![] },
+            Ok(Request::GetBlocks { locator, limit, .. }) => {
+                count.fetch_add(1, Ordering::Relaxed);
+                let start = locator
+                    .iter()
+                    .find_map(|h| blocks.iter().position(|b| b.hash == *h))
+                    .map_or(0, |p| p + 1);
+                let take = limit.unwrap_or(5000).min(5000);
+                Response::Blocks {
+                    blocks: blocks.iter().skip(start).take(take).cloned().collect(),
                 }
-            });
-        }
+            }
+            _ => Response::Ok,
+        })
     });
     (addr, served)
 }

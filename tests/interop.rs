@@ -8,10 +8,9 @@ use std::process::Output;
 
 use common::*;
 use powchain::{Block, BlockData, Blockchain, ChainParams};
+use powchain_testkit::fake::{Answer, FakePeer};
 use powchain_testkit::{Options, Topology};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
 const VERIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/verify_chain.py");
 
@@ -29,19 +28,12 @@ async fn verify(addr: &str) -> Output {
     .expect("python3 runs")
 }
 
-/// Serves `blocks` as the reply to every request on one connection, like a node would.
+/// Serves `blocks` as the reply to every request, like a node would.
 async fn fake_node(blocks: Vec<Block>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let reply = serde_json::to_vec(&json!({ "type": "chain", "blocks": blocks })).unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            // Read the request frame, then answer it.
-            let _ = read_frame(&mut stream).await;
-            let _ = stream.write_all(&frame(&reply)).await;
-        }
-    });
-    addr
+    FakePeer::bind()
+        .await
+        .serve(move |_| Answer::Frame(reply.clone()))
 }
 
 /// A chain mined by the real node, with data that exercises the canonical form (unsorted

@@ -25,11 +25,15 @@ pub struct Browser {
     next_id: u64,
 }
 
-/// The Chromium to run: `$CHROMIUM`, else the first of the usual names that runs.
+/// The names a Chromium is looked for by, in order.
+pub const CHROMIUM_NAMES: &[&str] = include!("chromium_names.rs");
+
+/// The Chromium to run: `$CHROMIUM`, else the first of [`CHROMIUM_NAMES`] that runs.
 pub fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| {
-        ["chromium", "chromium-browser", "google-chrome"]
-            .into_iter()
+        CHROMIUM_NAMES
+            .iter()
+            .copied()
             .find(|c| {
                 std::process::Command::new(c)
                     .arg("--version")

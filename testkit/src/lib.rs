@@ -18,6 +18,7 @@
 //! ```
 
 pub mod browser;
+pub mod fake;
 pub mod report;
 pub mod scenario;
 pub mod sim;
@@ -182,6 +183,13 @@ pub fn rss_kib(pid: impl std::fmt::Display) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// The `p`-th percentile (0..=1) of `sorted`, nearest rank; `None` when it is empty.
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    let last = sorted.len().checked_sub(1)?;
+    let i = (last as f64 * p.clamp(0.0, 1.0)).round() as usize;
+    sorted.get(i.min(last)).copied()
 }
 
 /// CPU time (user + system) process `pid` has used, from Linux's `/proc/PID/stat`; zero

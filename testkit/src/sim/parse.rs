@@ -1,0 +1,129 @@
+//! The simulator's flags as text: durations, ranges, rates, sizes, partitions.
+
+use super::*;
+
+/// A partition of the network into two halves, from `at` for `lasting`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    /// When it starts (simulated time since the start).
+    pub at: Duration,
+    /// How long it lasts.
+    pub lasting: Duration,
+}
+
+impl FromStr for Partition {
+    type Err = String;
+
+    /// Parses `halves@120s+60s`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("bad partition {s:?}: want halves@START+LENGTH, e.g. halves@120s+60s");
+        let rest = s.strip_prefix("halves@").ok_or_else(bad)?;
+        let (at, lasting) = rest.split_once('+').ok_or_else(bad)?;
+        Ok(Partition {
+            at: parse_duration(at).map_err(|_| bad())?,
+            lasting: parse_duration(lasting).map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: want e.g. 250ms, 10s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        _ => return Err(format!("bad duration {s:?}: the unit is ms, s or m")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a latency range `20ms..300ms` (or one value).
+pub fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {
+    parse_range(s, "latency", parse_duration)
+}
+
+/// Parses `LOW..HIGH` (or one value for both) with `parse`.
+pub(super) fn parse_range<T: PartialOrd>(
+    s: &str,
+    what: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<(T, T), String> {
+    let (lo, hi) = s.split_once("..").unwrap_or((s, s));
+    let (lo, hi) = (parse(lo)?, parse(hi)?);
+    if lo > hi {
+        return Err(format!(
+            "bad {what} {s:?}: the low end is above the high end"
+        ));
+    }
+    Ok((lo, hi))
+}
+
+/// Reads a data rate such as `10Mbit`, `1.5Gbit`, `800kbit` or `100000bit` (bits per
+/// second); returns bytes per second.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, unit) = lower.split_at(
+        lower
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(lower.len()),
+    );
+    let scale = match unit {
+        "bit" | "bps" => 1.0,
+        "kbit" | "kbps" => 1e3,
+        "mbit" | "mbps" => 1e6,
+        "gbit" | "gbps" => 1e9,
+        _ => {
+            return Err(format!(
+                "bad rate {s:?}: want a number and bit, kbit, Mbit or Gbit (e.g. 10Mbit)"
+            ));
+        }
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("bad rate {s:?}"))?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(format!("bad rate {s:?}: it must be above zero"));
+    }
+    Ok(n * scale / 8.0)
+}
+
+/// Reads a range of per-node capacities, `LOW..HIGH` or one value for every node
+/// (`10Mbit..100Mbit`, `50Mbit`); returns bytes per second.
+pub fn parse_bandwidth(s: &str) -> Result<(f64, f64), String> {
+    parse_range(s, "bandwidth", parse_rate)
+}
+
+/// Reads a size in bytes: `250`, `100KB`, `1MB`, `4MB` (decimal units, as block sizes are
+/// quoted), or `1MiB` (binary).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "bad size {s:?}: want bytes, KB, MB, KiB or MiB (e.g. 1MB)"
+            ));
+        }
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("bad size {s:?}"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("bad size {s:?}"));
+    }
+    Ok((n * scale).round() as usize)
+}
