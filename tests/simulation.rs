@@ -67,6 +67,57 @@ fn seeds_of_a_faulty_small_network_keep_every_invariant() {
     );
 }
 
+/// The same faulty network with a fifth of its hosts lying, one of each lie (claimed work,
+/// invalid blocks, announcements never served, address floods, slow answers, garbage): the
+/// honest nodes keep every invariant, and ban the liar that pushes invalid blocks (the run
+/// checks that each node it pushed five to refused its next `hello`).
+#[test]
+fn seeds_of_a_faulty_network_with_liars_keep_every_invariant() {
+    let mut failures = Vec::new();
+    for seed in 1..=seeds() {
+        let options = Options {
+            byzantine: 0.2,
+            ..small(seed)
+        };
+        match sim::run(&options) {
+            Ok(report) => {
+                let s = &report.summary;
+                let liars = &s["byzantine"];
+                assert_eq!(liars["liars"], 6, "seed {seed}: {s}");
+                assert!(
+                    liars["by_lie"]
+                        .as_object()
+                        .unwrap()
+                        .values()
+                        .all(|v| v == 1),
+                    "seed {seed}: one liar of each lie: {liars}"
+                );
+                assert!(
+                    s["blocks"]["mined"].as_u64().unwrap() > 0,
+                    "seed {seed}: {s}"
+                );
+                assert!(
+                    liars["invalid_blocks_rejected"].as_u64().unwrap() >= 5
+                        && liars["bans_seen"].as_u64().unwrap() >= 1,
+                    "seed {seed}: the invalid blocks' liar is rejected and banned: {liars}"
+                );
+                assert!(
+                    s["peak"]["address_book"].as_u64().unwrap() <= powchain::node::MAX_ADDRS as u64,
+                    "seed {seed}: {s}"
+                );
+            }
+            Err(failure) => {
+                eprintln!("{failure}\n{}", failure.summary);
+                failures.push(failure.seed);
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "seeds that broke an invariant with liars: {failures:?}"
+    );
+}
+
 /// The same seed gives the same summary byte for byte; another seed another run.
 #[test]
 fn a_seed_replays_byte_for_byte() {

@@ -77,6 +77,11 @@ pub struct Flags {
     /// node 1 0.2); the other miners share the rest equally.
     #[arg(long, value_parser = parse_shares)]
     pub shares: Option<Shares>,
+    /// Fraction of the hosts that lie (the last ones): each runs no node and tells the
+    /// honest nodes one lie (claimed work, invalid blocks, announcements never served,
+    /// address floods, slow answers, garbage frames).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub byzantine: f64,
     /// Links each node dials.
     #[arg(long, default_value_t = 8)]
     pub max_outbound: usize,
@@ -102,6 +107,9 @@ impl Flags {
     pub fn options(&self) -> Result<Options, String> {
         if !(0.0..=1.0).contains(&self.loss) || !(0.0..=1.0).contains(&self.churn) {
             return Err("--loss and --churn are fractions between 0 and 1".into());
+        }
+        if !(0.0..0.5).contains(&self.byzantine) {
+            return Err("--byzantine is a fraction of the hosts, from 0 to below 0.5".into());
         }
         if self.selfish.is_some_and(|a| !(a > 0.0 && a < 1.0)) {
             return Err("--selfish is a share of the hash power, above 0 and below 1".into());
@@ -146,6 +154,7 @@ impl Flags {
             miners: self.miners,
             selfish: self.selfish,
             shares: self.shares.clone().map(|s| s.0).unwrap_or_default(),
+            byzantine: self.byzantine,
             max_outbound: self.max_outbound,
             tick: self.tick,
             difficulty: self.difficulty,
@@ -564,6 +573,14 @@ selfish = [0.25, 0.4]
         let s = Scenario::parse("[sweep]\nselfish = [0.5, 1.5]\n").unwrap();
         let e = s.runs(&[]).unwrap_err();
         assert!(e.contains("--selfish"), "{e}");
+        // Liars: a fraction below one half, in a file as on the command line.
+        let s = Scenario::parse("byzantine = 0.2\n[sweep]\nseeds = [1]\n").unwrap();
+        assert_eq!(s.runs(&[]).unwrap()[0].flags.byzantine, 0.2);
+        for bad in ["0.5", "-0.1"] {
+            let s = Scenario::parse(&format!("byzantine = {bad}\n")).unwrap();
+            let e = s.runs(&[]).unwrap_err();
+            assert!(e.contains("--byzantine"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -68,3 +68,25 @@ pub(super) fn check(
     }
     Ok(())
 }
+
+/// A liar that pushed an honest node [`powchain::node::limits::MAX_STRIKES`] invalid blocks
+/// is banned by it: its next `hello` there is refused (checked for every fifth strike at
+/// least 15 simulated seconds before the end, time enough for the liar to dial again).
+pub(super) fn check_liars(stats: &super::liars::LiarStats, end: Duration) -> Result<(), String> {
+    for (&(liar, node), &(count, fifth)) in &stats.rejected {
+        let Some(at) = fifth else { continue };
+        if count >= powchain::node::limits::MAX_STRIKES
+            && at + Duration::from_secs(15) <= end
+            && !stats.banned_by.contains(&(liar, node))
+        {
+            return Err(format!(
+                "{} rejected {count} invalid blocks of liar {} (the fifth at {:.0} s) but did \
+                 not ban it",
+                host_name(node),
+                host_name(liar),
+                at.as_secs_f64()
+            ));
+        }
+    }
+    Ok(())
+}

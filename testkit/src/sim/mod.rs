@@ -11,6 +11,7 @@
 //! ```
 
 mod invariants;
+mod liars;
 mod network;
 mod parse;
 mod solver;
@@ -105,6 +106,9 @@ pub struct Options {
     /// mines with 0.3, node 1 with 0.2, and the other miners share the rest equally.
     /// Empty: equal shares (or `selfish`).
     pub shares: Vec<f64>,
+    /// Fraction of the hosts that are liars (the last ones; see `sim::liars`): they run no
+    /// node, mine nothing and lie to the honest nodes, each in one way.
+    pub byzantine: f64,
     /// Links each node dials.
     pub max_outbound: usize,
     /// Simulation step: message delivery and timers have this resolution.
@@ -139,6 +143,7 @@ impl Default for Options {
             miners: None,
             selfish: None,
             shares: Vec::new(),
+            byzantine: 0.0,
             max_outbound: 8,
             tick: Duration::from_millis(10),
             difficulty: 4,
@@ -169,6 +174,9 @@ impl Options {
             "difficulty": self.difficulty,
         });
         // Only when set: without them a run and its summary are as they always were.
+        if self.byzantine > 0.0 {
+            options["byzantine"] = json!(self.byzantine);
+        }
         if let Some((lo, hi)) = self.bandwidth {
             options["bandwidth_mbit"] = json!([round3(lo * 8e-6), round3(hi * 8e-6)]);
         }
@@ -237,6 +245,8 @@ impl std::error::Error for Failure {}
 /// What the hosts share with the driver.
 struct Shared {
     stats: Mutex<Stats>,
+    /// What the liars saw.
+    liars: Mutex<liars::LiarStats>,
     /// The node running on each host, while it runs.
     nodes: Mutex<Vec<Weak<Node>>>,
     traffic: Vec<Arc<Traffic>>,
@@ -245,6 +255,10 @@ struct Shared {
 impl Shared {
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn liars(&self) -> std::sync::MutexGuard<'_, liars::LiarStats> {
+        self.liars.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -269,7 +283,12 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
     .map_err(|e| fail(format!("cannot make a data directory: {e}"), Value::Null))?;
 
     let mut rng = StdRng::seed_from_u64(options.seed);
-    let miners = options.miners.unwrap_or(n).clamp(1, n);
+    // The liars are the last hosts; at least two honest nodes stay.
+    let liars = ((n as f64) * options.byzantine.clamp(0.0, 1.0)).round() as usize;
+    let liars = liars.min(n - 2);
+    let honest = n - liars;
+    let is_liar = |i: usize| i >= honest;
+    let miners = options.miners.unwrap_or(honest).clamp(1, honest);
     let interval = options.block_interval.as_secs_f64().max(1e-3);
     // Blocks per second each node finds: the given shares to the first nodes (the selfish
     // pool's to node 0), the rest split equally among the other miners.
@@ -293,6 +312,7 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             starts: vec![0; n],
             ..Stats::default()
         }),
+        liars: Mutex::new(liars::LiarStats::default()),
         nodes: Mutex::new((0..n).map(|_| Weak::new()).collect()),
         traffic: (0..n).map(|_| Arc::new(Traffic::default())).collect(),
     });
@@ -350,6 +370,21 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         let loss = options.loss;
         let (pipes, block_size, push_below) =
             (pipes.clone(), options.block_size, options.push_below);
+        if is_liar(i) {
+            let lie = liars::LIES[(i - honest) % liars::LIES.len()];
+            sim.host(name.as_str(), move || {
+                liars::liar(liars::LiarSetup {
+                    index: i,
+                    lie,
+                    shared: shared.clone(),
+                    seeds: my_seeds.clone(),
+                    params: params.clone(),
+                    hosts: n,
+                })
+            });
+            ips.push(sim.lookup(name.as_str()));
+            continue;
+        }
         sim.host(name.as_str(), move || {
             let (shared, dir, params, my_seeds, pipes) = (
                 shared.clone(),
@@ -383,12 +418,12 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
 
     // The faults, as steps of the driver.
     let mut crashes: Vec<(Duration, Duration, usize)> = Vec::new();
-    let churned = ((n as f64) * options.churn.clamp(0.0, 1.0)).round() as usize;
+    let churned = ((honest as f64) * options.churn.clamp(0.0, 1.0)).round() as usize;
     if churned > 0 {
-        let mut pool: Vec<usize> = (0..n).collect();
+        let mut pool: Vec<usize> = (0..honest).collect();
         let span = options.duration.as_secs_f64();
         for k in 0..churned {
-            let j = rng.random_range(k..n);
+            let j = rng.random_range(k..honest);
             pool.swap(k, j);
             let at = Duration::from_secs_f64(rng.random_range(span * 0.1..span * 0.7));
             let down =
@@ -485,7 +520,7 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             last_check = elapsed;
             let agree = {
                 let stats = shared.stats();
-                let mut live = (0..n)
+                let mut live = (0..honest)
                     .filter(|i| !down.contains(i))
                     .map(|i| stats.tips[i].1);
                 let first = live.next();
@@ -548,22 +583,30 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         let nodes = shared.nodes.lock().unwrap_or_else(|e| e.into_inner());
         nodes[0].upgrade()?.selfish_races()
     });
-    let (summary, series) = summarize(
+    let (mut summary, series) = summarize(
         options,
-        n,
+        honest,
         &stats,
         (&chains, races),
-        &shared.traffic,
+        &shared.traffic[..honest],
         &agreed_after,
         final_agreement,
     );
+    let lies: Vec<(usize, liars::Lie)> = (honest..n)
+        .map(|i| (i, liars::LIES[(i - honest) % liars::LIES.len()]))
+        .collect();
+    if !lies.is_empty() {
+        summary["byzantine"] = liars::summary(&shared.liars(), &lies);
+    }
     let speed = json!({
         "wall_s": round3(wall.as_secs_f64()),
         "simulated_s": round3(elapsed.as_secs_f64()),
         "sim_s_per_wall_s": round3(elapsed.as_secs_f64() / wall.as_secs_f64().max(1e-9)),
         "peak_rss_mib": peak_rss_mib(),
     });
-    if let Err(reason) = invariants::check(options, n, &params, final_agreement, &live, &stats) {
+    let checked = invariants::check(options, honest, &params, final_agreement, &live, &stats)
+        .and_then(|()| invariants::check_liars(&shared.liars(), elapsed));
+    if let Err(reason) = checked {
         return Err(fail(reason, summary));
     }
     drop(stats);
