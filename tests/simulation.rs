@@ -118,6 +118,35 @@ fn seeds_of_a_faulty_network_with_liars_keep_every_invariant() {
     );
 }
 
+/// An eclipse attack: an attacker with ten addresses per honest node takes most of node
+/// 0's inbound slots, but after node 0 restarts its outbound links stay with honest nodes
+/// (an address already linked inbound is never dialled, and the book starts afresh from the
+/// seeds), so it follows the chain.
+#[test]
+fn an_eclipse_attacker_holds_inbound_slots_not_outbound_links() {
+    for seed in 1..=3 {
+        let options = Options {
+            nodes: 32,
+            seed,
+            duration: Duration::from_secs(240),
+            eclipse: Some(10.0),
+            ..Options::default()
+        };
+        let report = sim::run(&options).unwrap_or_else(|f| panic!("{f}\n{}", f.summary));
+        let e = &report.summary["eclipse"];
+        assert_eq!(e["attacker_addresses"], 320, "{e}");
+        assert!(
+            e["final_inbound"]["share"].as_f64().unwrap() > 0.5,
+            "seed {seed}: the attack fills the inbound slots: {e}"
+        );
+        assert!(
+            e["max_outbound_share_after_restart"].as_f64().unwrap() <= 0.25,
+            "seed {seed}: at most 2 of 8 outbound links to the attacker: {e}"
+        );
+        assert_eq!(e["victim_blocks_behind"], 0, "seed {seed}: {e}");
+    }
+}
+
 /// The same seed gives the same summary byte for byte; another seed another run.
 #[test]
 fn a_seed_replays_byte_for_byte() {

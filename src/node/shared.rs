@@ -302,6 +302,11 @@ impl Node {
         self.jobs.races()
     }
 
+    /// Returns the addresses of the node's outbound links and of its inbound ones.
+    pub fn links(&self) -> (Vec<String>, Vec<String>) {
+        (self.peers.outbound(), self.peers.inbound())
+    }
+
     /// Returns the number of addresses in the node's address book.
     pub fn address_book_len(&self) -> usize {
         self.peers.book_len()

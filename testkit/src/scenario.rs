@@ -82,6 +82,11 @@ pub struct Flags {
     /// address floods, slow answers, garbage frames).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub byzantine: f64,
+    /// An eclipse attack on node 0: an attacker with RATIO addresses per honest node fills
+    /// its address book and inbound slots; node 0 restarts halfway and mines nothing. The
+    /// summary's `eclipse` part says how many of its links the attacker then holds.
+    #[arg(long, value_name = "RATIO")]
+    pub eclipse: Option<f64>,
     /// Links each node dials.
     #[arg(long, default_value_t = 8)]
     pub max_outbound: usize,
@@ -110,6 +115,15 @@ impl Flags {
         }
         if !(0.0..0.5).contains(&self.byzantine) {
             return Err("--byzantine is a fraction of the hosts, from 0 to below 0.5".into());
+        }
+        if self.eclipse.is_some_and(|r| !(r > 0.0 && r <= 100.0)) {
+            return Err(
+                "--eclipse is the attacker's addresses per honest node, above 0 and at most 100"
+                    .into(),
+            );
+        }
+        if self.eclipse.is_some() && (self.selfish.is_some() || self.shares.is_some()) {
+            return Err("--eclipse's victim is node 0, which --selfish and --shares give a pool's share: give one".into());
         }
         if self.selfish.is_some_and(|a| !(a > 0.0 && a < 1.0)) {
             return Err("--selfish is a share of the hash power, above 0 and below 1".into());
@@ -155,6 +169,7 @@ impl Flags {
             selfish: self.selfish,
             shares: self.shares.clone().map(|s| s.0).unwrap_or_default(),
             byzantine: self.byzantine,
+            eclipse: self.eclipse,
             max_outbound: self.max_outbound,
             tick: self.tick,
             difficulty: self.difficulty,
@@ -580,6 +595,10 @@ selfish = [0.25, 0.4]
             let s = Scenario::parse(&format!("byzantine = {bad}\n")).unwrap();
             let e = s.runs(&[]).unwrap_err();
             assert!(e.contains("--byzantine"), "{bad}: {e}");
+        }
+        for bad in ["eclipse = 0", "eclipse = 10\nselfish = 0.3"] {
+            let e = Scenario::parse(bad).unwrap().runs(&[]).unwrap_err();
+            assert!(e.contains("--eclipse"), "{bad}: {e}");
         }
     }
 

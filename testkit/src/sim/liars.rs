@@ -206,12 +206,17 @@ async fn answer(setup: Arc<LiarSetup>, hello: Hello, stream: turmoil::net::TcpSt
             },
             _ => Response::Ok,
         };
-        let Ok(bytes) = serde_json::to_vec(&reply) else {
-            return;
-        };
-        if conn.send(bytes).await.is_err() {
+        if !send(&mut conn, &reply).await {
             return;
         }
+    }
+}
+
+/// Sends `reply`; `false` when the connection is gone.
+async fn send(conn: &mut Framed<turmoil::net::TcpStream, FrameCodec>, reply: &Response) -> bool {
+    match serde_json::to_vec(reply) {
+        Ok(bytes) => conn.send(bytes).await.is_ok(),
+        Err(_) => false,
     }
 }
 
@@ -316,4 +321,116 @@ pub(super) fn summary(stats: &LiarStats, lies: &[(usize, Lie)]) -> Value {
         "announced_never_served": stats.announced,
         "bodies_asked_of_withholders": stats.withheld,
     })
+}
+
+/// Ports each eclipse attacker host listens on: each one an address of the attacker.
+pub(super) const ATTACKER_PORTS: u16 = 16;
+
+/// One host of an eclipse attacker (`--eclipse RATIO`): [`ATTACKER_PORTS`] addresses that
+/// look like nodes at genesis, never relay a block, answer `get_addr` with the attacker's
+/// addresses only, and each dial the victim once (as Heilman et al.'s attacker fills a
+/// victim's address book and inbound slots, then waits for it to restart).
+pub(super) struct AttackerSetup {
+    pub(super) index: usize,
+    pub(super) victim: usize,
+    pub(super) params: ChainParams,
+    /// Host indices of the whole attacker.
+    pub(super) hosts: std::ops::Range<usize>,
+}
+
+pub(super) async fn attacker(setup: AttackerSetup) -> turmoil::Result {
+    let ip = turmoil::lookup(host_name(setup.index));
+    let all: Arc<Vec<String>> = Arc::new(
+        setup
+            .hosts
+            .clone()
+            .flat_map(|h| {
+                let ip = turmoil::lookup(host_name(h));
+                (0..ATTACKER_PORTS).map(move |p| format!("{ip}:{}", PORT + p))
+            })
+            .collect(),
+    );
+    let genesis = setup.params.genesis().hash;
+    let victim = format!("{}:{PORT}", turmoil::lookup(host_name(setup.victim)));
+    for p in 0..ATTACKER_PORTS {
+        let hello = Hello {
+            version: powchain::message::PROTOCOL_VERSION,
+            genesis,
+            listen: format!("{ip}:{}", PORT + p),
+            height: 0,
+            tip: genesis,
+            work: "0".into(),
+        };
+        let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT + p)).await?;
+        let (all_in, hello_in) = (all.clone(), hello.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(pose(
+                    Framed::new(stream, FrameCodec::default()),
+                    hello_in.clone(),
+                    all_in.clone(),
+                ));
+            }
+        });
+        let (all_out, victim) = (all.clone(), victim.clone());
+        tokio::spawn(async move {
+            // Into the victim's inbound slots and address book, again whenever dropped.
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Ok(stream) = turmoil::net::TcpStream::connect(victim.as_str()).await else {
+                    continue;
+                };
+                let mut conn = Framed::new(stream, FrameCodec::default());
+                if let Some(Response::Hello(_)) =
+                    call(&mut conn, &Request::Hello(hello.clone())).await
+                {
+                    pose(conn, hello.clone(), all_out.clone()).await;
+                }
+            }
+        });
+    }
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Answers like a node at genesis that knows only the attacker's addresses.
+async fn pose(
+    mut conn: Framed<turmoil::net::TcpStream, FrameCodec>,
+    hello: Hello,
+    all: Arc<Vec<String>>,
+) {
+    let mut k = 0usize;
+    while let Some(Ok(frame)) = conn.next().await {
+        let Ok(request) = serde_json::from_slice::<Request>(&frame) else {
+            continue;
+        };
+        let reply = match request {
+            Request::Hello(_) => Response::Hello(hello.clone()),
+            Request::Ping => Response::Pong(Pong {
+                height: 0,
+                tip: hello.tip,
+                work: "0".into(),
+            }),
+            Request::GetAddr => {
+                k += 1;
+                Response::Addr {
+                    addrs: (0..32)
+                        .map(|i| all[(k * 32 + i) % all.len()].clone())
+                        .collect(),
+                }
+            }
+            Request::GetPeers => Response::Peers { peers: vec![] },
+            Request::GetBlocks { .. } | Request::GetRange { .. } | Request::GetBlock { .. } => {
+                Response::Blocks { blocks: vec![] }
+            }
+            Request::NewBlock { .. } => Response::BlockResult {
+                result: BlockOutcome::Ignored,
+                reason: None,
+            },
+            _ => Response::Ok,
+        };
+        if !send(&mut conn, &reply).await {
+            return;
+        }
+    }
 }

@@ -109,6 +109,10 @@ pub struct Options {
     /// Fraction of the hosts that are liars (the last ones; see `sim::liars`): they run no
     /// node, mine nothing and lie to the honest nodes, each in one way.
     pub byzantine: f64,
+    /// An eclipse attack on node 0: an attacker with this many addresses per honest node
+    /// (on hosts of its own, `liars::ATTACKER_PORTS` addresses each) fills node 0's address
+    /// book and inbound slots; node 0 restarts halfway through the run and mines nothing.
+    pub eclipse: Option<f64>,
     /// Links each node dials.
     pub max_outbound: usize,
     /// Simulation step: message delivery and timers have this resolution.
@@ -144,6 +148,7 @@ impl Default for Options {
             selfish: None,
             shares: Vec::new(),
             byzantine: 0.0,
+            eclipse: None,
             max_outbound: 8,
             tick: Duration::from_millis(10),
             difficulty: 4,
@@ -176,6 +181,9 @@ impl Options {
         // Only when set: without them a run and its summary are as they always were.
         if self.byzantine > 0.0 {
             options["byzantine"] = json!(self.byzantine);
+        }
+        if let Some(ratio) = self.eclipse {
+            options["eclipse"] = json!(ratio);
         }
         if let Some((lo, hi)) = self.bandwidth {
             options["bandwidth_mbit"] = json!([round3(lo * 8e-6), round3(hi * 8e-6)]);
@@ -305,6 +313,16 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             None => (1.0 - given_sum).max(0.0) / (interval * others),
         })
         .collect();
+    // The eclipse's victim mines nothing (its blocks could not reach anyone once eclipsed).
+    let victim = options.eclipse.map(|_| 0usize);
+    let rates: Vec<f64> = rates
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| if Some(i) == victim { 0.0 } else { r })
+        .collect();
+    let attacker_hosts = options.eclipse.map_or(0, |ratio| {
+        ((ratio.max(0.0) * honest as f64) / f64::from(liars::ATTACKER_PORTS)).ceil() as usize
+    });
     let rto = Duration::from_millis(200) + options.latency.1 * 2;
     let shared = Arc::new(Shared {
         stats: Mutex::new(Stats {
@@ -415,6 +433,21 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         });
         ips.push(sim.lookup(name.as_str()));
     }
+    let attackers = n..n + attacker_hosts;
+    let mut attacker_ips = BTreeSet::new();
+    for a in attackers.clone() {
+        let name = host_name(a);
+        let (params, hosts) = (params.clone(), attackers.clone());
+        sim.host(name.as_str(), move || {
+            liars::attacker(liars::AttackerSetup {
+                index: a,
+                victim: 0,
+                params: params.clone(),
+                hosts: hosts.clone(),
+            })
+        });
+        attacker_ips.insert(sim.lookup(name.as_str()));
+    }
 
     // The faults, as steps of the driver.
     let mut crashes: Vec<(Duration, Duration, usize)> = Vec::new();
@@ -431,6 +464,13 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             crashes.push((at, at + down, pool[k]));
         }
     }
+    // The eclipse's victim restarts halfway, as the attack waits for it to.
+    let restart = victim.map(|v| {
+        let at = options.duration / 2;
+        crashes.retain(|c| c.2 != v);
+        crashes.push((at, at + Duration::from_secs(5), v));
+        at + Duration::from_secs(5)
+    });
     let halves = (&ips[..n / 2], &ips[n / 2..]);
 
     let mut agreed_after: Vec<Value> = Vec::new();
@@ -448,6 +488,9 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         .unwrap_or_default();
     let deadline = options.duration.max(last_fault_end) + options.settle;
     let mut book_samples_at = Duration::ZERO;
+    // (seconds, attacker's outbound links of the victim, its outbound links, attacker's
+    // inbound, inbound), after the victim's restart.
+    let mut eclipse_samples: Vec<(f64, usize, usize, usize, usize)> = Vec::new();
 
     while elapsed < deadline {
         // Faults and heals due now.
@@ -521,7 +564,7 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             let agree = {
                 let stats = shared.stats();
                 let mut live = (0..honest)
-                    .filter(|i| !down.contains(i))
+                    .filter(|i| !down.contains(i) && Some(*i) != victim)
                     .map(|i| stats.tips[i].1);
                 let first = live.next();
                 first.is_some() && live.all(|t| Some(t) == first)
@@ -551,6 +594,28 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
                 .map(|node| node.address_book_len())
                 .max()
                 .unwrap_or(0);
+            if let (Some(v), Some(back)) = (victim, restart)
+                && elapsed >= back
+                && let Some(node) = nodes[v].upgrade()
+            {
+                let (outbound, inbound) = node.links();
+                let held = |links: &[String]| {
+                    links
+                        .iter()
+                        .filter(|a| {
+                            a.parse::<SocketAddr>()
+                                .is_ok_and(|a| attacker_ips.contains(&a.ip()))
+                        })
+                        .count()
+                };
+                eclipse_samples.push((
+                    round3(elapsed.as_secs_f64()),
+                    held(&outbound),
+                    outbound.len(),
+                    held(&inbound),
+                    inbound.len(),
+                ));
+            }
             let mut stats = shared.stats();
             stats.peak_book = stats.peak_book.max(peak);
             let half =
@@ -598,13 +663,44 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
     if !lies.is_empty() {
         summary["byzantine"] = liars::summary(&shared.liars(), &lies);
     }
+    if let Some(v) = victim {
+        let share = |held: usize, of: usize| round3(held as f64 / of.max(1) as f64);
+        let last = eclipse_samples.last().copied().unwrap_or_default();
+        let max_out = eclipse_samples
+            .iter()
+            .map(|e| share(e.1, e.2))
+            .fold(0.0, f64::max);
+        let victim_height = stats.tips[v].0;
+        let top = (0..honest).map(|i| stats.tips[i].0).max().unwrap_or(0);
+        summary["eclipse"] = json!({
+            "victim": host_name(v),
+            "attacker_addresses": attacker_hosts * usize::from(liars::ATTACKER_PORTS),
+            "honest_nodes": honest,
+            "restarted_at_s": round3((options.duration / 2).as_secs_f64()),
+            "final_outbound": {"attacker": last.1, "all": last.2, "share": share(last.1, last.2)},
+            "final_inbound": {"attacker": last.3, "all": last.4, "share": share(last.3, last.4)},
+            "max_outbound_share_after_restart": max_out,
+            "victim_blocks_behind": top.saturating_sub(victim_height),
+        });
+    }
     let speed = json!({
         "wall_s": round3(wall.as_secs_f64()),
         "simulated_s": round3(elapsed.as_secs_f64()),
         "sim_s_per_wall_s": round3(elapsed.as_secs_f64() / wall.as_secs_f64().max(1e-9)),
         "peak_rss_mib": peak_rss_mib(),
     });
-    let checked = invariants::check(options, honest, &params, final_agreement, &live, &stats)
+    // The eclipse's victim is what the run measures, not held to the invariants.
+    let live: Vec<Arc<Node>> = match victim {
+        Some(v) => {
+            let victim_node = shared.nodes.lock().unwrap_or_else(|e| e.into_inner())[v].upgrade();
+            live.into_iter()
+                .filter(|node| victim_node.as_ref().is_none_or(|vn| !Arc::ptr_eq(vn, node)))
+                .collect()
+        }
+        None => live,
+    };
+    let expected = honest - usize::from(victim.is_some());
+    let checked = invariants::check(options, expected, &params, final_agreement, &live, &stats)
         .and_then(|()| invariants::check_liars(&shared.liars(), elapsed));
     if let Err(reason) = checked {
         return Err(fail(reason, summary));
