@@ -4,7 +4,8 @@
 //! degrees, idle CPU, RSS, and a block reaching every node). `POWCHAIN_SCALE=16,64` picks
 //! the sizes; `POWCHAIN_BENCH_NODE=path/to/node` measures another build's node binary;
 //! `POWCHAIN_SCALE_BLOCK_BYTES=256000` mines blocks with that much data and reports the
-//! bytes each node writes per block.
+//! bytes each node writes per block; `POWCHAIN_BENCH_NODE_ARGS="--metrics 127.0.0.1:0"`
+//! gives every node extra flags.
 
 mod support;
 
@@ -125,7 +126,10 @@ fn propagation_bench(c: &mut Criterion) {
     let net = rt.block_on(async {
         let net = TestNetwork::start(
             node,
-            Options::new(8).topology(Topology::Line).log_filter("warn"),
+            Options::new(8)
+                .topology(Topology::Line)
+                .log_filter("warn")
+                .args(support::extra_node_args()),
         )
         .await
         .expect("network");

@@ -59,8 +59,16 @@ pub struct BenchNode {
     pub addr: String,
 }
 
+/// Extra flags for every node a bench starts: `$POWCHAIN_BENCH_NODE_ARGS`, split at
+/// spaces (e.g. `--metrics 127.0.0.1:0`, to measure what serving metrics costs).
+pub fn extra_node_args() -> Vec<String> {
+    std::env::var("POWCHAIN_BENCH_NODE_ARGS")
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 /// Starts the node binary (or `$POWCHAIN_BENCH_NODE`, another build's, to compare) on a
-/// free port with `args`; returns once it listens.
+/// free port with `args` and [`extra_node_args`]; returns once it listens.
 pub async fn start_node(home: &Path, args: &[&str]) -> BenchNode {
     let bin = std::env::var("POWCHAIN_BENCH_NODE")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_node").to_owned());
@@ -68,6 +76,7 @@ pub async fn start_node(home: &Path, args: &[&str]) -> BenchNode {
     command
         .arg("0")
         .args(args)
+        .args(extra_node_args())
         .env("POWCHAIN_HOME", home)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null());

@@ -1,0 +1,192 @@
+//! Fuzzes a live node in-process, statefully: each input is a session of up to 16 request
+//! payloads (split at 0xFF bytes, each sent as one frame on one connection) to the same
+//! node, whose chain, store, peer set and mining queue carry over from input to input (a
+//! fresh node every 20,000 inputs). Every request must be answered within 5 s or end the
+//! connection; after every session the node's chain must validate and its address book
+//! stay within its cap. The node dials nothing (its network refuses every connection) and
+//! takes no admin request without its cookie (`strict_admin`).
+#![no_main]
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use libfuzzer_sys::fuzz_target;
+use powchain::env::{Conn, Net, Solve};
+use powchain::frame::FrameCodec;
+use powchain::node::{Config, Listener, Node};
+use powchain::pow::{MineControl, Template};
+use powchain::{Block, Blockchain, ChainParams};
+use tokio::io::DuplexStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+/// Inputs one node lives for.
+const SESSIONS_PER_NODE: u64 = 20_000;
+/// Requests of one input.
+const MAX_REQUESTS: usize = 16;
+/// The longest a request may go unanswered.
+const REPLY_WITHIN: Duration = Duration::from_secs(5);
+
+/// Connections handed to the node in memory.
+struct MemListener(mpsc::Receiver<DuplexStream>);
+
+impl Listener for MemListener {
+    type Stream = DuplexStream;
+
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = io::Result<(DuplexStream, SocketAddr)>> + Send + '_ {
+        async move {
+            match self.0.recv().await {
+                // A client on another host: no loopback privilege.
+                Some(stream) => Ok((stream, SocketAddr::from(([10, 255, 0, 2], 40_000)))),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(SocketAddr::from(([10, 255, 0, 1], 5001)))
+    }
+}
+
+/// A network where every dial is refused.
+#[derive(Debug)]
+struct NoNet;
+
+impl Net for NoNet {
+    fn connect(&self, _addr: &str) -> futures::future::BoxFuture<'static, io::Result<Conn>> {
+        Box::pin(async {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "the fuzzer's node dials nothing",
+            ))
+        })
+    }
+
+    fn is_local_ip(&self, _ip: std::net::IpAddr) -> bool {
+        false
+    }
+}
+
+/// Mining in place on the runtime: at difficulty 1 a block takes a few attempts, and a
+/// session's `mine` then costs what the node's own work does, not a thread's start.
+#[derive(Debug)]
+struct InlineSolver;
+
+impl Solve for InlineSolver {
+    fn solve(
+        &self,
+        template: Template,
+        _threads: usize,
+        control: Arc<MineControl>,
+        wall_clock: fn() -> i64,
+    ) -> futures::future::BoxFuture<'static, Option<Block>> {
+        Box::pin(async move { powchain::pow::mine_with_clock(&template, 1, &control, wall_clock) })
+    }
+}
+
+/// The node under test and what keeps it running.
+struct Live {
+    runtime: tokio::runtime::Runtime,
+    connections: mpsc::Sender<DuplexStream>,
+    node: Arc<Node>,
+    params: ChainParams,
+    shutdown: CancellationToken,
+    sessions: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn open() -> Live {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    // In memory where there is a tmpfs: a store's fsync per block would set the pace.
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm")
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("a temporary directory");
+    let params = ChainParams::with_difficulty(1);
+    let mut config = Config::new(dir.path().join("node"));
+    config.params = params.clone();
+    config.threads = 1;
+    config.strict_admin = true;
+    config.idle_timeout = REPLY_WITHIN;
+    config.env.net = Arc::new(NoNet);
+    config.env.solver = Arc::new(InlineSolver);
+    let (connections, accepted) = mpsc::channel(4);
+    let shutdown = CancellationToken::new();
+    let listen = SocketAddr::from(([10, 255, 0, 1], 5001));
+    let node = runtime
+        .block_on(Node::open(config, listen, shutdown.clone()))
+        .expect("the node opens");
+    runtime.spawn(powchain::node::serve(node.clone(), MemListener(accepted)));
+    Live {
+        runtime,
+        connections,
+        node,
+        params,
+        shutdown,
+        sessions: 0,
+        _dir: dir,
+    }
+}
+
+static LIVE: Mutex<Option<Live>> = Mutex::new(None);
+
+fuzz_target!(|data: &[u8]| {
+    let mut guard = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    if guard
+        .as_ref()
+        .is_none_or(|l| l.sessions >= SESSIONS_PER_NODE)
+    {
+        *guard = None;
+        *guard = Some(open());
+    }
+    let live = guard.as_mut().expect("opened");
+    live.sessions += 1;
+    let requests: Vec<&[u8]> = data.split(|b| *b == 0xFF).take(MAX_REQUESTS).collect();
+    let connections = live.connections.clone();
+    live.runtime.block_on(async move {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        if connections.send(server).await.is_err() {
+            panic!("the node stopped accepting connections");
+        }
+        let mut conn = Framed::new(client, FrameCodec::default());
+        for request in requests {
+            if conn.send(request).await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(REPLY_WITHIN, conn.next()).await {
+                Err(_) => panic!(
+                    "no reply within {REPLY_WITHIN:?} to {:?}",
+                    String::from_utf8_lossy(request)
+                ),
+                // The node ended the connection (after a request it refuses to go on from).
+                Ok(None) | Ok(Some(Err(_))) => break,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    });
+    let blocks = live.node.chain_blocks();
+    let far = i64::MAX / 2;
+    if let Err(e) = Blockchain::from_blocks_at(live.params.clone(), blocks, far) {
+        panic!("the node holds a chain that does not validate: {e}");
+    }
+    assert!(live.node.address_book_len() <= powchain::node::MAX_ADDRS);
+});

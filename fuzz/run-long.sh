@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# A long fuzzing run: every target (or those named) for RUNS executions each (10 million by
+# default), one after the other, each from its corpus, seeds and regressions; prints each
+# target's final libFuzzer line ("Done N runs in S second(s)"). Crashes are written to
+# fuzz/artifacts/<target>/; move a crashing input to fuzz/regressions/<target>/ once fixed.
+#
+#   fuzz/run-long.sh                          # every target, 10,000,000 runs each
+#   RUNS=1000000 fuzz/run-long.sh node_session
+set -euo pipefail
+cd "$(dirname "$0")"
+runs="${RUNS:-10000000}"
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder parse_request chain_json node_session)
+cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+for target in "${targets[@]}"; do
+    mkdir -p "corpus/$target" "regressions/$target" "seeds/$target"
+    start=$(date +%s)
+    RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" "seeds/$target" \
+        "regressions/$target" -- -runs="$runs" -rss_limit_mb=2048 -print_final_stats=1 \
+        2>&1 | grep -E "^Done|^stat::number_of_executed_units|^==.*ERROR|^SUMMARY" || true
+    echo "$target: $(( $(date +%s) - start )) s"
+done
