@@ -6,6 +6,7 @@
 #
 #   fuzz/run-long.sh                          # every target, 10,000,000 runs each
 #   RUNS=1000000 fuzz/run-long.sh node_session
+#   MAX_TIME=1800 fuzz/run-long.sh node_session   # or stop each target after 30 minutes
 #
 # Without AddressSanitizer by default (SANITIZER=address to use it): powchain has no unsafe
 # code, and ASan makes node_session's mining ~25x slower; the bounded runs of
@@ -14,6 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 runs="${RUNS:-10000000}"
 sanitizer="${SANITIZER:-none}"
+limit=()
+[ -z "${MAX_TIME:-}" ] || limit=(-max_total_time="$MAX_TIME")
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(frame_decoder parse_request chain_json node_session)
 cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
@@ -21,7 +24,7 @@ for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "regressions/$target" "seeds/$target"
     start=$(date +%s)
     RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer "$sanitizer" "$target" "corpus/$target" "seeds/$target" \
-        "regressions/$target" -- -runs="$runs" -rss_limit_mb=2048 -print_final_stats=1 \
+        "regressions/$target" -- -runs="$runs" "${limit[@]}" -rss_limit_mb=2048 -print_final_stats=1 \
         2>&1 | grep -E "^Done|^stat::number_of_executed_units|^==.*ERROR|^SUMMARY" || true
     echo "$target: $(( $(date +%s) - start )) s"
 done
