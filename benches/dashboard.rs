@@ -19,6 +19,27 @@ fn has_chromium() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Starts the probe binary on a free port with `home` as its powchain home and `extra`
+/// flags; returns once it listens.
+fn start_probe(
+    rt: &tokio::runtime::Runtime,
+    home: &std::path::Path,
+    extra: &[&str],
+) -> powchain::process::Announced {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe"));
+    command
+        .args(["--port", "0"])
+        .args(extra)
+        .env("POWCHAIN_HOME", home)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null());
+    rt.block_on(powchain::process::spawn_announced(
+        &mut command,
+        Duration::from_secs(30),
+    ))
+    .expect("the probe listens")
+}
+
 fn dashboard_bench(c: &mut Criterion) {
     let n: usize = std::env::var("POWCHAIN_DASHBOARD_NODES")
         .ok()
@@ -47,18 +68,7 @@ fn dashboard_bench(c: &mut Criterion) {
             .expect("agree");
         net
     });
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe"));
-    command
-        .args(["--port", "0"])
-        .env("POWCHAIN_HOME", net.home())
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::null());
-    let probe = rt
-        .block_on(powchain::process::spawn_announced(
-            &mut command,
-            Duration::from_secs(30),
-        ))
-        .expect("probe");
+    let probe = start_probe(&rt, net.home(), &[]);
     let url = probe.addr.clone();
     let http = reqwest::Client::new();
     let body = rt.block_on(async {
@@ -91,18 +101,7 @@ fn dashboard_bench(c: &mut Criterion) {
     let seed = net.addr(0);
     let crawler = || {
         let home = tempfile::tempdir().expect("home");
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_probe"));
-        command
-            .args(["--port", "0", "--sample-every", "0", "--crawl", &seed])
-            .env("POWCHAIN_HOME", home.path())
-            .env("RUST_LOG", "warn")
-            .stderr(std::process::Stdio::null());
-        let probe = rt
-            .block_on(powchain::process::spawn_announced(
-                &mut command,
-                Duration::from_secs(30),
-            ))
-            .expect("crawling probe");
+        let probe = start_probe(&rt, home.path(), &["--sample-every", "0", "--crawl", &seed]);
         (probe, home)
     };
     let all_up = |url: &str| {
