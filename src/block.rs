@@ -470,16 +470,17 @@ impl<'de> Deserialize<'de> for BlockHash {
 ///
 /// Keeping the canonical text (rather than a `serde_json::Value`) makes the hash preimage
 /// independent of how any dependency configures `serde_json`'s map, and keeps a large chain
-/// small in memory.
+/// small in memory. The text is shared: a block cloned into the chain, a relay or a reply
+/// holds the same bytes.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct BlockData(Box<str>);
+pub struct BlockData(std::sync::Arc<str>);
 
 impl BlockData {
     /// Builds canonical data from any JSON value.
     pub fn new(value: &Value) -> Self {
         let mut out = String::new();
         write_canonical(value, &mut out);
-        BlockData(out.into_boxed_str())
+        BlockData(out.into())
     }
 
     /// The empty object `{}`, the data of a plain genesis.
@@ -490,6 +491,15 @@ impl BlockData {
     /// Takes `text` as canonical data as it is, without parsing it again: only for text this
     /// program wrote itself (its store). The block's hash, recomputed over it, still checks it.
     pub(crate) fn from_stored_text(text: &str) -> Self {
+        Self::from_text(text)
+    }
+
+    /// Holds `text`, known to be canonical.
+    fn from_text(text: &str) -> Self {
+        #[cfg(feature = "testkit")]
+        if let Some(shared) = shared_data::find_or_add(text) {
+            return BlockData(shared);
+        }
         BlockData(text.into())
     }
 
@@ -498,7 +508,7 @@ impl BlockData {
     /// canonically, as data in a JSON block is; an error when it is not JSON.
     pub fn from_peer_text(text: &str) -> Result<Self, serde_json::Error> {
         if is_canonical(text) {
-            return Ok(BlockData(text.into()));
+            return Ok(Self::from_text(text));
         }
         let value: Value = serde_json::from_str(text)?;
         Ok(BlockData::new(&value))
@@ -793,11 +803,108 @@ impl Block {
     }
 }
 
+/// One copy of each big block's data for all the nodes of a process, for the simulator:
+/// thousands of simulated nodes each hold every block, so 1,000 nodes of 1 MB blocks would
+/// otherwise keep a thousand copies of each. Off until [`shared_data::enable`]; a real
+/// node never turns it on. Sharing changes no behaviour: the text is the same, held once.
+#[cfg(feature = "testkit")]
+pub mod shared_data {
+    use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, Weak};
+
+    /// Data shorter than this is not worth a look-up.
+    const MIN_LEN: usize = 4096;
+    /// Bytes from each end of the text that pick its bucket (the whole text is compared).
+    const SAMPLE: usize = 512;
+    /// Insertions between two sweeps of entries whose data is gone.
+    const SWEEP_EVERY: usize = 4096;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+
+    #[derive(Default)]
+    struct Table {
+        buckets: HashMap<u64, Vec<Weak<str>>>,
+        added: usize,
+    }
+
+    /// Turns sharing on for the rest of the process.
+    pub fn enable() {
+        ON.store(true, Ordering::Relaxed);
+    }
+
+    /// The shared copy of `text` (made now if none is alive), or `None` when sharing is
+    /// off or the text is small.
+    pub(super) fn find_or_add(text: &str) -> Option<Arc<str>> {
+        if text.len() < MIN_LEN || !ON.load(Ordering::Relaxed) {
+            return None;
+        }
+        let key = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            text.len().hash(&mut h);
+            text.as_bytes()[..SAMPLE].hash(&mut h);
+            text.as_bytes()[text.len() - SAMPLE..].hash(&mut h);
+            h.finish()
+        };
+        let mut guard = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+        let table = guard.get_or_insert_with(Table::default);
+        let bucket = table.buckets.entry(key).or_default();
+        if let Some(found) = bucket
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|held| &**held == text)
+        {
+            return Some(found);
+        }
+        let held: Arc<str> = text.into();
+        bucket.retain(|w| w.strong_count() > 0);
+        bucket.push(Arc::downgrade(&held));
+        table.added += 1;
+        if table.added >= SWEEP_EVERY {
+            table.added = 0;
+            table.buckets.retain(|_, b| {
+                b.retain(|w| w.strong_count() > 0);
+                !b.is_empty()
+            });
+        }
+        Some(held)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::params::genesis;
     use serde_json::json;
+
+    /// With sharing on, equal big data read twice is one allocation; different data, or
+    /// data too small to share, is not merged; a copy outliving the others stays whole.
+    #[cfg(feature = "testkit")]
+    #[test]
+    fn shared_data_holds_equal_big_texts_once() {
+        shared_data::enable();
+        let big = |c: char| format!("\"{}\"", c.to_string().repeat(10_000));
+        let a = BlockData::from_peer_text(&big('a')).unwrap();
+        let again = BlockData::from_peer_text(&big('a')).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a.0, &again.0));
+        let b = BlockData::from_peer_text(&big('b')).unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(b.as_str(), big('b'));
+        // Same ends, different middle: same bucket, still told apart.
+        let mut middle = big('a');
+        middle.replace_range(5000..5001, "z");
+        let m = BlockData::from_peer_text(&middle).unwrap();
+        assert_eq!(m.as_str(), middle);
+        assert!(!std::sync::Arc::ptr_eq(&a.0, &m.0));
+        let small = BlockData::from_peer_text("{\"k\":1}").unwrap();
+        let small_again = BlockData::from_peer_text("{\"k\":1}").unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&small.0, &small_again.0));
+        drop((a, b, m));
+        let kept = again.as_str().to_owned();
+        assert_eq!(BlockData::from_peer_text(&kept).unwrap().as_str(), big('a'));
+    }
 
     /// The genesis preimage and hash at difficulty 16 are pinned: they are the network id.
     #[test]

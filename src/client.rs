@@ -434,7 +434,10 @@ impl NodeClient {
                 source,
             })?;
         match conn.next().await {
-            Some(Ok(reply)) => Ok(reply),
+            Some(Ok(reply)) => {
+                crate::frame::release_big_buffers(conn);
+                Ok(reply)
+            }
             Some(Err(source)) => Err(ClientError::Frame {
                 addr: self.addr.clone(),
                 source,

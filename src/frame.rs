@@ -159,6 +159,21 @@ impl<T: AsRef<[u8]>> Encoder<T> for FrameCodec {
     }
 }
 
+/// Gives back the buffers of a connection that a big frame grew, once they are empty. A
+/// `Framed` keeps its read and write buffers' capacity for the connection's life, so one
+/// 1 MB block sent or received would otherwise stay allocated on every link that moved it
+/// (measured in the simulator: 40% of the heap of 50 nodes with 1 MB blocks). Buffers of at
+/// most [`RESERVE_AHEAD`] bytes are kept: they serve every small message without a new
+/// allocation.
+pub(crate) fn release_big_buffers<T, U>(framed: &mut tokio_util::codec::Framed<T, U>) {
+    if framed.read_buffer().is_empty() && framed.read_buffer().capacity() > RESERVE_AHEAD {
+        *framed.read_buffer_mut() = BytesMut::new();
+    }
+    if framed.write_buffer().is_empty() && framed.write_buffer().capacity() > RESERVE_AHEAD {
+        *framed.write_buffer_mut() = BytesMut::new();
+    }
+}
+
 /// Frames `payload` into a fresh buffer (for clients writing raw sockets).
 pub fn encode_frame(payload: &[u8]) -> Vec<u8> {
     let mut out = format!("{:<width$}", payload.len(), width = HEADER_LEN).into_bytes();
@@ -170,6 +185,35 @@ pub fn encode_frame(payload: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// After a 1 MiB frame each way, both buffers of both ends shrink back once empty.
+    #[tokio::test]
+    async fn big_buffers_are_given_back_once_empty() {
+        use futures::{SinkExt, StreamExt};
+        use tokio_util::codec::Framed;
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let mut a = Framed::new(a, FrameCodec::default());
+        let mut b = Framed::new(b, FrameCodec::default());
+        let big = vec![b'x'; 1 << 20];
+        let (sent, got) = tokio::join!(a.send(&big[..]), b.next());
+        sent.unwrap();
+        assert_eq!(got.unwrap().unwrap().len(), big.len());
+        assert!(
+            b.read_buffer().capacity() > RESERVE_AHEAD,
+            "the read grew the buffer"
+        );
+        release_big_buffers(&mut a);
+        release_big_buffers(&mut b);
+        for end in [&a, &b] {
+            assert!(end.read_buffer().capacity() <= RESERVE_AHEAD);
+            assert!(end.write_buffer().capacity() <= RESERVE_AHEAD);
+        }
+        // A buffer still holding bytes is left alone.
+        b.read_buffer_mut()
+            .extend_from_slice(&vec![b'1'; RESERVE_AHEAD + 1]);
+        release_big_buffers(&mut b);
+        assert_eq!(b.read_buffer().len(), RESERVE_AHEAD + 1);
+    }
 
     fn decode_all(codec: &mut FrameCodec, buf: &mut BytesMut) -> Vec<Bytes> {
         let mut out = Vec::new();

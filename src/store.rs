@@ -89,11 +89,11 @@ pub enum StoreError {
 
 /// redb's page cache for a store: the chain is read once at start and then only written,
 /// so redb's default (1 GiB) would only keep the pages read at start in memory.
-const CACHE_BYTES: usize = 16 << 20;
+pub const CACHE_BYTES: usize = 16 << 20;
 
-fn builder() -> redb::Builder {
+fn builder(cache_bytes: usize) -> redb::Builder {
     let mut builder = redb::Builder::new();
-    builder.set_cache_size(CACHE_BYTES);
+    builder.set_cache_size(cache_bytes);
     builder
 }
 
@@ -105,6 +105,8 @@ pub struct Store {
     /// ([`Store::reopen`]); `None` while that has not worked yet.
     db: RwLock<Option<Database>>,
     path: PathBuf,
+    /// redb's page cache, in bytes ([`CACHE_BYTES`] unless the opener chose).
+    cache_bytes: usize,
 }
 
 /// Upgrades a store written by powchain 0.1 (redb 2, file format `version`) in place to
@@ -147,16 +149,19 @@ impl Store {
         params: &ChainParams,
         verify: Verify,
     ) -> Result<(Store, Blockchain), StoreError> {
-        Self::open_at(dir, params, verify, crate::block::unix_now())
+        Self::open_at(dir, params, verify, crate::block::unix_now(), CACHE_BYTES)
     }
 
     /// As [`Store::open_with`], judging the future-time rule against `now` (Unix seconds:
-    /// a node's own clock, which is the simulated one under simulation).
+    /// a node's own clock, which is the simulated one under simulation) and giving redb a
+    /// page cache of `cache_bytes` once the chain is loaded (the simulator gives each of
+    /// its thousands of nodes a small one).
     pub fn open_at(
         dir: &Path,
         params: &ChainParams,
         verify: Verify,
         now: i64,
+        cache_bytes: usize,
     ) -> Result<(Store, Blockchain), StoreError> {
         let path = dir.join(DB_FILE);
         let db_err = |e: &dyn std::fmt::Display| StoreError::Db {
@@ -169,16 +174,16 @@ impl Store {
         } else {
             None
         };
-        let db = match builder().create(&path) {
+        let db = match builder(cache_bytes).create(&path) {
             Err(redb::DatabaseError::UpgradeRequired(version)) => {
                 upgrade_file_format(&path, version)?;
-                builder().create(&path)
+                builder(cache_bytes).create(&path)
             }
             opened => opened,
         }
         .map_err(|e| db_err(&e))?;
         if let Some(chain) = checked {
-            return Ok((Store::new(db, &path), chain));
+            return Ok((Store::new(db, &path, cache_bytes), chain));
         }
         let genesis = params.genesis();
         match read_meta(&db, &path, "genesis")? {
@@ -201,13 +206,14 @@ impl Store {
         }
         let stored = read_blocks(&db, &path, verify)?;
         let chain = validate(&path, params, stored, verify, now)?;
-        Ok((Store::new(db, &path), chain))
+        Ok((Store::new(db, &path, cache_bytes), chain))
     }
 
-    fn new(db: Database, path: &Path) -> Store {
+    fn new(db: Database, path: &Path, cache_bytes: usize) -> Store {
         Store {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
+            cache_bytes,
         }
     }
 
@@ -244,7 +250,7 @@ impl Store {
         let mut guard = self.db.write().unwrap_or_else(|e| e.into_inner());
         // The old handle holds the file's lock: it must be gone before the open.
         drop(guard.take());
-        match builder().create(&self.path) {
+        match builder(self.cache_bytes).create(&self.path) {
             Ok(db) => {
                 tracing::warn!(path = %self.path.display(), "store reopened after an I/O error");
                 *guard = Some(db);
@@ -388,11 +394,11 @@ fn check_existing(
     verify: Verify,
     now: i64,
 ) -> Result<Option<Blockchain>, StoreError> {
-    let db = match builder().open_read_only(path) {
+    let db = match builder(CACHE_BYTES).open_read_only(path) {
         Ok(db) => db,
         Err(redb::DatabaseError::UpgradeRequired(version)) => {
             upgrade_file_format(path, version)?;
-            match builder().open_read_only(path) {
+            match builder(CACHE_BYTES).open_read_only(path) {
                 Ok(db) => db,
                 Err(_) => return Ok(None),
             }

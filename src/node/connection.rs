@@ -76,7 +76,7 @@ async fn serve_frames<S: Stream>(
         let reply = fit_frame(reply, node.config.max_frame);
         // A client that stops reading must not hold the task and its permit forever.
         match tokio::time::timeout(node.config.idle_timeout, framed.send(reply)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => crate::frame::release_big_buffers(framed),
             Ok(Err(e)) => {
                 tracing::debug!(?remote, "reply not sent: {e}");
                 return;

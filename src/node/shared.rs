@@ -57,6 +57,8 @@ pub struct Config {
     pub push_below: usize,
     /// How much of the stored chain to check at start (`--reverify`: all of it).
     pub verify: crate::store::Verify,
+    /// redb's page cache for the store, in bytes ([`crate::store::CACHE_BYTES`]).
+    pub store_cache: usize,
     /// How the node publishes the blocks it mines (`--strategy`).
     pub strategy: Strategy,
     /// What the node takes from its environment (network, clocks, threads, mining).
@@ -80,6 +82,7 @@ impl Config {
             advertise: None,
             push_below: super::limits::DEFAULT_PUSH_BELOW,
             verify: crate::store::Verify::Recent,
+            store_cache: crate::store::CACHE_BYTES,
             strategy: Strategy::Honest,
             env: Env::default(),
         }
@@ -146,10 +149,11 @@ impl Node {
         listen: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<Arc<Node>, NodeError> {
-        let (dir, params, verify, env) = (
+        let (dir, params, verify, cache, env) = (
             config.data_dir.clone(),
             config.params.clone(),
             config.verify,
+            config.store_cache,
             config.env.clone(),
         );
         let started = std::time::Instant::now();
@@ -157,7 +161,7 @@ impl Node {
             .env
             .blocking
             .run(move || {
-                let state = ChainState::open(&dir, &params, verify, env)?;
+                let state = ChainState::open(&dir, &params, verify, cache, env)?;
                 let admin = Admin::write(&dir)?;
                 Ok::<_, NodeError>((state, admin))
             })

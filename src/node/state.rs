@@ -73,9 +73,10 @@ impl ChainState {
         dir: &Path,
         params: &ChainParams,
         verify: Verify,
+        cache_bytes: usize,
         env: Env,
     ) -> Result<Self, StoreError> {
-        let (store, chain) = Store::open_at(dir, params, verify, (env.wall_clock)())?;
+        let (store, chain) = Store::open_at(dir, params, verify, (env.wall_clock)(), cache_bytes)?;
         let (tip, _) = watch::channel(chain.tip().hash);
         Ok(ChainState {
             chain: Mutex::new(chain),
@@ -293,6 +294,7 @@ mod tests {
             dir,
             &ChainParams::with_difficulty(0),
             Verify::Recent,
+            crate::store::CACHE_BYTES,
             Env::default(),
         )
         .unwrap()
