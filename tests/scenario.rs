@@ -46,11 +46,15 @@ fn a_sweep_runs_every_point_and_writes_its_report() {
     )
     .unwrap();
     let report = dir.path().join("report");
+    // A --data-dir that does not exist yet: each run's stores go in a directory under it.
+    let stores = dir.path().join("stores");
     let out = run(&[
         "--scenario",
         file.to_str().unwrap(),
         "--report",
         report.to_str().unwrap(),
+        "--data-dir",
+        stores.to_str().unwrap(),
         "--minutes",
         "1",
         "--jobs",
@@ -112,6 +116,12 @@ fn a_sweep_runs_every_point_and_writes_its_report() {
     let alone: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(alone, lines[3]["summary"]);
 
+    for i in 0..4 {
+        assert!(
+            stores.join(format!("run-{i}")).is_dir(),
+            "run-{i}: {stderr}"
+        );
+    }
     for name in [
         "runs.json",
         "runs.csv",

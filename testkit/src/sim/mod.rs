@@ -288,7 +288,8 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         summary,
     };
     let base = match &options.data_dir {
-        Some(dir) => tempfile::tempdir_in(dir),
+        // A scenario's runs each get a directory of their own under the one given.
+        Some(dir) => std::fs::create_dir_all(dir).and_then(|()| tempfile::tempdir_in(dir)),
         None if std::path::Path::new("/dev/shm").is_dir() => tempfile::tempdir_in("/dev/shm"),
         None => tempfile::tempdir(),
     }
