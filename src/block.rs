@@ -9,13 +9,13 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 /// Timestamp format of every block, always UTC (the original's `"%d/%m/%Y, %H:%M:%S"`).
-pub const TIMESTAMP_FORMAT: &str = "%d/%m/%Y, %H:%M:%S";
+pub(crate) const TIMESTAMP_FORMAT: &str = "%d/%m/%Y, %H:%M:%S";
 
 /// Timestamp of the genesis block.
-pub const GENESIS_TIMESTAMP: &str = "01/01/1970, 00:00:00";
+pub(crate) const GENESIS_TIMESTAMP: &str = "01/01/1970, 00:00:00";
 
 /// `prev_hash` of the genesis block (it has no parent).
-pub const GENESIS_PREV_HASH: &str = "0000";
+pub(crate) const GENESIS_PREV_HASH: &str = "0000";
 
 /// The largest difficulty a block may ask for, in leading zero bits.
 pub const MAX_DIFFICULTY: u32 = 64;
@@ -40,7 +40,7 @@ pub fn unix_now() -> i64 {
 /// PROTOCOL.md's rule 6 says. Anything else is `None`, whatever a lenient reader (chrono's,
 /// which nodes before this rule used) would make of it: a second implementation built on
 /// its language's strict parser must agree with the node byte for byte.
-pub fn parse_timestamp(ts: &str) -> Option<i64> {
+pub(crate) fn parse_timestamp(ts: &str) -> Option<i64> {
     parse_canonical(ts)
 }
 
@@ -358,7 +358,7 @@ impl<'de> Deserialize<'de> for PrevHash {
 }
 
 /// Hashes a preimage: SHA-256, the block hash.
-pub fn hash_preimage(preimage: &[u8]) -> BlockHash {
+pub(crate) fn hash_preimage(preimage: &[u8]) -> BlockHash {
     BlockHash(Sha256::digest(preimage).into())
 }
 
@@ -506,7 +506,7 @@ impl BlockData {
     /// Reads data a peer sent as canonical text: taken as it is when it already is the
     /// canonical form of its value (no parse, the common case), else parsed and written
     /// canonically, as data in a JSON block is; an error when it is not JSON.
-    pub fn from_peer_text(text: &str) -> Result<Self, serde_json::Error> {
+    pub(crate) fn from_peer_text(text: &str) -> Result<Self, serde_json::Error> {
         if is_canonical(text) {
             return Ok(Self::from_text(text));
         }
@@ -750,7 +750,7 @@ impl Block {
     ///
     /// The full preimage is `prefix + nonce + "}"`:
     /// `{"index":I,"timestamp":"T","prev_hash":"P","difficulty":D,"data":J,"nonce":N}`.
-    pub fn preimage_prefix(&self) -> String {
+    pub(crate) fn preimage_prefix(&self) -> String {
         let mut out = String::with_capacity(160 + self.data.as_str().len());
         self.write_preimage_prefix(&mut out);
         out
@@ -779,7 +779,7 @@ impl Block {
     }
 
     /// Clears `out` and writes the canonical preimage into it (reusing its allocation).
-    pub fn write_preimage(&self, out: &mut String) {
+    pub(crate) fn write_preimage(&self, out: &mut String) {
         out.clear();
         self.write_preimage_prefix(out);
         let _ = write!(out, "{}}}", self.nonce);
@@ -788,13 +788,6 @@ impl Block {
     /// Computes the SHA-256 of the canonical preimage.
     pub fn compute_hash(&self) -> BlockHash {
         hash_preimage(self.preimage().as_bytes())
-    }
-
-    /// Returns the length of the block's compact JSON form, the size the cap applies to.
-    pub fn serialized_size(&self) -> usize {
-        serde_json::to_vec(self)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX)
     }
 
     /// Returns the work this block adds to a chain: 2^difficulty.

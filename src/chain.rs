@@ -4,10 +4,10 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::block::{Block, BlockData, BlockHash};
-pub use crate::params::{ChainParams, Retarget};
+use crate::params::ChainParams;
 use crate::pow::Template;
+use crate::rules::BlockError;
 use crate::rules::{self, Checked, History, check_all, check_one};
-pub use crate::rules::{BlockError, check_branch};
 
 /// Why a whole chain, or a replacement, is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,7 +117,7 @@ impl History for Blockchain {
 /// What a branch of only equal work does to the chain: the first seen is kept (the rule
 /// every node follows), or a miner's own branch is taken (selfish mining in a race).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ties {
+pub(crate) enum Ties {
     /// Keep our blocks: a branch must have more work.
     Keep,
     /// Take the branch when it has at least our work.
@@ -128,7 +128,7 @@ pub enum Ties {
 /// timestamps the rules look back on are copied out, so that checking a long branch holds
 /// no lock on the chain and can run on a blocking thread.
 #[derive(Debug, Clone)]
-pub struct Branch {
+pub(crate) struct Branch {
     params: ChainParams,
     /// The block the branch grows from.
     parent: Block,
@@ -178,11 +178,6 @@ impl Branch {
     /// Returns the block the branch grows from.
     pub fn parent(&self) -> &Block {
         &self.parent
-    }
-
-    /// Returns the work of the branch's blocks.
-    pub fn work(&self) -> u128 {
-        self.work
     }
 
     /// Returns the branch's blocks.
@@ -244,21 +239,12 @@ impl Blockchain {
     /// Builds a chain from blocks this node validated and stored itself (genesis first),
     /// with the hashing pass already done (as the store does it while reading): every
     /// block's hash, link and proof of work are checked, so damage on disk is found, and
-    /// every rule, history included (difficulty, timestamp order, future limit), is
-    /// applied to the newest `recheck` blocks only. `checked` holds the results of the last
-    /// `checked.len()` blocks, all of them or all but genesis. With `recheck` at
-    /// `usize::MAX` every rule of every block is checked, as [`Blockchain::from_blocks`] does.
-    pub fn from_stored_checked(
-        params: ChainParams,
-        blocks: Vec<Block>,
-        checked: Vec<Checked>,
-        recheck: usize,
-    ) -> Result<Self, ChainError> {
-        Self::from_stored_checked_at(params, blocks, checked, recheck, crate::block::unix_now())
-    }
-
-    /// As [`Blockchain::from_stored_checked`], judging future timestamps against `now`.
-    pub fn from_stored_checked_at(
+    /// every rule, history included (difficulty, timestamp order, future limit, judged
+    /// against `now`), is applied to the newest `recheck` blocks only. `checked` holds the
+    /// results of the last `checked.len()` blocks, all of them or all but genesis. With
+    /// `recheck` at `usize::MAX` every rule of every block is checked, as
+    /// [`Blockchain::from_blocks`] does.
+    pub(crate) fn from_stored_checked_at(
         params: ChainParams,
         blocks: Vec<Block>,
         checked: Vec<Checked>,
@@ -391,7 +377,7 @@ impl Blockchain {
     }
 
     /// Returns the work of the blocks above `height`.
-    pub fn work_above(&self, height: u64) -> u128 {
+    pub(crate) fn work_above(&self, height: u64) -> u128 {
         self.blocks
             .iter()
             .skip(height as usize + 1)
@@ -400,12 +386,12 @@ impl Blockchain {
     }
 
     /// Returns the difficulty the rules expect for the block after the tip.
-    pub fn next_difficulty(&self) -> u32 {
+    pub(crate) fn next_difficulty(&self) -> u32 {
         rules::expected_difficulty(self)
     }
 
     /// Returns the median time of the last blocks, the earliest next timestamp.
-    pub fn median_time_past(&self) -> i64 {
+    pub(crate) fn median_time_past(&self) -> i64 {
         rules::median_time_past(self)
     }
 
@@ -518,7 +504,7 @@ impl Blockchain {
 
     /// Starts a branch on top of the block at `fork`, to be checked apart from the chain
     /// (off its lock) and adopted with [`Blockchain::adopt`].
-    pub fn branch_at(&self, fork: u64) -> Result<Branch, ChainError> {
+    pub(crate) fn branch_at(&self, fork: u64) -> Result<Branch, ChainError> {
         let parent = self.get(fork).ok_or(ChainError::ForkAboveTip {
             fork,
             height: self.height(),
@@ -536,13 +522,17 @@ impl Blockchain {
 
     /// Swaps in a checked branch if it still grows from our block at its fork and has more
     /// work than ours above it; returns the blocks left behind. On error nothing changes.
-    pub fn adopt(&mut self, branch: Branch) -> Result<Vec<Block>, ChainError> {
+    pub(crate) fn adopt(&mut self, branch: Branch) -> Result<Vec<Block>, ChainError> {
         self.adopt_as(branch, Ties::Keep)
     }
 
     /// Swaps in a checked branch as [`Blockchain::adopt`] does, but with `Ties::Take` also
     /// one of only equal work: how a miner prefers its own blocks in a race.
-    pub fn adopt_as(&mut self, branch: Branch, ties: Ties) -> Result<Vec<Block>, ChainError> {
+    pub(crate) fn adopt_as(
+        &mut self,
+        branch: Branch,
+        ties: Ties,
+    ) -> Result<Vec<Block>, ChainError> {
         let fork = branch.parent.index;
         if self.get(fork).map(|b| b.hash) != Some(branch.parent.hash) {
             return Err(ChainError::ForkAboveTip {
@@ -622,7 +612,8 @@ impl Blockchain {
     }
 
     /// Returns a copy of the blocks from `height` on.
-    pub fn blocks_from(&self, height: u64) -> Vec<Block> {
+    #[cfg(test)]
+    pub(crate) fn blocks_from(&self, height: u64) -> Vec<Block> {
         self.range(height, usize::MAX)
     }
 }
@@ -648,6 +639,8 @@ pub fn mine_next(chain: &Blockchain, data: BlockData, threads: usize) -> Block {
 mod tests {
     use super::*;
     use crate::block::BlockData;
+    use crate::params::Retarget;
+    use crate::rules::check_branch;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -660,7 +653,7 @@ mod tests {
         c
     }
 
-    fn remine(block: &mut Block) {
+    fn reseal(block: &mut Block) {
         block.nonce = 0;
         loop {
             let h = block.compute_hash();
@@ -802,7 +795,7 @@ mod tests {
         c.validate().unwrap();
         let mut wrong = c.blocks_from(0);
         wrong[5].difficulty = 2;
-        remine(&mut wrong[5]);
+        reseal(&mut wrong[5]);
         assert!(matches!(
             Blockchain::from_blocks(c.params().clone(), wrong),
             Err(ChainError::Block(BlockError::BadDifficulty {
@@ -848,7 +841,7 @@ mod tests {
         let c = Blockchain::new(ChainParams::with_difficulty(0));
         let mut b = mine_next(&c, BlockData::empty(), 1);
         b.timestamp = crate::block::Timestamp::from_unix(crate::block::unix_now() + 3 * 3600);
-        remine(&mut b);
+        reseal(&mut b);
         assert!(matches!(
             c.check_next(&b),
             Err(BlockError::TimestampTooFarAhead { .. })
@@ -866,7 +859,7 @@ mod tests {
         assert_eq!(err, Ok(true));
         let mut forged = easy.blocks_from(1);
         forged[0].prev_hash = chain.genesis().hash.into();
-        remine(&mut forged[0]);
+        reseal(&mut forged[0]);
         assert!(matches!(
             check_branch(&params, chain.genesis(), &forged[..1]),
             Err(BlockError::BadDifficulty {
@@ -913,7 +906,10 @@ mod tests {
             c.check_next(&b),
             Err(BlockError::BlockTooLarge { .. })
         ));
-        assert_eq!(b.serialized_size(), b.preimage().len() + 74);
+        assert_eq!(
+            serde_json::to_vec(&b).unwrap().len(),
+            b.preimage().len() + 74
+        );
     }
 
     fn chain_with_spacing(params: &ChainParams, n: usize, spacing: i64) -> Blockchain {
@@ -929,7 +925,7 @@ mod tests {
                 hash: BlockHash::default(),
                 data: t.data,
             };
-            remine(&mut b);
+            reseal(&mut b);
             c.push(b).unwrap();
         }
         c
@@ -987,12 +983,12 @@ mod tests {
 
         /// Re-mined tampering is still caught by the rule behind the hash.
         #[test]
-        fn remined_change_is_caught_by_its_rule(n in 3usize..8, at in 1usize..8, bump in 1u32..3) {
+        fn resealed_change_is_caught_by_its_rule(n in 3usize..8, at in 1usize..8, bump in 1u32..3) {
             let chain = chain_of(ChainParams::with_difficulty(4), n);
             let at = at.min(n);
             let mut blocks = chain.to_vec();
             blocks[at].difficulty += bump;
-            remine(&mut blocks[at]);
+            reseal(&mut blocks[at]);
             let err = Blockchain::from_blocks(chain.params().clone(), blocks).unwrap_err();
             prop_assert!(matches!(err, ChainError::Block(BlockError::BadDifficulty { .. })), "{err}");
         }

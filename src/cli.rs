@@ -93,23 +93,23 @@ pub struct NodeArgs {
     pub difficulty: u32,
     /// Retarget the difficulty every N blocks (off by default; part of the network's identity).
     #[arg(long, value_name = "N", requires = "retarget_secs", value_parser = clap::value_parser!(u64).range(2..))]
-    pub retarget_interval: Option<u64>,
+    pub(crate) retarget_interval: Option<u64>,
     /// Target seconds per block when retargeting.
     #[arg(long, value_name = "SECS", requires = "retarget_interval", value_parser = clap::value_parser!(u64).range(1..))]
-    pub retarget_secs: Option<u64>,
+    pub(crate) retarget_secs: Option<u64>,
     /// Mining threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Largest frame payload accepted, in bytes.
     #[arg(long, default_value_t = crate::frame::DEFAULT_MAX_FRAME)]
-    pub max_frame: usize,
+    pub(crate) max_frame: usize,
     /// Size cap: every block must be smaller than this many bytes of compact JSON
     /// (PROTOCOL.md rule 8; a block of exactly this size is refused).
     #[arg(long, default_value_t = DEFAULT_MAX_BLOCK_SIZE)]
-    pub max_block: usize,
+    pub(crate) max_block: usize,
     /// Most connections open at once.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Seconds after which an idle connection is closed.
     #[arg(long, default_value_t = limits::DEFAULT_IDLE_TIMEOUT_SECS)]
     pub idle_timeout: u64,
@@ -118,7 +118,7 @@ pub struct NodeArgs {
     pub strict_admin: bool,
     /// Do not join the shared registry ($POWCHAIN_HOME/nodes.json).
     #[arg(long)]
-    pub no_registry: bool,
+    pub(crate) no_registry: bool,
     /// Re-check every stored block against every rule at start, as for a chain from a peer
     /// (by default every block's hash, link and proof of work are checked, and all rules
     /// only for the newest 1,000 blocks).
@@ -129,7 +129,7 @@ pub struct NodeArgs {
     pub max_outbound: usize,
     /// Most links other nodes may open to this one.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_INBOUND)]
-    pub max_inbound: usize,
+    pub(crate) max_inbound: usize,
     /// The address other nodes should dial, IP:PORT, when the bound one is not it
     /// (a node bound to 0.0.0.0, or behind a forwarded port). An address, not a name:
     /// peers refuse a `hello` naming a host they would have to resolve.

@@ -23,9 +23,9 @@ use crate::message::{
 const UNEXPECTED_TEXT: usize = 240;
 
 /// Default time allowed for connecting and for one ordinary request.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time allowed for a `mine` request (mining may take long at high difficulty).
-pub const DEFAULT_MINE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_MINE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// File holding a node's admin cookie, inside its data directory.
 pub const COOKIE_FILE: &str = ".cookie";
 
@@ -79,7 +79,7 @@ impl ClientError {
     }
 
     /// Returns the node's error code when the node itself refused.
-    pub fn error_code(&self) -> Option<ErrorCode> {
+    pub(crate) fn error_code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Node { code, .. } => Some(*code),
             _ => None,
@@ -89,7 +89,7 @@ impl ClientError {
 
 /// Makes the request a client sends first on every connection it opens: a node's `hello`,
 /// so that the peer knows which node speaks on any connection of a link.
-pub type Greeting = Arc<dyn Fn() -> Request + Send + Sync>;
+pub(crate) type Greeting = Arc<dyn Fn() -> Request + Send + Sync>;
 
 struct GreetingSlot(Option<Greeting>);
 
@@ -117,7 +117,7 @@ const MAX_COOKIES_TRIED: usize = 16;
 
 /// Reads, off the runtime, the cookie of each data directory `dirs` finds (those that may
 /// be the node's, likeliest first; finding them reads the file system too).
-pub async fn read_cookies<D>(dirs: D) -> Vec<Option<String>>
+pub(crate) async fn read_cookies<D>(dirs: D) -> Vec<Option<String>>
 where
     D: FnOnce() -> Vec<std::path::PathBuf> + Send + 'static,
 {
@@ -129,7 +129,7 @@ where
 /// Runs the call `f` with a client that `client` makes for each of `cookies` in turn (then
 /// for no cookie), until the node does not refuse it as `unauthorized`: for admin calls by a
 /// tool that does not know which data directory, so which network, the node's is.
-pub async fn with_cookies<T, M, F, Fut>(
+pub(crate) async fn with_cookies<T, M, F, Fut>(
     cookies: Vec<Option<String>>,
     client: M,
     f: F,
@@ -211,13 +211,13 @@ impl NodeClient {
 
     /// Opens every new connection with `greeting`'s request (its reply is checked for an
     /// error and otherwise dropped), unless the call itself is a `hello`.
-    pub fn with_greeting(mut self, greeting: Greeting) -> Self {
+    pub(crate) fn with_greeting(mut self, greeting: Greeting) -> Self {
         self.greeting = GreetingSlot(Some(greeting));
         self
     }
 
     /// Dials through `net` instead of the OS's TCP (a simulated network).
-    pub fn with_net(mut self, net: Arc<dyn Net>) -> Self {
+    pub(crate) fn with_net(mut self, net: Arc<dyn Net>) -> Self {
         self.net = net;
         self
     }
@@ -231,7 +231,7 @@ impl NodeClient {
 
     /// Switches binary block lists on or off for the requests from now on (a link does, on
     /// learning the version its peer speaks).
-    pub fn set_binary_blocks(&self, on: bool) {
+    pub(crate) fn set_binary_blocks(&self, on: bool) {
         self.binary.store(on, Ordering::Relaxed);
     }
 
@@ -245,14 +245,14 @@ impl NodeClient {
     }
 
     /// Sets the timeout of ordinary requests.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
     /// Caps the replies this client reads at `bytes` (default
     /// [`crate::frame::DEFAULT_MAX_FRAME`]); a larger one fails the call.
-    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+    pub(crate) fn with_max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
         self
     }

@@ -127,7 +127,7 @@ impl AsyncWrite for Conn {
 
 /// The operating system's TCP.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct TcpNet;
+pub(crate) struct TcpNet;
 
 impl Net for TcpNet {
     fn connect(&self, addr: &str) -> BoxFuture<'static, io::Result<Conn>> {
@@ -161,7 +161,7 @@ pub trait Solve: fmt::Debug + Send + Sync + 'static {
 
 /// Mining on threads off the runtime: [`crate::pow::mine`].
 #[derive(Debug, Default, Clone, Copy)]
-pub struct ThreadSolver;
+pub(crate) struct ThreadSolver;
 
 impl Solve for ThreadSolver {
     fn solve(
@@ -217,11 +217,11 @@ pub enum Event<'a> {
     /// This node mined `block` and committed it.
     Mined { block: &'a Block },
     /// A sync holds a competing branch of `blocks` blocks, `bytes` bytes, not yet adopted.
-    Pending { blocks: usize, bytes: usize },
+    Branch { blocks: usize, bytes: usize },
 }
 
 /// Told of every [`Event`] of a node.
-pub type Observer = Arc<dyn Fn(Event<'_>) + Send + Sync>;
+pub(crate) type Observer = Arc<dyn Fn(Event<'_>) + Send + Sync>;
 
 /// What a node takes from its environment; `Env::default()` is the real one.
 #[derive(Clone)]
@@ -267,7 +267,7 @@ impl fmt::Debug for Env {
 
 impl Env {
     /// Tells the observer, if any, of `event`.
-    pub fn tell(&self, event: Event<'_>) {
+    pub(crate) fn tell(&self, event: Event<'_>) {
         if let Some(observer) = &self.observer {
             observer(event);
         }

@@ -22,7 +22,7 @@ pub const HEADER_LEN: usize = 10;
 /// Most bytes reserved ahead of payload actually received.
 pub const RESERVE_AHEAD: usize = 64 * 1024;
 /// Default cap on a payload: 64 MiB.
-pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 
 /// Why a frame could not be read or written; any of these ends the connection.
 #[derive(Debug, thiserror::Error)]
@@ -67,11 +67,6 @@ impl FrameCodec {
             max: max.min(9_999_999_999),
             state: State::Head,
         }
-    }
-
-    /// Returns the payload cap.
-    pub fn max_frame(&self) -> usize {
-        self.max
     }
 }
 

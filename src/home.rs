@@ -29,7 +29,7 @@ pub fn node_dir_in(home: &Path, port: u16) -> PathBuf {
 
 /// Returns the name of the network `params` define, `None` for the default network
 /// (whose nodes keep the top-level `nodes/` directory, as before networks had their own).
-pub fn network_name(params: &ChainParams) -> Option<String> {
+pub(crate) fn network_name(params: &ChainParams) -> Option<String> {
     match (params.difficulty, params.retarget) {
         (DEFAULT_DIFFICULTY, None) => None,
         (d, None) => Some(format!("d{d}")),
@@ -38,7 +38,7 @@ pub fn network_name(params: &ChainParams) -> Option<String> {
 }
 
 /// Returns the data directory of the node on `port` of the network `params` define.
-pub fn node_dir_for(home: &Path, params: &ChainParams, port: u16) -> PathBuf {
+pub(crate) fn node_dir_for(home: &Path, params: &ChainParams, port: u16) -> PathBuf {
     match network_name(params) {
         None => node_dir_in(home, port),
         Some(name) => home

@@ -6,25 +6,25 @@ use serde_json::Value;
 use crate::block::{Block, BlockHash};
 
 /// Most blocks one `get_blocks`, `get_tail` or `get_range` reply carries.
-pub const MAX_BLOCKS_PER_REPLY: usize = 5000;
+pub(crate) const MAX_BLOCKS_PER_REPLY: usize = 5000;
 /// Protocol version sent in `hello`: 2 adds `announce` and `get_block` (a peer that says
 /// 2 or more is sent big blocks as announcements; one that says 1 gets them pushed whole);
 /// 3 adds binary block lists (a peer that says 3 or more is asked for them).
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first protocol version that answers `"encoding":"binary"` with a binary block list.
-pub const BINARY_VERSION: u32 = 3;
+pub(crate) const BINARY_VERSION: u32 = 3;
 
 /// The first protocol version that takes `announce` and answers `get_block`.
-pub const ANNOUNCE_VERSION: u32 = 2;
+pub(crate) const ANNOUNCE_VERSION: u32 = 2;
 /// The legacy reply to a chain push that was adopted.
-pub const LEGACY_ACCEPTED: &str = "BLOCKCHAIN ACCEPTED";
+pub(crate) const LEGACY_ACCEPTED: &str = "BLOCKCHAIN ACCEPTED";
 /// The legacy reply to a chain push that was refused.
-pub const LEGACY_REJECTED: &str = "BLOCKCHAIN REJECTED";
+pub(crate) const LEGACY_REJECTED: &str = "BLOCKCHAIN REJECTED";
 /// The legacy reply to text that is not JSON.
-pub const LEGACY_INVALID_JSON: &str = "INVALID JSON";
+pub(crate) const LEGACY_INVALID_JSON: &str = "INVALID JSON";
 /// The legacy reply to `SHUTDOWN`.
-pub const LEGACY_EXITING: &str = "EXITING";
+pub(crate) const LEGACY_EXITING: &str = "EXITING";
 
 /// Why a request failed: the machine-readable `code` of an error reply, shared by the
 /// node, [`crate::NodeClient`] and the probe. Nothing branches on the text of a message.
@@ -195,7 +195,7 @@ pub enum Encoding {
 
 impl Encoding {
     /// Tells whether this is the default, JSON (the field is left out then).
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         *self == Encoding::Json
     }
 }
@@ -318,7 +318,7 @@ pub enum Request {
 impl Request {
     /// Tells whether sending the request twice does no more than sending it once (not
     /// `mine`, which would mine twice, nor the admin requests).
-    pub fn is_safe_to_repeat(&self) -> bool {
+    pub(crate) fn is_safe_to_repeat(&self) -> bool {
         !matches!(
             self,
             Request::Mine { .. }
@@ -342,7 +342,7 @@ impl Request {
     }
 
     /// Every request `type` tag, as [`Request::kind`] returns them.
-    pub const TYPES: [&'static str; 19] = [
+    pub(crate) const TYPES: [&'static str; 19] = [
         "hello",
         "status",
         "get_chain",

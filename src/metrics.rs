@@ -14,65 +14,65 @@ use metrics::{describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Height of the node's tip.
-pub const HEIGHT: &str = "powchain_height";
+pub(crate) const HEIGHT: &str = "powchain_height";
 /// Total work of the node's chain (an f64: exact up to 2^53).
-pub const TIP_WORK: &str = "powchain_tip_work";
+pub(crate) const TIP_WORK: &str = "powchain_tip_work";
 /// Connected peers, by `direction` (outbound, inbound, manual).
-pub const PEERS: &str = "powchain_peers";
+pub(crate) const PEERS: &str = "powchain_peers";
 /// Addresses in the address book.
-pub const ADDRESS_BOOK: &str = "powchain_address_book_size";
+pub(crate) const ADDRESS_BOOK: &str = "powchain_address_book_size";
 /// Peers banned.
-pub const BANS: &str = "powchain_bans_total";
+pub(crate) const BANS: &str = "powchain_bans_total";
 /// Blocks offered by peers and clients, by `outcome` (appended, ignored, synced, rejected).
-pub const BLOCKS_RECEIVED: &str = "powchain_blocks_received_total";
+pub(crate) const BLOCKS_RECEIVED: &str = "powchain_blocks_received_total";
 /// Blocks refused, by the `rule` they broke (the rule's code, as in `rejected` reasons).
-pub const BLOCKS_REJECTED: &str = "powchain_blocks_rejected_total";
+pub(crate) const BLOCKS_REJECTED: &str = "powchain_blocks_rejected_total";
 /// Blocks sent to peers, by `how` (push: the whole block; announce: its header).
-pub const BLOCKS_RELAYED: &str = "powchain_blocks_relayed_total";
+pub(crate) const BLOCKS_RELAYED: &str = "powchain_blocks_relayed_total";
 /// Announcements received, by `outcome` (fetching, ignored, rejected, synced).
-pub const ANNOUNCEMENTS: &str = "powchain_announcements_received_total";
+pub(crate) const ANNOUNCEMENTS: &str = "powchain_announcements_received_total";
 /// Bodies of announced blocks asked for, by `result` (taken, refused, mismatch, failed).
-pub const FETCHES: &str = "powchain_block_fetches_total";
+pub(crate) const FETCHES: &str = "powchain_block_fetches_total";
 /// Reorgs: a chain with more work replaced blocks the node held.
-pub const REORGS: &str = "powchain_reorgs_total";
+pub(crate) const REORGS: &str = "powchain_reorgs_total";
 /// Blocks a reorg replaced.
-pub const REORG_DEPTH: &str = "powchain_reorg_depth_blocks";
+pub(crate) const REORG_DEPTH: &str = "powchain_reorg_depth_blocks";
 /// From a block's timestamp to this node storing it (a peer's block; 1 s resolution).
-pub const PROPAGATION: &str = "powchain_block_propagation_seconds";
+pub(crate) const PROPAGATION: &str = "powchain_block_propagation_seconds";
 /// Batches of blocks a sync applied.
-pub const SYNC_BATCHES: &str = "powchain_sync_batches_total";
+pub(crate) const SYNC_BATCHES: &str = "powchain_sync_batches_total";
 /// Blocks a sync applied.
-pub const SYNC_BLOCKS: &str = "powchain_sync_blocks_total";
+pub(crate) const SYNC_BLOCKS: &str = "powchain_sync_blocks_total";
 /// Requests answered, by `type` (`legacy` for the text commands, `invalid` for payloads
 /// that are not one).
 pub const REQUESTS: &str = "powchain_requests_total";
 /// Bytes of request payloads received, by `type`.
-pub const BYTES_IN: &str = "powchain_received_bytes_total";
+pub(crate) const BYTES_IN: &str = "powchain_received_bytes_total";
 /// Bytes of reply payloads sent, by the `type` of the request answered.
-pub const BYTES_OUT: &str = "powchain_sent_bytes_total";
+pub(crate) const BYTES_OUT: &str = "powchain_sent_bytes_total";
 /// Connections open now.
-pub const CONNECTIONS_OPEN: &str = "powchain_connections_open";
+pub(crate) const CONNECTIONS_OPEN: &str = "powchain_connections_open";
 /// Connections accepted.
-pub const CONNECTIONS: &str = "powchain_connections_accepted_total";
+pub(crate) const CONNECTIONS: &str = "powchain_connections_accepted_total";
 /// Handshakes refused, by `code` (wrong_network, too_many_peers, bad_peer).
-pub const HELLOS_REFUSED: &str = "powchain_hellos_refused_total";
+pub(crate) const HELLOS_REFUSED: &str = "powchain_hellos_refused_total";
 /// Attempts per second of the current or last mining run.
-pub const HASH_RATE: &str = "powchain_hash_rate";
+pub(crate) const HASH_RATE: &str = "powchain_hash_rate";
 /// Blocks this node mined and stored.
-pub const BLOCKS_MINED: &str = "powchain_blocks_mined_total";
+pub(crate) const BLOCKS_MINED: &str = "powchain_blocks_mined_total";
 /// Time of one store commit (an extension or a reorg).
-pub const STORE_COMMIT: &str = "powchain_store_commit_seconds";
+pub(crate) const STORE_COMMIT: &str = "powchain_store_commit_seconds";
 
 /// Requests the probe answered, by `route` (its pattern) and `status`.
-pub const PROBE_REQUESTS: &str = "powchain_probe_requests_total";
+pub(crate) const PROBE_REQUESTS: &str = "powchain_probe_requests_total";
 /// Time the probe took to answer, by `route`.
-pub const PROBE_LATENCY: &str = "powchain_probe_request_seconds";
+pub(crate) const PROBE_LATENCY: &str = "powchain_probe_request_seconds";
 /// Nodes of the probe's last `/nodes`, by `state` (up, down).
-pub const PROBE_NODES: &str = "powchain_probe_nodes";
+pub(crate) const PROBE_NODES: &str = "powchain_probe_nodes";
 /// Visits of the probe's crawl (`--crawl`), by `result` (ok, failed).
-pub const PROBE_CRAWL_VISITS: &str = "powchain_probe_crawl_visits_total";
+pub(crate) const PROBE_CRAWL_VISITS: &str = "powchain_probe_crawl_visits_total";
 /// Addresses the probe's crawl knows, reached or not.
-pub const PROBE_CRAWL_ADDRESSES: &str = "powchain_probe_crawl_addresses";
+pub(crate) const PROBE_CRAWL_ADDRESSES: &str = "powchain_probe_crawl_addresses";
 
 /// What a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,18 +4,17 @@
 use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, BlockData, BlockHash, GENESIS_TIMESTAMP, PrevHash, Timestamp};
-pub use crate::block::{MAX_DIFFICULTY, MAX_NONCE, work};
 
 /// How many previous blocks the median-time rule looks at.
-pub const MEDIAN_SPAN: usize = 11;
+pub(crate) const MEDIAN_SPAN: usize = 11;
 /// How far ahead of the validating clock a timestamp may be.
-pub const MAX_FUTURE_SECS: i64 = 2 * 60 * 60;
+pub(crate) const MAX_FUTURE_SECS: i64 = 2 * 60 * 60;
 /// Default cap on a block's serialized size.
-pub const DEFAULT_MAX_BLOCK_SIZE: usize = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BLOCK_SIZE: usize = 1024 * 1024;
 /// Difficulty of the default network (the original's `0000` prefix).
 pub const DEFAULT_DIFFICULTY: u32 = 16;
 /// Largest difficulty change at one retarget, in bits.
-pub const MAX_RETARGET_BITS: i64 = 2;
+pub(crate) const MAX_RETARGET_BITS: i64 = 2;
 
 /// The difficulty retarget rule: every `interval` blocks aim for `target_secs` per block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

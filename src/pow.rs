@@ -33,10 +33,10 @@ type MessageBlock = GenericArray<u8, U64>;
 
 use crate::block::{Block, BlockData, BlockHash, PrevHash, Timestamp};
 
-pub use crate::block::{MAX_DIFFICULTY, MAX_NONCE, format_timestamp, work};
+use crate::block::{MAX_DIFFICULTY, MAX_NONCE};
 
 /// Tells whether `hash` has at least `difficulty` leading zero bits.
-pub fn meets_difficulty(hash: &BlockHash, difficulty: u32) -> bool {
+pub(crate) fn meets_difficulty(hash: &BlockHash, difficulty: u32) -> bool {
     hash.leading_zero_bits() >= difficulty
 }
 
@@ -91,7 +91,7 @@ impl Layout {
     ///
     /// One block holds 64 bytes, of which `}`, the 0x80 pad byte and the 8-byte length
     /// take 10, so the nonce fits beside the prefix while `rem + digits <= 54`.
-    pub fn for_remainder(rem: usize, stage: usize) -> Option<Layout> {
+    pub(crate) fn for_remainder(rem: usize, stage: usize) -> Option<Layout> {
         let mut layouts = [None; MAX_STAGES];
         let mut n = 0;
         let tail_digits = 54usize.saturating_sub(rem).min(MAX_NONCE_DIGITS);
@@ -135,16 +135,6 @@ impl Layout {
                 high_digits,
                 low_digits,
             } => (high_digits, low_digits),
-        }
-    }
-
-    /// Returns the SHA-256 compressions one attempt costs (amortized over a range of
-    /// low digits for the split layout, whose high digits need one more per range).
-    pub fn compressions(self) -> f64 {
-        match self {
-            Layout::Tail { .. } => 1.0,
-            Layout::Split { low_digits, .. } => 1.0 + 1.0 / 10f64.powi(low_digits as i32),
-            Layout::Spill { .. } => 2.0,
         }
     }
 }

@@ -28,7 +28,7 @@ pub fn signal(child: &Child, signal: Signal) -> std::io::Result<()> {
 }
 
 /// What a node or probe prints, followed by its address, once it serves.
-pub const LISTENING: &str = "listening on ";
+pub(crate) const LISTENING: &str = "listening on ";
 
 /// A started child that announced its address.
 #[derive(Debug)]

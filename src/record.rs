@@ -10,11 +10,11 @@ use crate::block::{Block, BlockData, BlockHash, PrevHash, Timestamp};
 
 /// First byte of a block record in the binary layout (see [`encode`]). Records written by
 /// earlier versions of the store are the block's JSON and start with `{`; both are read.
-pub const RECORD_V1: u8 = 1;
+pub(crate) const RECORD_V1: u8 = 1;
 
 /// The first bytes of a binary block list: a NUL, which no JSON text or text command starts
 /// with, then `BLK`.
-pub const LIST_MAGIC: [u8; 4] = *b"\0BLK";
+pub(crate) const LIST_MAGIC: [u8; 4] = *b"\0BLK";
 
 /// Writes `block` as a binary record into `out` (cleared first):
 ///

@@ -121,7 +121,7 @@ impl Registry {
     }
 
     /// Removes a node only if it is listed with `host`; true if it was.
-    pub fn remove_if(&self, port: u16, host: &str) -> io::Result<bool> {
+    pub(crate) fn remove_if(&self, port: u16, host: &str) -> io::Result<bool> {
         self.update(|m| {
             let key = port.to_string();
             if m.get(&key)
@@ -137,14 +137,14 @@ impl Registry {
 }
 
 /// Largest registry file read (1,024 entries take about 30 KiB).
-pub const MAX_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_BYTES: u64 = 1 << 20;
 /// Most entries listed: a registry of more is not this machine's nodes.
 pub const MAX_ENTRIES: usize = 1024;
 /// Longest host name kept from an entry.
 const MAX_HOST: usize = 255;
 /// Longest wait for the registry's lock: a process that holds it longer is not a node
 /// updating it.
-pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Opens `path` with `options` without waiting (a FIFO opens at once, and is refused), and
 /// checks that it is a regular file.

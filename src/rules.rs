@@ -96,13 +96,13 @@ pub trait History {
 }
 
 /// Returns how many blocks back of the tip the rules look: what a [`History`] must hold.
-pub fn lookback(params: &ChainParams) -> u64 {
+pub(crate) fn lookback(params: &ChainParams) -> u64 {
     let interval = params.retarget.map_or(0, |r| r.interval);
     (MEDIAN_SPAN as u64).max(interval + 1)
 }
 
 /// Returns the difficulty the rules expect for the block after the tip of `h`.
-pub fn expected_difficulty(h: &impl History) -> u32 {
+pub(crate) fn expected_difficulty(h: &impl History) -> u32 {
     let params = h.params();
     let parent = h.tip();
     let height = parent.index + 1;
@@ -126,7 +126,7 @@ pub fn expected_difficulty(h: &impl History) -> u32 {
 
 /// Returns the median time of the last [`MEDIAN_SPAN`] blocks of `h` (genesis counts; the
 /// upper middle of an even count), the earliest timestamp the next block may have.
-pub fn median_time_past(h: &impl History) -> i64 {
+pub(crate) fn median_time_past(h: &impl History) -> i64 {
     let top = h.tip().index;
     let count = (top + 1).min(MEDIAN_SPAN as u64) as usize;
     let mut recent = [0i64; MEDIAN_SPAN];
@@ -186,7 +186,7 @@ pub fn check_next(
 /// The ratio is never exactly 2^(n + 1/2) (irrational), so rounding has no ties, and
 /// round(log2 r) >= n exactly when r^2 >= 2^(2n - 1): shift >= 1 iff E^2 >= 2 A^2,
 /// shift >= 2 iff E^2 >= 8 A^2, and symmetrically downwards.
-pub fn retarget_shift(expected: u128, actual: u128) -> i64 {
+pub(crate) fn retarget_shift(expected: u128, actual: u128) -> i64 {
     let (mut e, mut a) = (expected.max(1), actual.max(1));
     // Ratios beyond 3 are past the clamp either way (2^1.5 < 3).
     if e >= a.saturating_mul(3) {
@@ -225,12 +225,12 @@ pub struct Checked {
     pub size: usize,
 }
 
-pub fn check_one(block: &Block) -> Checked {
+pub(crate) fn check_one(block: &Block) -> Checked {
     check_with(block, &mut String::new())
 }
 
 /// [`check_one`] writing the preimage into `buf`, so a long run allocates it once.
-pub fn check_with(block: &Block, buf: &mut String) -> Checked {
+pub(crate) fn check_with(block: &Block, buf: &mut String) -> Checked {
     block.write_preimage(buf);
     let hash = hash_preimage(buf.as_bytes());
     // The JSON form holds the preimage's fields plus `,"hash":"<64 hex>"`.
@@ -242,7 +242,7 @@ pub fn check_with(block: &Block, buf: &mut String) -> Checked {
     }
 }
 
-pub fn check_all(blocks: &[Block]) -> Vec<Checked> {
+pub(crate) fn check_all(blocks: &[Block]) -> Vec<Checked> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     check_all_with(blocks, threads, check_with)
 }
@@ -281,7 +281,7 @@ fn check_all_with<T: Send>(
 /// difficulties that follow the rule's shape (the network's difficulty without retargeting;
 /// with it, the parent's except at interval boundaries, where it moves by at most 2 bits).
 /// Returns the branch's work. Used to refuse a bad branch while it is still being fetched.
-pub fn check_branch(
+pub(crate) fn check_branch(
     params: &ChainParams,
     parent: &Block,
     blocks: &[Block],
@@ -323,7 +323,7 @@ pub fn check_branch(
 /// link, its hash recomputed (`c`) against the stored one, and its proof of work; returns its
 /// time. The rules that need the chain's history (difficulty, timestamp order) were checked
 /// when the block was stored, and are checked again only by a full re-validation.
-pub fn check_stored(
+pub(crate) fn check_stored(
     params: &ChainParams,
     parent: &Block,
     block: &Block,

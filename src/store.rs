@@ -14,11 +14,13 @@ use crate::rules::{BlockError, Checked, check_with};
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// Data of blocks left behind by a reorg, waiting to be mined again (id -> canonical JSON).
-const PENDING: TableDefinition<u64, &str> = TableDefinition::new("pending");
+/// The remine queue: data of blocks to be mined again, by id. The table keeps the name
+/// it has always had on disk.
+const REMINE: TableDefinition<u64, &str> = TableDefinition::new("pending");
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "chain.redb";
 /// Blocks at the top of a stored chain re-checked against every rule at a normal start.
-pub const RECHECK_AT_START: usize = 1_000;
+pub(crate) const RECHECK_AT_START: usize = 1_000;
 
 /// How much of a stored chain is checked when the store opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,7 +91,7 @@ pub enum StoreError {
 
 /// redb's page cache for a store: the chain is read once at start and then only written,
 /// so redb's default (1 GiB) would only keep the pages read at start in memory.
-pub const CACHE_BYTES: usize = 16 << 20;
+pub(crate) const CACHE_BYTES: usize = 16 << 20;
 
 fn builder(cache_bytes: usize) -> redb::Builder {
     let mut builder = redb::Builder::new();
@@ -144,7 +146,7 @@ impl Store {
     }
 
     /// As [`Store::open`], checking the stored chain as `verify` says.
-    pub fn open_with(
+    pub(crate) fn open_with(
         dir: &Path,
         params: &ChainParams,
         verify: Verify,
@@ -156,7 +158,7 @@ impl Store {
     /// a node's own clock, which is the simulated one under simulation) and giving redb a
     /// page cache of `cache_bytes` once the chain is loaded (the simulator gives each of
     /// its thousands of nodes a small one).
-    pub fn open_at(
+    pub(crate) fn open_at(
         dir: &Path,
         params: &ChainParams,
         verify: Verify,
@@ -276,8 +278,8 @@ impl Store {
 
     /// Reads every stored block, genesis first, its data parsed again, and hashes each on
     /// the way (on all cores): `checked[i]` for `blocks[i]`, ready for
-    /// [`Blockchain::from_stored_checked`].
-    pub fn load_checked(&self) -> Result<(Vec<Block>, Vec<Checked>), StoreError> {
+    /// [`Blockchain::from_stored_checked_at`].
+    pub(crate) fn load_checked(&self) -> Result<(Vec<Block>, Vec<Checked>), StoreError> {
         let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
         let db = guard
             .as_ref()
@@ -295,14 +297,14 @@ impl Store {
         self.commit(fork, blocks, &[], None).map(drop)
     }
 
-    /// In one transaction: replaces the blocks above `fork` with `blocks`, queues `requeue`
-    /// (data of blocks left behind) to be mined again, and drops the queued entry `done`.
-    /// Returns the ids given to the queued data.
+    /// In one transaction: replaces the blocks above `fork` with `blocks`, puts `remine`
+    /// (data of blocks left behind) in the remine queue, and drops its entry `done`.
+    /// Returns the ids given to the new entries.
     pub fn commit(
         &self,
         fork: u64,
         blocks: &[Block],
-        requeue: &[BlockData],
+        remine: &[BlockData],
         done: Option<u64>,
     ) -> Result<Vec<u64>, StoreError> {
         self.with_db(|db| {
@@ -316,13 +318,13 @@ impl Store {
                     record::encode(b, &mut record);
                     table.insert(b.index, record.as_slice())?;
                 }
-                let mut pending = tx.open_table(PENDING)?;
+                let mut remine_queue = tx.open_table(REMINE)?;
                 if let Some(id) = done {
-                    pending.remove(id)?;
+                    remine_queue.remove(id)?;
                 }
-                let first = pending.last()?.map_or(0, |(k, _)| k.value() + 1);
-                for (id, data) in (first..).zip(requeue) {
-                    pending.insert(id, data.as_str())?;
+                let first = remine_queue.last()?.map_or(0, |(k, _)| k.value() + 1);
+                for (id, data) in (first..).zip(remine) {
+                    remine_queue.insert(id, data.as_str())?;
                     ids.push(id);
                 }
             }
@@ -331,27 +333,27 @@ impl Store {
         })
     }
 
-    /// Drops a queued entry (its data turned out to be in the chain already).
-    pub fn drop_pending(&self, id: u64) -> Result<(), StoreError> {
+    /// Drops an entry of the remine queue (its data turned out to be in the chain already).
+    pub(crate) fn drop_remine(&self, id: u64) -> Result<(), StoreError> {
         self.with_db(|db| {
             let tx = db.begin_write()?;
-            tx.open_table(PENDING)?.remove(id)?;
+            tx.open_table(REMINE)?.remove(id)?;
             tx.commit()?;
             Ok(())
         })
     }
 
-    /// Queues `data` to be mined again (blocks withheld and given up), in one
+    /// Puts `data` in the remine queue (blocks withheld and given up), in one
     /// transaction; returns the ids given.
-    pub fn queue(&self, data: &[BlockData]) -> Result<Vec<u64>, StoreError> {
+    pub fn queue_remine(&self, data: &[BlockData]) -> Result<Vec<u64>, StoreError> {
         self.with_db(|db| {
             let tx = db.begin_write()?;
             let mut ids = Vec::with_capacity(data.len());
             {
-                let mut pending = tx.open_table(PENDING)?;
-                let first = pending.last()?.map_or(0, |(k, _)| k.value() + 1);
+                let mut remine_queue = tx.open_table(REMINE)?;
+                let first = remine_queue.last()?.map_or(0, |(k, _)| k.value() + 1);
                 for (id, d) in (first..).zip(data) {
-                    pending.insert(id, d.as_str())?;
+                    remine_queue.insert(id, d.as_str())?;
                     ids.push(id);
                 }
             }
@@ -361,10 +363,10 @@ impl Store {
     }
 
     /// Returns the data waiting to be mined again, by id.
-    pub fn pending(&self) -> Result<Vec<(u64, BlockData)>, StoreError> {
+    pub fn remine_queue(&self) -> Result<Vec<(u64, BlockData)>, StoreError> {
         self.with_db(|db| {
             let tx = db.begin_read()?;
-            let table = match tx.open_table(PENDING) {
+            let table = match tx.open_table(REMINE) {
                 Ok(t) => t,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
                 Err(e) => return Err(e.into()),
@@ -725,7 +727,7 @@ mod tests {
 
     /// Queued data survives a reopen and leaves the queue with the block that carries it.
     #[test]
-    fn pending_data_is_queued_with_the_reorg_and_dropped_with_its_block() {
+    fn remine_data_is_queued_with_the_reorg_and_dropped_with_its_block() {
         let dir = tempfile::tempdir().unwrap();
         let params = ChainParams::with_difficulty(0);
         let (store, chain) = Store::open(dir.path(), &params).unwrap();
@@ -735,10 +737,10 @@ mod tests {
             .unwrap();
         drop(store);
         let (store, _) = Store::open(dir.path(), &params).unwrap();
-        assert_eq!(store.pending().unwrap(), vec![(ids[0], left.clone())]);
+        assert_eq!(store.remine_queue().unwrap(), vec![(ids[0], left.clone())]);
         let b = mine_next(&chain, left, 1);
         store.commit(0, &[b], &[], Some(ids[0])).unwrap();
-        assert!(store.pending().unwrap().is_empty());
+        assert!(store.remine_queue().unwrap().is_empty());
         assert_eq!(store.load().unwrap().len(), 2);
     }
 
@@ -860,7 +862,7 @@ mod tests {
 
     /// Dropping a queue entry removes that entry only and leaves every block in place.
     #[test]
-    fn drop_pending_touches_only_the_queue() {
+    fn drop_remine_touches_only_the_queue() {
         let dir = tempfile::tempdir().unwrap();
         let params = ChainParams::with_difficulty(0);
         let (store, chain) = Store::open(dir.path(), &params).unwrap();
@@ -872,8 +874,11 @@ mod tests {
         let ids = store
             .commit(0, std::slice::from_ref(&b), &datas, None)
             .unwrap();
-        store.drop_pending(ids[0]).unwrap();
-        assert_eq!(store.pending().unwrap(), vec![(ids[1], datas[1].clone())]);
+        store.drop_remine(ids[0]).unwrap();
+        assert_eq!(
+            store.remine_queue().unwrap(),
+            vec![(ids[1], datas[1].clone())]
+        );
         assert_eq!(store.load().unwrap().len(), 2);
     }
 

@@ -16,7 +16,7 @@ use powchain::frame::FrameCodec;
 use powchain::message::{BlockOutcome, Encoding, Header, Request, Response};
 use powchain::{Block, BlockData, BlockHash, Blockchain, ChainParams};
 use powchain_testkit::fake::{self, Answer, FakePeer, hello};
-use powchain_testkit::{Options, TestNetwork, remine, wait_for};
+use powchain_testkit::{Options, TestNetwork, reseal, wait_for};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
@@ -141,7 +141,7 @@ async fn headers_that_cannot_be_a_block_on_our_tip_are_refused_unfetched() {
     weak.hash = BlockHash([0xff; 32]);
     let mut easy = block.clone();
     easy.difficulty = 2;
-    remine(&mut easy);
+    reseal(&mut easy);
     for (header, want) in [
         (weak, "does not meet its difficulty"),
         (Header::of(&easy), "difficulty 2 where 8 is due"),

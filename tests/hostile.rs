@@ -13,7 +13,7 @@ use powchain::frame::FrameCodec;
 use powchain::message::{BlockOutcome, Hello, Request, Response};
 use powchain::{Block, BlockData, BlockHash, Blockchain, ChainParams, NodeClient};
 use powchain_testkit::fake::{self, Answer, FakePeer};
-use powchain_testkit::{Options, TestNetwork, remine, rss_kib, wait_for};
+use powchain_testkit::{Options, TestNetwork, reseal, rss_kib, wait_for};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,16 +43,16 @@ async fn invalid_blocks_are_rejected_and_the_sender_cut_off() {
     bad_pow.hash = bad_pow.compute_hash();
     let mut easy = next_block("too easy");
     easy.difficulty = 2;
-    remine(&mut easy);
+    reseal(&mut easy);
     let mut warped = next_block("from the future");
     warped.timestamp =
-        powchain::pow::format_timestamp(chrono::Utc::now().timestamp() + 3 * 3600).into();
-    remine(&mut warped);
+        powchain::block::format_timestamp(chrono::Utc::now().timestamp() + 3 * 3600).into();
+    reseal(&mut warped);
     let mut forged = next_block("forged hash");
     forged.hash = BlockHash([0u8; 32]);
     let mut unparsable = next_block("bad time");
     unparsable.timestamp = "yesterday".into();
-    remine(&mut unparsable);
+    reseal(&mut unparsable);
 
     let cases = [
         (bad_pow, "insufficient work"),
@@ -133,7 +133,7 @@ async fn long_chain_of_too_easy_blocks_is_refused() {
     for i in 0..20_000u64 {
         let mut b = Block {
             index: i + 1,
-            timestamp: powchain::pow::format_timestamp(1_700_000_000 + i as i64).into(),
+            timestamp: powchain::block::format_timestamp(1_700_000_000 + i as i64).into(),
             nonce: 0,
             difficulty: 0,
             prev_hash: prev.hash.into(),
@@ -188,7 +188,7 @@ async fn timestamps_outside_the_exact_form_are_refused() {
     let lenient = |text: &str| {
         let mut b = next_block("lenient");
         b.timestamp = text.into();
-        remine(&mut b);
+        reseal(&mut b);
         b
     };
     for text in powchain::block::TIMESTAMPS_REFUSED {
@@ -410,7 +410,7 @@ async fn unlinked_blocks_make_the_node_sync_only_with_their_peer_and_rarely() {
     let mut orphan = next_block("orphan");
     orphan.index = 5;
     orphan.prev_hash = powchain::BlockHash([0xab; 32]).into();
-    remine(&mut orphan);
+    reseal(&mut orphan);
     for _ in 0..4 {
         let (outcome, reason) = client.new_block(orphan.clone()).await.unwrap();
         assert_eq!(outcome, BlockOutcome::Rejected);

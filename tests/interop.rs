@@ -103,7 +103,7 @@ async fn python_client_names_the_broken_block_of_a_tampered_chain() {
     expect_invalid(relinked, "invalid: block 3 links to").await;
 
     let mut big = honest.clone();
-    big[1].nonce = powchain::pow::MAX_NONCE + 1;
+    big[1].nonce = powchain::block::MAX_NONCE + 1;
     expect_invalid(big, "invalid: block 1 has nonce 9007199254740992").await;
 
     // Rule 6's exact form: what `strptime` alone would read (an unpadded field, a leap

@@ -331,7 +331,7 @@ async fn nonces_above_two_to_the_53_are_refused_and_reported_at_start() {
     let c = net.client(0);
     for i in 0..20 {
         let block = c.mine(json!({ "i": i })).await.unwrap();
-        assert!(block.nonce <= powchain::pow::MAX_NONCE, "{}", block.nonce);
+        assert!(block.nonce <= powchain::block::MAX_NONCE, "{}", block.nonce);
     }
     let chain = Blockchain::from_blocks(
         ChainParams::with_difficulty(0),

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 /// Where an address came from: what it may be trusted for and whether it ages out.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Source {
+pub(crate) enum Source {
     /// `--peer` on the command line: kept however often it fails.
     Seed,
     /// The shared registry (`nodes.json`) of this machine.
@@ -40,7 +40,7 @@ struct Entry {
 /// The addresses a node knows, bounded: [`MAX_ADDRS`] in all, [`MAX_PER_SOURCE`] from the
 /// gossip of any one peer, and failing addresses age out.
 #[derive(Debug, Default)]
-pub struct AddrBook {
+pub(crate) struct AddrBook {
     entries: BTreeMap<String, Entry>,
     per_source: BTreeMap<String, usize>,
     banned: BTreeMap<String, Instant>,
@@ -62,23 +62,19 @@ impl AddrBook {
         self.entries.len()
     }
 
-    /// Tells whether no address is held.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Tells whether `addr` is held.
-    pub fn contains(&self, addr: &str) -> bool {
+    #[cfg(test)]
+    fn contains(&self, addr: &str) -> bool {
         self.entries.contains_key(addr)
     }
 
     /// Tells whether `addr` is one of this node's own.
-    pub fn is_own(&self, addr: &str) -> bool {
+    pub(crate) fn is_own(&self, addr: &str) -> bool {
         self.own.iter().any(|o| o == addr)
     }
 
     /// Records that `addr` leads back to this node (found when dialling it); forgets it.
-    pub fn add_own(&mut self, addr: &str) {
+    pub(crate) fn add_own(&mut self, addr: &str) {
         self.remove(addr);
         if self.own.len() < 16 && !self.is_own(addr) {
             self.own.push(addr.to_owned());
@@ -176,7 +172,7 @@ impl AddrBook {
     /// Returns up to `n` addresses to dial now, in random order, skipping those `busy`
     /// says are linked or being dialled, banned ones and those waiting out a failure.
     /// Addresses that worked before come first.
-    pub fn candidates(
+    pub(crate) fn candidates(
         &self,
         n: usize,
         now: Instant,
@@ -205,7 +201,7 @@ impl AddrBook {
     }
 
     /// Returns when the next address waiting out a failure may be dialled, if any.
-    pub fn next_retry(&self, now: Instant) -> Option<Instant> {
+    pub(crate) fn next_retry(&self, now: Instant) -> Option<Instant> {
         self.entries
             .values()
             .filter_map(|e| e.retry_at)
@@ -214,14 +210,14 @@ impl AddrBook {
     }
 
     /// Tells whether a handshake with `addr` ever succeeded (since it was last added).
-    pub fn has_succeeded(&self, addr: &str) -> bool {
+    pub(crate) fn has_succeeded(&self, addr: &str) -> bool {
         self.entries
             .get(addr)
             .is_some_and(|e| e.last_success.is_some())
     }
 
     /// Records a successful handshake with `addr`.
-    pub fn succeeded(&mut self, addr: &str, now: Instant) {
+    pub(crate) fn succeeded(&mut self, addr: &str, now: Instant) {
         if let Some(e) = self.entries.get_mut(addr) {
             e.last_success = Some(now);
             e.failures = 0;
@@ -275,12 +271,12 @@ impl AddrBook {
     }
 
     /// Lifts a ban on `addr`.
-    pub fn unban(&mut self, addr: &str) {
+    pub(crate) fn unban(&mut self, addr: &str) {
         self.banned.remove(addr);
     }
 
     /// Tells whether `addr` is banned at `now`.
-    pub fn is_banned(&self, addr: &str, now: Instant) -> bool {
+    pub(crate) fn is_banned(&self, addr: &str, now: Instant) -> bool {
         self.banned.get(addr).is_some_and(|t| now < *t)
     }
 

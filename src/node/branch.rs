@@ -1,7 +1,7 @@
 //! `CompetingBranch`: a branch that forks below our tip, held while a sync fetches it,
 //! bounded in blocks, bytes and by the work it could still gain.
 
-use super::limits::{MAX_PENDING_BLOCKS, MAX_PENDING_BYTES};
+use super::limits::{MAX_BRANCH_BLOCKS, MAX_BRANCH_BYTES};
 use crate::block::Block;
 
 /// Why a competing branch being fetched was given up.
@@ -49,15 +49,15 @@ impl CompetingBranch {
         if self.work > ours {
             return Ok(());
         }
-        if self.blocks.len() > MAX_PENDING_BLOCKS || self.bytes > MAX_PENDING_BYTES {
+        if self.blocks.len() > MAX_BRANCH_BLOCKS || self.bytes > MAX_BRANCH_BYTES {
             return Err(BranchError::TooLarge {
                 blocks: self.blocks.len(),
                 bytes: self.bytes,
             });
         }
         let per = self.bytes / self.blocks.len().max(1);
-        let room = (MAX_PENDING_BLOCKS - self.blocks.len())
-            .min((MAX_PENDING_BYTES - self.bytes) / per.max(1)) as u128;
+        let room = (MAX_BRANCH_BLOCKS - self.blocks.len())
+            .min((MAX_BRANCH_BYTES - self.bytes) / per.max(1)) as u128;
         let needed = ours - self.work + 1;
         if needed.div_ceil(last_work) > room {
             return Err(BranchError::TooLight {
@@ -116,7 +116,7 @@ mod tests {
 
     /// A branch that outweighs ours is accepted whatever its size.
     #[test]
-    fn pending_branch_that_outweighs_ours_is_kept() {
+    fn competing_branch_that_outweighs_ours_is_kept() {
         let mut p = CompetingBranch::default();
         let batch = blocks(0, 10, 0);
         assert_eq!(p.push(batch, 10, 9), Ok(()));
@@ -127,7 +127,7 @@ mod tests {
 
     /// A branch of big blocks is given up by bytes long before the block cap.
     #[test]
-    fn pending_branch_is_bounded_in_bytes() {
+    fn competing_branch_is_bounded_in_bytes() {
         let mut p = CompetingBranch::default();
         let batch = blocks(0, 40, 1_000_000);
         let mut result = Ok(());
@@ -144,13 +144,13 @@ mod tests {
             ),
             "{result:?}"
         );
-        assert!(p.bytes <= MAX_PENDING_BYTES + 40 * 1_000_300);
+        assert!(p.bytes <= MAX_BRANCH_BYTES + 40 * 1_000_300);
     }
 
     /// A branch whose difficulty walked down (as retargeting allows) is given up as soon as
     /// it could not outweigh ours within the caps, not after filling them.
     #[test]
-    fn pending_branch_too_light_to_ever_win_is_given_up_early() {
+    fn competing_branch_too_light_to_ever_win_is_given_up_early() {
         let mut p = CompetingBranch::default();
         // Ours above the fork: 2^40 of work; theirs: difficulty-0 blocks (work 1 each).
         let err = p.push(blocks(0, 100, 0), 100, 1 << 40).unwrap_err();

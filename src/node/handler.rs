@@ -142,7 +142,7 @@ impl Node {
             }
             Request::Mine { data } => match self.mine(data).await {
                 Ok(block) => Response::Mined { block },
-                Err(e) => Response::error(e.code(), e.to_string()),
+                Err(e) => Response::error(e.error_code(), e.to_string()),
             },
             Request::GetPeers => Response::Peers {
                 peers: self.peers.known(),

@@ -16,7 +16,7 @@ use super::limits::{RECENT_SCAN, REMINE_DELAY_OTHERS};
 use super::miner::{MineError, Miner};
 use super::relay::Relay;
 use super::state::{Applied, ApplyError, ChainState};
-use super::strategy::{Move, Private, Races, Strategy, on_public};
+use super::strategy::{Move, Private, Strategy, on_public};
 use crate::block::{Block, BlockData};
 use crate::env::{Env, Event};
 
@@ -102,7 +102,8 @@ impl Jobs {
 
     /// Returns how a selfish miner's races ended; `None` for an honest miner or while a
     /// change is under way.
-    pub(super) fn races(&self) -> Option<Races> {
+    #[cfg(feature = "testkit")]
+    pub(super) fn races(&self) -> Option<super::strategy::Races> {
         Some(self.private.as_ref()?.try_lock().ok()?.races)
     }
 
@@ -119,12 +120,12 @@ impl Jobs {
             tracing::warn!(
                 fork = applied.fork,
                 left_behind = applied.left.len(),
-                requeued = applied.requeued.len(),
+                remine = applied.remine.len(),
                 new_height = self.state.chain().height(),
                 "reorg to a chain with more work"
             );
         }
-        for (id, block) in &applied.requeued {
+        for (id, block) in &applied.remine {
             let delay = if self.miner.is_mined_here(&block.hash) {
                 Duration::ZERO
             } else {
@@ -134,7 +135,7 @@ impl Jobs {
         }
     }
 
-    /// Mines again, in the background, data that a reorg left behind (queue entry `id`).
+    /// Mines again, in the background, data that a reorg left behind (remine queue entry `id`).
     ///
     /// Every node that held the block queues its data, but only the node that mined it
     /// mines it again at once; the others wait `delay` and mine it only if it is still
@@ -254,7 +255,7 @@ impl Jobs {
                 let dropped = self
                     .env
                     .blocking
-                    .run(move || store.drop_pending(id).map_err(|e| e.to_string()))
+                    .run(move || store.drop_remine(id).map_err(|e| e.to_string()))
                     .await
                     .and_then(|r| r);
                 if let Err(e) = dropped {
@@ -386,8 +387,8 @@ impl Jobs {
                 }
                 // Published, the blocks are in the store: their queue entries go.
                 let from = private.published.min(count);
-                let ids: Vec<u64> = private.queued
-                    [from.min(private.queued.len())..count.min(private.queued.len())]
+                let ids: Vec<u64> = private.remine_ids
+                    [from.min(private.remine_ids.len())..count.min(private.remine_ids.len())]
                     .iter()
                     .flatten()
                     .copied()
@@ -396,7 +397,7 @@ impl Jobs {
                 if count == blocks.len() {
                     private.branch = None;
                     private.published = 0;
-                    private.queued.clear();
+                    private.remine_ids.clear();
                 } else {
                     private.published = count;
                 }
@@ -420,7 +421,7 @@ impl Jobs {
         };
         // Published blocks our chain left behind were queued as any block left behind is.
         let published = std::mem::take(&mut private.published);
-        let queued = std::mem::take(&mut private.queued);
+        let queued = std::mem::take(&mut private.remine_ids);
         tracing::info!(
             blocks = branch.blocks().len(),
             "selfish mining: the public chain overtook the withheld blocks; giving them up"
@@ -443,7 +444,7 @@ impl Jobs {
             .blocking
             .run(move || {
                 ids.iter()
-                    .try_for_each(|id| store.drop_pending(*id))
+                    .try_for_each(|id| store.drop_remine(*id))
                     .map_err(|e| e.to_string())
             })
             .await
@@ -456,7 +457,7 @@ impl Jobs {
     /// Returns the queue entry that keeps a withheld block's data: its job's, or a new
     /// one for data mined on request; `None` for empty data or when the store fails
     /// (then the data is in memory only, and logged).
-    async fn keep_queued(&self, data: &BlockData, job: Option<u64>) -> Option<u64> {
+    async fn keep_in_remine_queue(&self, data: &BlockData, job: Option<u64>) -> Option<u64> {
         if job.is_some() || data.is_empty() {
             return job;
         }
@@ -465,7 +466,7 @@ impl Jobs {
         let queued = self
             .env
             .blocking
-            .run(move || store.queue(&[data]).map_err(|e| e.to_string()))
+            .run(move || store.queue_remine(&[data]).map_err(|e| e.to_string()))
             .await
             .and_then(|r| r);
         match queued {
@@ -526,12 +527,12 @@ impl Jobs {
                     return Ok(false);
                 }
                 private.branch = Some(branch);
-                private.queued.clear();
+                private.remine_ids.clear();
             }
         }
         // Until it is published, the block's data stays queued in the store.
-        let id = self.keep_queued(&block.data, job).await;
-        private.queued.push(id);
+        let id = self.keep_in_remine_queue(&block.data, job).await;
+        private.remine_ids.push(id);
         tracing::info!(height = block.index, hash = %block.hash.short(), withheld = private.len(), "selfish mining: block withheld");
         metrics::counter!(crate::metrics::BLOCKS_MINED).increment(1);
         self.env.tell(Event::Mined { block });

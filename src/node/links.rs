@@ -373,7 +373,7 @@ impl Links {
 /// address. A peer bound to every interface (`0.0.0.0:P`) is dialled at the address its
 /// connection came from, on port `P`; so is a peer on another host announcing a loopback
 /// address (which could only lead to this machine's own services).
-pub fn dial_addr(listen: &str, remote: Option<SocketAddr>) -> Option<String> {
+pub(crate) fn dial_addr(listen: &str, remote: Option<SocketAddr>) -> Option<String> {
     let announced: SocketAddr = listen.parse().ok()?;
     let ip = announced.ip().to_canonical();
     if announced.port() == 0 {

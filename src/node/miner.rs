@@ -33,7 +33,7 @@ pub struct Miner {
 
 impl Miner {
     /// Tells whether a run is in progress.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.active.load(Ordering::Relaxed) > 0
     }
 
@@ -47,7 +47,7 @@ impl Miner {
     }
 
     /// Tells whether this node mined the block `hash` since it started.
-    pub fn is_mined_here(&self, hash: &BlockHash) -> bool {
+    pub(crate) fn is_mined_here(&self, hash: &BlockHash) -> bool {
         self.mined
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -60,7 +60,7 @@ impl Miner {
     }
 
     /// Remembers that this node mined the block `hash` (bounded).
-    pub fn record_mined(&self, hash: BlockHash) {
+    pub(crate) fn record_mined(&self, hash: BlockHash) {
         let mut mined = self.mined.lock().unwrap_or_else(|e| e.into_inner());
         if mined.len() >= MINED_MEMORY {
             mined.clear();
@@ -69,7 +69,7 @@ impl Miner {
     }
 
     /// Cancels every run in progress.
-    pub fn cancel_all(&self) {
+    pub(crate) fn cancel_all(&self) {
         for c in self.runs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             c.cancel.store(true, Ordering::Relaxed);
         }
@@ -94,8 +94,8 @@ pub enum MineError {
 }
 
 impl MineError {
-    /// Returns the protocol error code.
-    pub fn code(&self) -> ErrorCode {
+    /// Returns the protocol error code (`code()` elsewhere is always the code's text).
+    pub fn error_code(&self) -> ErrorCode {
         match self {
             MineError::ShuttingDown => ErrorCode::ShuttingDown,
             MineError::TooLarge { .. } => ErrorCode::TooLarge,

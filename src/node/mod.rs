@@ -41,21 +41,21 @@ mod shared;
 pub mod state;
 mod strategy;
 mod sync;
-pub use crate::env;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+
+use crate::env::Listener;
 use tokio_util::sync::CancellationToken;
 
 pub use self::shared::{Config, Node, NodeError};
-pub use addrbook::{AddrBook, Source};
-pub use env::{Env, Listener};
-pub use limits::{MAX_ADDRS, MAX_PENDING_BLOCKS, MAX_PENDING_BYTES, PING_INTERVAL, SYNC_BATCH};
-pub use links::dial_addr;
+pub use limits::{MAX_ADDRS, MAX_BRANCH_BLOCKS, MAX_BRANCH_BYTES, SYNC_BATCH};
+pub(crate) use links::dial_addr;
 pub use miner::Miner;
-pub use peers::{Direction, Limits, PeerSet, normalize_addr};
+pub use peers::Limits;
+pub(crate) use peers::normalize_addr;
 pub use strategy::{Races, Strategy};
 
 /// Serves `listener` until `shutdown` is cancelled; returns once everything is closed.
@@ -105,7 +105,7 @@ pub async fn join(node: &Arc<Node>) {
                 r.entries()
                     .map_err(|e| format!("could not read the registry {}: {e}", r.path().display()))
             });
-            (entries, store.pending())
+            (entries, store.remine_queue())
         })
         .await
         .unwrap_or_else(|e| (Some(Err(e)), Ok(Vec::new())));

@@ -28,7 +28,7 @@ use crate::env::{Net, TcpNet};
 
 /// Counts one relay in flight until dropped.
 #[derive(Debug)]
-pub struct RelayGuard(Arc<AtomicUsize>);
+pub(crate) struct RelayGuard(Arc<AtomicUsize>);
 
 impl Drop for RelayGuard {
     fn drop(&mut self) {
@@ -38,7 +38,7 @@ impl Drop for RelayGuard {
 
 /// A peer to send a block to, counted as one relay in flight until dropped.
 #[derive(Debug)]
-pub struct RelayTarget {
+pub(crate) struct RelayTarget {
     /// Its address.
     pub addr: String,
     /// Its link's client.
@@ -51,7 +51,7 @@ pub struct RelayTarget {
 
 /// Who opened a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     /// We dialled a candidate from the address book (counts against `--max-outbound`).
     Outbound,
     /// It dialled us (counts against `--max-inbound`).
@@ -115,7 +115,7 @@ impl Default for Limits {
 
 /// What a `hello` on an accepted connection means for the links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accepted {
+pub(crate) enum Accepted {
     /// A new inbound link.
     New,
     /// A link we already have (ours to it, or its to us on another connection).
@@ -127,7 +127,7 @@ pub enum Accepted {
 }
 
 /// The peers a node keeps links to, and the addresses it could dial.
-pub struct PeerSet {
+pub(crate) struct PeerSet {
     links: Mutex<BTreeMap<String, Link>>,
     book: Mutex<AddrBook>,
     limits: Limits,
@@ -171,7 +171,7 @@ impl PeerSet {
     }
 
     /// Dials through `net`, and makes its random choices from `seed` (the OS's when `None`).
-    pub fn with_env(mut self, net: Arc<dyn Net>, seed: Option<u64>) -> Self {
+    pub(crate) fn with_env(mut self, net: Arc<dyn Net>, seed: Option<u64>) -> Self {
         self.net = net;
         if let Some(seed) = seed {
             self.rng = Mutex::new(StdRng::seed_from_u64(seed));
@@ -243,7 +243,7 @@ impl PeerSet {
     }
 
     /// Returns how many more outbound links the node should dial.
-    pub fn outbound_wanted(&self) -> usize {
+    pub(crate) fn outbound_wanted(&self) -> usize {
         let have = self
             .lock()
             .values()
@@ -263,7 +263,7 @@ impl PeerSet {
     }
 
     /// Tells whether `addr` is a link (connected or being dialled).
-    pub fn is_link(&self, addr: &str) -> bool {
+    pub(crate) fn is_link(&self, addr: &str) -> bool {
         self.lock().contains_key(addr)
     }
 
@@ -272,7 +272,7 @@ impl PeerSet {
     /// until dropped; each is then taken to hold it. A peer with [`MAX_RELAYS_IN_FLIGHT`]
     /// unanswered relays is skipped: a slow or stalled peer costs bounded memory, and
     /// catches up through a locator sync once it answers again.
-    pub fn relay_targets(&self, hash: BlockHash, except: Option<&str>) -> Vec<RelayTarget> {
+    pub(crate) fn relay_targets(&self, hash: BlockHash, except: Option<&str>) -> Vec<RelayTarget> {
         self.lock()
             .iter_mut()
             .filter(|(a, l)| l.connected && Some(a.as_str()) != except && !l.knows(&hash))
@@ -293,7 +293,7 @@ impl PeerSet {
     }
 
     /// Records that the peer at `addr` holds `hash` (it sent it, or it is its tip).
-    pub fn mark_known(&self, addr: &str, hash: BlockHash) {
+    pub(crate) fn mark_known(&self, addr: &str, hash: BlockHash) {
         if let Some(l) = self.lock().get_mut(addr) {
             l.remember(hash);
         }
@@ -310,7 +310,7 @@ impl PeerSet {
 
     /// Returns up to `n` addresses of the book to dial now (not linked, not waiting out a
     /// failure), and when to look again if there are none.
-    pub fn candidates(&self, n: usize) -> (Vec<String>, Option<Instant>) {
+    pub(crate) fn candidates(&self, n: usize) -> (Vec<String>, Option<Instant>) {
         let links = self.lock();
         let book = self.book();
         let now = Instant::now();
@@ -326,7 +326,7 @@ impl PeerSet {
     }
 
     /// Returns the number of addresses in the book.
-    pub fn book_len(&self) -> usize {
+    pub(crate) fn book_len(&self) -> usize {
         self.book().len()
     }
 
@@ -394,7 +394,12 @@ impl PeerSet {
 
     /// Takes a `hello` from `addr` on accepted connection `conn`: a new inbound link if a
     /// slot is free, nothing new if it is a link already.
-    pub fn accept_inbound(&self, addr: &str, conn: u64, parent: &CancellationToken) -> Accepted {
+    pub(crate) fn accept_inbound(
+        &self,
+        addr: &str,
+        conn: u64,
+        parent: &CancellationToken,
+    ) -> Accepted {
         if self.book().is_banned(addr, Instant::now()) {
             return Accepted::Banned;
         }
@@ -432,7 +437,7 @@ impl PeerSet {
     }
 
     /// Ends the inbound link of `addr` if connection `conn` opened it (the connection closed).
-    pub fn inbound_closed(&self, addr: &str, conn: u64) -> bool {
+    pub(crate) fn inbound_closed(&self, addr: &str, conn: u64) -> bool {
         let mut links = self.lock();
         let ours = links
             .get(addr)
@@ -445,7 +450,7 @@ impl PeerSet {
 
     /// Tells whether `addr` ever answered this node as a node (a handshake we made, or a
     /// sync it answered).
-    pub fn verified(&self, addr: &str) -> bool {
+    pub(crate) fn verified(&self, addr: &str) -> bool {
         self.book().has_succeeded(addr)
     }
 
@@ -455,7 +460,7 @@ impl PeerSet {
     }
 
     /// Records a successful handshake with `addr`: connected, and good in the book.
-    pub fn connected_to(&self, addr: &str) {
+    pub(crate) fn connected_to(&self, addr: &str) {
         if let Some(l) = self.lock().get_mut(addr) {
             l.connected = true;
         }
@@ -463,7 +468,7 @@ impl PeerSet {
     }
 
     /// Records the protocol version `addr` said in a `hello` (either way round).
-    pub fn set_version(&self, addr: &str, version: u32) {
+    pub(crate) fn set_version(&self, addr: &str, version: u32) {
         if let Some(l) = self.lock().get_mut(addr) {
             l.version = version;
             l.client
@@ -481,18 +486,18 @@ impl PeerSet {
     }
 
     /// Ends the link of a task that stopped keeping it, and wakes the manager to replace it.
-    pub fn link_ended(&self, addr: &str) {
+    pub(crate) fn link_ended(&self, addr: &str) {
         self.lock().remove(addr);
         self.changed.notify_one();
     }
 
     /// Records that `addr` leads back to this node; it is never dialled again.
-    pub fn found_own(&self, addr: &str) {
+    pub(crate) fn found_own(&self, addr: &str) {
         self.book().add_own(addr);
     }
 
     /// Tells whether `addr` is one of this node's own addresses.
-    pub fn is_own(&self, addr: &str) -> bool {
+    pub(crate) fn is_own(&self, addr: &str) -> bool {
         self.book().is_own(addr)
     }
 
@@ -509,14 +514,14 @@ impl PeerSet {
     }
 
     /// Tells the task of the link to `addr` to check it now: a relay to it failed.
-    pub fn mark_lost(&self, addr: &str) {
+    pub(crate) fn mark_lost(&self, addr: &str) {
         if let Some(l) = self.lock().get(addr) {
             l.alarm.notify_one();
         }
     }
 
     /// Returns what wakes the task of the link to `addr` to check it at once.
-    pub fn alarm(&self, addr: &str) -> Option<Arc<Notify>> {
+    pub(crate) fn alarm(&self, addr: &str) -> Option<Arc<Notify>> {
         self.lock().get(addr).map(|l| l.alarm.clone())
     }
 
@@ -549,7 +554,7 @@ impl PeerSet {
 /// When each peer last made us sync by sending a block that did not link, or a `hello`
 /// claiming more work, and how long that sync holds the next one off.
 #[derive(Debug, Default)]
-pub struct SyncLimiter(Mutex<BTreeMap<String, (Instant, Duration)>>);
+pub(crate) struct SyncLimiter(Mutex<BTreeMap<String, (Instant, Duration)>>);
 
 impl SyncLimiter {
     /// Tells whether a sync with `peer` may start now (at most every
@@ -561,7 +566,7 @@ impl SyncLimiter {
     /// Tells whether a sync with `peer` may start now, at most every `interval`, and if so
     /// records it. When the memory is full, syncs older than the interval they were
     /// recorded with are forgotten first.
-    pub fn allow_every(&self, peer: &str, now: Instant, interval: Duration) -> bool {
+    pub(crate) fn allow_every(&self, peer: &str, now: Instant, interval: Duration) -> bool {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if last
             .get(peer)
@@ -583,7 +588,7 @@ impl SyncLimiter {
 
 /// Checks and normalizes a peer address: `host:port`, an `http://` prefix and a trailing
 /// slash tolerated.
-pub fn normalize_addr(addr: &str) -> Result<String, String> {
+pub(crate) fn normalize_addr(addr: &str) -> Result<String, String> {
     let a = addr.trim();
     let a = a.strip_prefix("http://").unwrap_or(a).trim_end_matches('/');
     let Some((host, port)) = a.rsplit_once(':') else {

@@ -19,7 +19,7 @@ use super::relay::Relay;
 use super::state::ChainState;
 use super::strategy::Strategy;
 use super::sync::{OnApplied, Syncer};
-use crate::block::BlockHash;
+
 use crate::chain::Blockchain;
 use crate::env::Env;
 use crate::message::Hello;
@@ -265,7 +265,7 @@ impl Node {
     }
 
     /// Returns the address peers should dial: `--advertise`, else the bound address.
-    pub fn listen_addr(&self) -> String {
+    pub(crate) fn listen_addr(&self) -> String {
         self.config
             .advertise
             .clone()
@@ -289,13 +289,35 @@ impl Node {
         self.links.add_peer(addr)
     }
 
+    /// Sets the metrics read from the node's state (height, work, peers, address book,
+    /// hash rate), before a scrape renders them.
+    pub(crate) fn record_gauges(&self) {
+        use crate::metrics as m;
+        {
+            let chain = self.chain();
+            metrics::gauge!(m::HEIGHT).set(chain.height() as f64);
+            metrics::gauge!(m::TIP_WORK).set(chain.work() as f64);
+        }
+        metrics::gauge!(m::PEERS, "direction" => "outbound")
+            .set(self.peers.outbound().len() as f64);
+        metrics::gauge!(m::PEERS, "direction" => "inbound").set(self.peers.inbound().len() as f64);
+        metrics::gauge!(m::ADDRESS_BOOK).set(self.peers.book_len() as f64);
+        metrics::gauge!(m::HASH_RATE).set(self.jobs.miner().hash_rate());
+    }
+}
+
+/// What the simulator and the fuzzer read of a running node (the `testkit` feature, which
+/// the `powchain-testkit` crate and the fuzz crate turn on); a node's users read it by
+/// its `status` request.
+#[cfg(feature = "testkit")]
+impl Node {
     /// Returns a copy of the node's chain, genesis first.
     pub fn chain_blocks(&self) -> Vec<crate::block::Block> {
         self.chain().to_vec()
     }
 
     /// Returns the height and hash of the node's tip.
-    pub fn tip(&self) -> (u64, BlockHash) {
+    pub fn tip(&self) -> (u64, crate::block::BlockHash) {
         let chain = self.chain();
         (chain.height(), chain.tip().hash)
     }
@@ -316,36 +338,15 @@ impl Node {
         self.peers.book_len()
     }
 
-    /// Returns the data queued in the store to be mined again (left behind by reorgs).
+    /// Returns the data in the remine queue (left behind by reorgs, or withheld and given up).
     /// Blocking: reads the store.
-    pub fn queued_data(&self) -> Result<Vec<crate::block::BlockData>, StoreError> {
+    pub fn remine_queue(&self) -> Result<Vec<crate::block::BlockData>, StoreError> {
         Ok(self
             .state
             .store()
-            .pending()?
+            .remine_queue()?
             .into_iter()
             .map(|(_, data)| data)
             .collect())
-    }
-
-    /// Sets the metrics read from the node's state (height, work, peers, address book,
-    /// hash rate), before a scrape renders them.
-    pub fn record_gauges(&self) {
-        use crate::metrics as m;
-        {
-            let chain = self.chain();
-            metrics::gauge!(m::HEIGHT).set(chain.height() as f64);
-            metrics::gauge!(m::TIP_WORK).set(chain.work() as f64);
-        }
-        metrics::gauge!(m::PEERS, "direction" => "outbound")
-            .set(self.peers.outbound().len() as f64);
-        metrics::gauge!(m::PEERS, "direction" => "inbound").set(self.peers.inbound().len() as f64);
-        metrics::gauge!(m::ADDRESS_BOOK).set(self.peers.book_len() as f64);
-        metrics::gauge!(m::HASH_RATE).set(self.jobs.miner().hash_rate());
-    }
-
-    /// Returns the node's genesis hash.
-    pub fn genesis_hash(&self) -> BlockHash {
-        self.chain().genesis().hash
     }
 }

@@ -36,22 +36,22 @@ pub enum ApplyError {
 
 /// What a change did.
 #[derive(Debug, Default)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// Height of the block the change grows from.
     pub fork: u64,
     /// Blocks of ours left behind (empty for an extension).
     pub left: Vec<Block>,
     /// Data of blocks left behind that the new chain does not hold, queued in the store to
     /// be mined again, with its queue id.
-    pub requeued: Vec<(u64, Block)>,
+    pub(crate) remine: Vec<(u64, Block)>,
 }
 
 /// Proof that the caller holds the writer lock.
-pub type WriterGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
+pub(crate) type WriterGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
 
 /// The node's chain and store.
 #[derive(Debug)]
-pub struct ChainState {
+pub(crate) struct ChainState {
     chain: Mutex<Blockchain>,
     store: Arc<Store>,
     writer: tokio::sync::Mutex<()>,
@@ -100,11 +100,6 @@ impl ChainState {
         &self.store
     }
 
-    /// Returns the environment the node runs in.
-    pub fn env(&self) -> &Env {
-        &self.env
-    }
-
     /// Returns the number of reorgs since the node started. Read it while holding the
     /// chain's lock to see it agree with the chain.
     pub fn reorgs(&self) -> u64 {
@@ -112,7 +107,7 @@ impl ChainState {
     }
 
     /// Returns a receiver told of every new tip.
-    pub fn subscribe_tip(&self) -> watch::Receiver<BlockHash> {
+    pub(crate) fn subscribe_tip(&self) -> watch::Receiver<BlockHash> {
         self.tip.subscribe()
     }
 
@@ -125,7 +120,7 @@ impl ChainState {
     /// height) if they are valid and have more work, in memory and in one store
     /// transaction, which also queues the data of blocks left behind and drops the queue
     /// entry `job` whose data these blocks carry.
-    pub async fn apply(
+    pub(crate) async fn apply(
         &self,
         writer: &WriterGuard<'_>,
         fork: u64,
@@ -138,7 +133,7 @@ impl ChainState {
     /// Publishes blocks this node mined and withheld: replaces the blocks above `fork`
     /// with them if they are valid and have at least the work of ours (a selfish miner
     /// takes its own branch in a tie), as [`ChainState::apply`] does otherwise.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         writer: &WriterGuard<'_>,
         fork: u64,
@@ -174,23 +169,23 @@ impl ChainState {
         self.checking
             .store(false, std::sync::atomic::Ordering::SeqCst);
         let branch = checked.map_err(ChainError::from)?;
-        let (left, requeue) = {
+        let (left, remine) = {
             let mut chain = self.chain();
             let left = chain.adopt_as(branch, ties)?;
             if !left.is_empty() {
                 self.reorgs.fetch_add(1, Ordering::Relaxed);
             }
-            let requeue = left_behind_data(&chain, fork, &left);
-            (left, requeue)
+            let remine = to_remine(&chain, fork, &left);
+            (left, remine)
         };
-        let queued: Vec<BlockData> = requeue.iter().map(|b| b.data.clone()).collect();
+        let remine_data: Vec<BlockData> = remine.iter().map(|b| b.data.clone()).collect();
         let store = self.store.clone();
         let committed = self
             .env
             .blocking
             .run(move || {
                 let started = std::time::Instant::now();
-                let committed = store.commit(fork, &to_store, &queued, job);
+                let committed = store.commit(fork, &to_store, &remine_data, job);
                 metrics::histogram!(crate::metrics::STORE_COMMIT)
                     .record(started.elapsed().as_secs_f64());
                 (committed, to_store)
@@ -220,7 +215,7 @@ impl ChainState {
         Ok(Applied {
             fork,
             left,
-            requeued: ids.into_iter().zip(requeue).collect(),
+            remine: ids.into_iter().zip(remine).collect(),
         })
     }
 
@@ -242,7 +237,7 @@ impl ChainState {
     }
 
     /// Adopts a whole pushed chain (genesis first) if it is valid and has more work.
-    pub async fn adopt_chain(&self, blocks: Vec<Block>) -> Result<Applied, ApplyError> {
+    pub(crate) async fn adopt_chain(&self, blocks: Vec<Block>) -> Result<Applied, ApplyError> {
         let writer = self.writer().await;
         let common = {
             let chain = self.chain();
@@ -268,7 +263,7 @@ impl ChainState {
 
 /// Returns the blocks of `left` whose data the chain above `fork` does not hold again and
 /// that carry user data: what must be mined again.
-fn left_behind_data(chain: &Blockchain, fork: u64, left: &[Block]) -> Vec<Block> {
+fn to_remine(chain: &Blockchain, fork: u64, left: &[Block]) -> Vec<Block> {
     if left.is_empty() {
         return Vec::new();
     }
@@ -347,11 +342,11 @@ mod tests {
         let applied = s.apply(&w, 1, theirs.clone(), None).await.unwrap();
         drop(w);
         assert_eq!(applied.left.len(), 2);
-        assert_eq!(applied.requeued.len(), 2);
+        assert_eq!(applied.remine.len(), 2);
         assert_eq!(s.chain().tip().hash, theirs[3].hash);
-        let pending = s.store().pending().unwrap();
-        assert_eq!(pending.len(), 2);
-        assert_eq!(pending[0].1, applied.left[0].data);
+        let queue = s.store().remine_queue().unwrap();
+        assert_eq!(queue.len(), 2);
+        assert_eq!(queue[0].1, applied.left[0].data);
         assert_eq!(s.store().load().unwrap(), s.chain().to_vec());
     }
 

@@ -118,9 +118,9 @@ pub(super) struct Private {
     /// chain; the first `published` of them are published (each ties a public block).
     pub(super) branch: Option<Branch>,
     pub(super) published: usize,
-    /// The store's queue entry holding each withheld block's data, by position in the
+    /// The remine queue's entry holding each withheld block's data, by position in the
     /// branch, so that a restart mines it again; dropped once the block is published.
-    pub(super) queued: Vec<Option<u64>>,
+    pub(super) remine_ids: Vec<Option<u64>>,
     /// Set (height, hash) while the node's tip is its own block, published against a
     /// public one of equal work: its next block is published at once.
     pub(super) racing: Option<(u64, BlockHash)>,

@@ -155,7 +155,7 @@ impl Syncer {
     /// most once per `UNLINKED_SYNC_INTERVAL`). A client's block that does not link is
     /// refused: a client is nobody to sync with, and syncing with every peer on its word
     /// would let any client make the node flood its peers.
-    pub async fn offer_block(
+    pub(crate) async fn offer_block(
         self: &Arc<Self>,
         block: Block,
         from: Option<String>,
@@ -488,7 +488,7 @@ impl Syncer {
     }
 
     /// Adopts a whole pushed chain if it is valid and has more work (legacy push).
-    pub async fn adopt_chain(&self, blocks: Vec<Block>, from: Option<String>) -> bool {
+    pub(crate) async fn adopt_chain(&self, blocks: Vec<Block>, from: Option<String>) -> bool {
         match self.state.adopt_chain(blocks).await {
             Ok(applied) => {
                 (self.on_applied)(&applied);
@@ -526,7 +526,7 @@ impl Syncer {
     /// batch by batch for what needs no chain below it, held within caps of blocks, bytes
     /// and work (`CompetingBranch`), and adopted as soon as it has more work than ours above
     /// the fork, so a peer cannot make us hold a long worthless branch.
-    pub async fn sync_with(&self, addr: &str) -> bool {
+    pub(crate) async fn sync_with(&self, addr: &str) -> bool {
         if self.marks.fetching.load(Ordering::Acquire) {
             // A sync fetching from several peers at once runs and asks this peer too; the
             // link asks again soon (every 2 s while the peer claims more work).
@@ -716,7 +716,7 @@ impl Syncer {
                 return changed;
             }
             let (blocks, bytes) = branch.size();
-            self.env.tell(Event::Pending { blocks, bytes });
+            self.env.tell(Event::Branch { blocks, bytes });
             if branch.outweighs(self.state.chain().work_above(fork)) {
                 let writer = self.state.writer().await;
                 match self.apply(&writer, fork, branch.take()).await {
@@ -741,7 +741,7 @@ impl Syncer {
     ///
     /// Every known peer is tried, not only those whose handshake has completed: a peer
     /// added a moment ago is synced with at once.
-    pub async fn sync_all(&self) -> bool {
+    pub(crate) async fn sync_all(&self) -> bool {
         let mut changed = false;
         for addr in self.peers.known() {
             changed |= self.sync_with(&addr).await;

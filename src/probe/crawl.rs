@@ -20,17 +20,17 @@ use std::time::{Duration, Instant};
 use crate::message::Status;
 
 /// Most addresses the crawler knows at once (seeds included).
-pub const MAX_NODES: usize = 4096;
+pub(crate) const MAX_NODES: usize = 4096;
 /// Most visits started per second.
-pub const RATE: usize = 200;
+pub(crate) const RATE: usize = 200;
 /// Most visits in progress at once.
-pub const MAX_CALLS: usize = 64;
+pub(crate) const MAX_CALLS: usize = 64;
 /// Shortest time between two visits of one node.
-pub const MIN_REVISIT: Duration = Duration::from_secs(2);
+pub(crate) const MIN_REVISIT: Duration = Duration::from_secs(2);
 /// A node that has not answered for this long is dropped (a seed stays, down).
-pub const AGE_OUT: Duration = Duration::from_secs(60);
+pub(crate) const AGE_OUT: Duration = Duration::from_secs(60);
 /// An address that never answered is dropped after this many failed visits.
-pub const MAX_FAILURES: u32 = 3;
+pub(crate) const MAX_FAILURES: u32 = 3;
 /// Time limit of one visit's calls.
 const VISIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often seeds are resolved and the registry re-read.
@@ -42,20 +42,20 @@ const TICKS_PER_SECOND: usize = 10;
 const MAX_LEARNED_PER_VISIT: usize = 1024;
 /// Largest reply read from a crawled node: a status of a node with a thousand peers and an
 /// address sample are a few tens of KiB.
-pub const MAX_REPLY: usize = 256 * 1024;
+pub(crate) const MAX_REPLY: usize = 256 * 1024;
 /// Entries kept of each list of a crawled node's status (`peers`, `outbound`, `inbound`).
-pub const MAX_LISTED: usize = 256;
+pub(crate) const MAX_LISTED: usize = 256;
 /// Longest `listen` or `work` text kept from a crawled node (an address, a decimal number).
 const MAX_FIELD: usize = 128;
 
 /// Time between two visits of one node when `known` nodes are known: [`MIN_REVISIT`], or
 /// longer so that visiting all of them stays within [`RATE`].
-pub fn revisit(known: usize) -> Duration {
+pub(crate) fn revisit(known: usize) -> Duration {
     MIN_REVISIT.max(Duration::from_secs_f64(known as f64 / RATE as f64))
 }
 
 /// What a visit found: the status and the addresses the node named.
-pub type Visit = Result<(Status, Vec<String>), String>;
+pub(crate) type Visit = Result<(Status, Vec<String>), String>;
 
 /// One known address.
 #[derive(Debug, Clone)]
@@ -88,7 +88,7 @@ pub struct Crawl {
 }
 
 /// Whether `addr`, named by the node reached at `reporter`, is one the crawler may visit.
-pub fn admissible(addr: &str, reporter: SocketAddr) -> Option<SocketAddr> {
+pub(crate) fn admissible(addr: &str, reporter: SocketAddr) -> Option<SocketAddr> {
     let addr: SocketAddr = addr.parse().ok()?;
     let ip = addr.ip();
     let unusable = match ip {
@@ -206,7 +206,7 @@ impl Crawl {
 
     /// Drops what aged out at `now`: nodes silent for [`AGE_OUT`], addresses that failed
     /// [`MAX_FAILURES`] times without ever answering. Seeds stay.
-    pub fn expire(&self, now: Instant) {
+    pub(crate) fn expire(&self, now: Instant) {
         self.table().retain(|_, e| {
             e.seed
                 || e.busy
@@ -228,7 +228,7 @@ impl Crawl {
 
     /// The nodes found beyond the registry, each with its last answer (or error), by
     /// address; those never reached are left out unless they are seeds.
-    pub fn views(&self) -> Vec<(SocketAddr, Result<Status, String>)> {
+    pub(crate) fn views(&self) -> Vec<(SocketAddr, Result<Status, String>)> {
         let mut views: Vec<_> = self
             .table()
             .iter()
@@ -300,7 +300,7 @@ pub fn bounded(mut status: Status) -> Result<Status, String> {
 }
 
 /// Crawls until `shutdown` is cancelled.
-pub async fn crawl_forever(
+pub(crate) async fn crawl_forever(
     state: Arc<super::ProbeState>,
     crawl: Arc<Crawl>,
     shutdown: tokio_util::sync::CancellationToken,

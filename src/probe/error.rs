@@ -58,7 +58,7 @@ pub enum ProbeError {
 
 impl ProbeError {
     /// Maps a client failure talking to `node`.
-    pub fn from_client(node: NodeId, e: ClientError) -> Self {
+    pub(crate) fn from_client(node: NodeId, e: ClientError) -> Self {
         let port = node.port();
         match e {
             ClientError::Timeout { .. } => ProbeError::Timeout { node },

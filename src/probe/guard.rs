@@ -50,7 +50,7 @@ fn changes_something(method: &Method, path: &str) -> bool {
 /// Tells whether `host` (a `Host` header: name or address, maybe a port) is one the probe
 /// answers to: an IP address (a DNS name pointed at the probe is how rebinding works, an
 /// address cannot be rebound), `localhost` or a name under it, or one of `allowed`.
-pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(h, port)| {

@@ -15,11 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use error::ProbeError;
-pub use guard::host_allowed;
-pub use routes::{MAX_IN_FLIGHT, app};
+pub use routes::app;
 
 /// How long a stopping probe lets requests in flight finish (a `mine` may take minutes).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves the probe on `listener` until `shutdown` is cancelled, then lets requests in
 /// flight finish for at most [`SHUTDOWN_GRACE`].
@@ -104,7 +103,7 @@ impl std::fmt::Display for NodeId {
 }
 
 /// Largest request body the probe reads.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -116,11 +115,11 @@ pub struct ProbeState {
     /// Timeout of ordinary node calls.
     pub timeout: Duration,
     /// Timeout of mining calls.
-    pub mine_timeout: Duration,
+    pub(crate) mine_timeout: Duration,
     /// Host names the probe answers to besides addresses and loopback names.
-    pub allowed_hosts: Vec<String>,
+    pub(crate) allowed_hosts: Vec<String>,
     /// How often the history is sampled (zero: never).
-    pub sample_interval: Duration,
+    pub(crate) sample_interval: Duration,
     /// The network over the last minutes.
     pub history: network::History,
     /// The metrics recorder's handle, when the process installed one (`GET /metrics`).
@@ -211,7 +210,7 @@ impl ProbeState {
 
     /// The address of `node`: a port on the node host, or an address the crawl found (any
     /// other address is refused: the probe forwards to nodes, not to whatever a URL names).
-    pub fn resolve(&self, node: NodeId) -> Result<std::net::SocketAddr, ProbeError> {
+    pub(crate) fn resolve(&self, node: NodeId) -> Result<std::net::SocketAddr, ProbeError> {
         match node {
             NodeId::Port(port) => Ok(std::net::SocketAddr::new(self.node_host, port)),
             NodeId::Addr(addr) => {
@@ -258,7 +257,7 @@ impl ProbeState {
 
     /// Runs `f` with a pooled client of `node`; the client returns to the pool only after
     /// a success.
-    pub async fn with_node<T, F, Fut>(&self, node: NodeId, f: F) -> Result<T, ProbeError>
+    pub(crate) async fn with_node<T, F, Fut>(&self, node: NodeId, f: F) -> Result<T, ProbeError>
     where
         F: FnOnce(Arc<NodeClient>) -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::client::ClientError>>,
@@ -281,7 +280,7 @@ impl ProbeState {
     /// of that port under its home (the default network's first) until one is accepted;
     /// the files are read off the runtime.
     /// A node the crawl found elsewhere gets none: the probe holds no cookie of it.
-    pub async fn with_admin<T, F, Fut>(&self, node: NodeId, f: F) -> Result<T, ProbeError>
+    pub(crate) async fn with_admin<T, F, Fut>(&self, node: NodeId, f: F) -> Result<T, ProbeError>
     where
         F: Fn(NodeClient) -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::client::ClientError>>,

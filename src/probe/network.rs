@@ -14,11 +14,11 @@ use crate::message::{ErrorCode, Status};
 use crate::registry::Registry;
 
 /// How often the background sampler asks every node for its status.
-pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 /// Samples kept: ten minutes at [`SAMPLE_INTERVAL`].
-pub const MAX_SAMPLES: usize = 300;
+pub(crate) const MAX_SAMPLES: usize = 300;
 /// Nodes kept per sample (a registry is a file anyone on the host can write).
-pub const MAX_NODES_PER_SAMPLE: usize = 1024;
+pub(crate) const MAX_NODES_PER_SAMPLE: usize = 1024;
 /// Status calls open at once while gathering.
 const MAX_STATUS_CALLS: usize = 64;
 /// Time limit of one node's status call while gathering.
@@ -56,7 +56,7 @@ impl NodeView {
 
 /// Asks every node of the registry for its status, all at once, each call within
 /// [`STATUS_TIMEOUT`]; the registry file is read off the runtime.
-pub async fn gather(state: &ProbeState) -> Result<Vec<NodeView>, ProbeError> {
+pub(crate) async fn gather(state: &ProbeState) -> Result<Vec<NodeView>, ProbeError> {
     let registry = Registry::in_home(&state.home);
     let path = registry.path().to_path_buf();
     let internal = |message: String| ProbeError::Node {
@@ -200,15 +200,15 @@ impl History {
 
 /// The body of `GET /history`.
 #[derive(Debug, Serialize)]
-pub struct HistoryReply {
+pub(crate) struct HistoryReply {
     /// Time between two samples (0: sampling is off).
-    pub interval_ms: u64,
+    pub(crate) interval_ms: u64,
     /// The samples asked for, oldest first.
     pub samples: Vec<Sample>,
 }
 
 /// Samples the network every `interval` until `shutdown` is cancelled.
-pub async fn sample_forever(
+pub(crate) async fn sample_forever(
     state: std::sync::Arc<ProbeState>,
     interval: Duration,
     shutdown: tokio_util::sync::CancellationToken,

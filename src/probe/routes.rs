@@ -22,7 +22,7 @@ use crate::message::BlockOutcome;
 type Shared = State<Arc<ProbeState>>;
 
 /// Most requests the probe serves at once.
-pub const MAX_IN_FLIGHT: usize = 512;
+pub(crate) const MAX_IN_FLIGHT: usize = 512;
 type Reply = Result<Response, ProbeError>;
 
 /// The dashboard page, embedded in the binary.
@@ -71,7 +71,7 @@ pub fn app(state: Arc<ProbeState>) -> Router {
 /// 65535), or the address of a node the crawl found (`/status/10.0.0.2:5001`); anything
 /// else is refused with 400 before the handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeRoute(pub NodeId);
+pub(crate) struct NodeRoute(pub NodeId);
 
 impl<S: Send + Sync> FromRequestParts<S> for NodeRoute {
     type Rejection = ProbeError;
@@ -113,7 +113,7 @@ async fn dashboard() -> Response {
 }
 
 /// Checks a mine request: a non-empty list of `{"transaction":{"from","to","amount"}}`.
-pub fn check_transactions(body: &Value) -> Result<(), String> {
+pub(crate) fn check_transactions(body: &Value) -> Result<(), String> {
     let items = body
         .as_array()
         .ok_or("body must be a JSON list of {\"transaction\": {...}} items")?;

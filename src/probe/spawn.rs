@@ -27,7 +27,7 @@ pub const NODE_MODE: &str = "__node";
 /// ours (`node --version` names this version), or else the probe itself in node mode (so
 /// `cargo run --bin probe -- --spawn 3` needs nothing else, and a Node.js `node` beside
 /// the probe is never run as a powchain node).
-pub async fn node_command() -> (PathBuf, Vec<String>) {
+pub(crate) async fn node_command() -> (PathBuf, Vec<String>) {
     let exe = std::env::current_exe().unwrap_or_default();
     let name = if cfg!(windows) { "node.exe" } else { "node" };
     if let Some(node) = exe.parent().map(|d| d.join(name))

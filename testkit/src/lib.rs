@@ -207,10 +207,10 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
-/// Mines `block` again from nonce 0 after a change to it, so that it meets its own
+/// Reseals `block` after a change to it: its proof of work found again from nonce 0, so that it meets its own
 /// difficulty and carries its true hash: a test's broken block then breaks only the rule
 /// under test.
-pub fn remine(block: &mut powchain::Block) {
+pub fn reseal(block: &mut powchain::Block) {
     block.nonce = 0;
     loop {
         let h = block.compute_hash();

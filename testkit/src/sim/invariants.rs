@@ -1,6 +1,6 @@
 //! The invariants a run must end with: the live nodes agree, every node runs, every chain
 //! validates, no mined block is lost (its data is in the chain or queued, durably, to be
-//! mined again), and the caps on address books and pending branches held.
+//! mined again), and the caps on address books and competing branches held.
 
 use super::*;
 
@@ -43,9 +43,9 @@ pub(super) fn check(
     // to be mined again.
     let mut queued: BTreeSet<String> = BTreeSet::new();
     for node in live {
-        match node.queued_data() {
+        match node.remine_queue() {
             Ok(data) => queued.extend(data.into_iter().map(|d| d.as_str().to_owned())),
-            Err(e) => return Err(format!("cannot read a queue: {e}")),
+            Err(e) => return Err(format!("cannot read a remine queue: {e}")),
         }
     }
     for (miner, hash, data) in &stats.mined {
@@ -61,10 +61,10 @@ pub(super) fn check(
     if stats.peak_book > powchain::node::MAX_ADDRS {
         return Err(format!("an address book grew to {}", stats.peak_book));
     }
-    if stats.peak_pending_blocks > powchain::node::MAX_PENDING_BLOCKS
-        || stats.peak_pending_bytes > powchain::node::MAX_PENDING_BYTES
+    if stats.peak_branch_blocks > powchain::node::MAX_BRANCH_BLOCKS
+        || stats.peak_branch_bytes > powchain::node::MAX_BRANCH_BYTES
     {
-        return Err("a pending branch outgrew its caps".into());
+        return Err("a competing branch outgrew its caps".into());
     }
     Ok(())
 }

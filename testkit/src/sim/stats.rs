@@ -28,8 +28,8 @@ pub(super) struct Stats {
     /// Each node's tip (height, hash) as of its last commit or start.
     pub(super) tips: Vec<(u64, BlockHash)>,
     pub(super) peak_book: usize,
-    pub(super) peak_pending_blocks: usize,
-    pub(super) peak_pending_bytes: usize,
+    pub(super) peak_branch_blocks: usize,
+    pub(super) peak_branch_bytes: usize,
     /// Nodes each node has started (its restarts included).
     pub(super) starts: Vec<u64>,
 }
@@ -60,9 +60,9 @@ impl Stats {
                 self.mined
                     .push((node, block.hash, block.data.as_str().to_owned()));
             }
-            Event::Pending { blocks, bytes } => {
-                self.peak_pending_blocks = self.peak_pending_blocks.max(blocks);
-                self.peak_pending_bytes = self.peak_pending_bytes.max(bytes);
+            Event::Branch { blocks, bytes } => {
+                self.peak_branch_blocks = self.peak_branch_blocks.max(blocks);
+                self.peak_branch_bytes = self.peak_branch_bytes.max(bytes);
             }
         }
     }
@@ -239,8 +239,8 @@ pub(super) fn summarize(
         },
         "peak": {
             "address_book": stats.peak_book,
-            "pending_blocks": stats.peak_pending_blocks,
-            "pending_bytes": stats.peak_pending_bytes,
+            "branch_blocks": stats.peak_branch_blocks,
+            "branch_bytes": stats.peak_branch_bytes,
         },
         "final": {
             "height": final_height,
