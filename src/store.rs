@@ -1,9 +1,11 @@
 //! The on-disk chain: blocks in an embedded redb database, one transaction per change.
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 use crate::block::{Block, BlockData, BlockHash, PrevHash, Timestamp};
 use crate::chain::{Blockchain, ChainError};
@@ -99,6 +101,11 @@ fn builder(cache_bytes: usize) -> redb::Builder {
     builder
 }
 
+/// Locks `m`, also after a panic elsewhere (the values it guards are plain heights).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The chain database of one node.
 #[derive(Debug)]
 pub struct Store {
@@ -109,6 +116,13 @@ pub struct Store {
     path: PathBuf,
     /// redb's page cache, in bytes ([`CACHE_BYTES`] unless the opener chose).
     cache_bytes: usize,
+    /// The lowest fork of the commits made without an fsync ([`Store::commit_deferred`])
+    /// since the last durable one; `None` when every commit is durable.
+    deferred: Mutex<Option<u64>>,
+    /// Set when the handle was reopened after an I/O error while commits were deferred:
+    /// the blocks above this height are gone from the file (redb recovers its last durable
+    /// commit). Taken by [`Store::take_lost`].
+    lost: Mutex<Option<u64>>,
 }
 
 /// Upgrades a store written by powchain 0.1 (redb 2, file format `version`) in place to
@@ -216,6 +230,8 @@ impl Store {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
             cache_bytes,
+            deferred: Mutex::new(None),
+            lost: Mutex::new(None),
         }
     }
 
@@ -252,6 +268,11 @@ impl Store {
         let mut guard = self.db.write().unwrap_or_else(|e| e.into_inner());
         // The old handle holds the file's lock: it must be gone before the open.
         drop(guard.take());
+        // Commits made without an fsync die with the handle.
+        if let Some(fork) = lock(&self.deferred).take() {
+            let mut lost = lock(&self.lost);
+            *lost = Some(lost.map_or(fork, |l| l.min(fork)));
+        }
         match builder(self.cache_bytes).create(&self.path) {
             Ok(db) => {
                 tracing::warn!(path = %self.path.display(), "store reopened after an I/O error");
@@ -307,8 +328,60 @@ impl Store {
         remine: &[BlockData],
         done: Option<u64>,
     ) -> Result<Vec<u64>, StoreError> {
+        let ids = self.write(fork, blocks, remine, done, Durability::Immediate)?;
+        *lock(&self.deferred) = None;
+        Ok(ids)
+    }
+
+    /// Replaces the blocks above `fork` with `blocks` as [`Store::commit`] does, without
+    /// waiting for the disk: the commit is seen by every later read, and made durable by
+    /// the next durable commit or [`Store::flush`]. A crash before that loses it (the store
+    /// opens on the last durable commit), so only blocks that can be had again are
+    /// committed so: a sync's batches, which its peers still hold.
+    pub fn commit_deferred(&self, fork: u64, blocks: &[Block]) -> Result<(), StoreError> {
+        self.write(fork, blocks, &[], None, Durability::None)?;
+        let mut deferred = lock(&self.deferred);
+        *deferred = Some(deferred.map_or(fork, |d| d.min(fork)));
+        Ok(())
+    }
+
+    /// Makes every deferred commit durable (an empty durable commit); does nothing when
+    /// there is none.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        if lock(&self.deferred).is_none() {
+            return Ok(());
+        }
         self.with_db(|db| {
             let tx = db.begin_write()?;
+            tx.commit()?;
+            Ok(())
+        })?;
+        *lock(&self.deferred) = None;
+        Ok(())
+    }
+
+    /// Tells whether commits wait for a durable one.
+    pub fn has_deferred(&self) -> bool {
+        lock(&self.deferred).is_some()
+    }
+
+    /// Returns, once, the height above which deferred blocks were lost when the handle was
+    /// reopened after an I/O error: the caller's chain must not go beyond it.
+    pub fn take_lost(&self) -> Option<u64> {
+        lock(&self.lost).take()
+    }
+
+    fn write(
+        &self,
+        fork: u64,
+        blocks: &[Block],
+        remine: &[BlockData],
+        done: Option<u64>,
+        durability: Durability,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.with_db(|db| {
+            let mut tx = db.begin_write()?;
+            tx.set_durability(durability)?;
             let mut ids = Vec::new();
             {
                 let mut table = tx.open_table(BLOCKS)?;
@@ -858,6 +931,56 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    /// Deferred commits are read back at once, made durable by a flush (or any durable
+    /// commit), and reported lost, with the height they went above, when the handle is
+    /// reopened (as after an I/O error) before that.
+    #[test]
+    fn deferred_commits_are_read_flushed_or_reported_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = ChainParams::with_difficulty(0);
+        let (store, chain) = Store::open(dir.path(), &params).unwrap();
+        let mut chain = chain;
+        let mut blocks = Vec::new();
+        for i in 0..4 {
+            let b = mine_next(&chain, BlockData::new(&serde_json::json!(i)), 1);
+            chain.push(b.clone()).unwrap();
+            blocks.push(b);
+        }
+        store.commit_deferred(0, &blocks[..2]).unwrap();
+        assert!(store.has_deferred());
+        assert_eq!(
+            store.load().unwrap().len(),
+            3,
+            "a deferred commit is read back"
+        );
+        store.flush().unwrap();
+        assert!(!store.has_deferred());
+        store.reopen();
+        assert_eq!(store.take_lost(), None, "flushed: nothing lost");
+        assert_eq!(store.load().unwrap().len(), 3);
+
+        store.commit_deferred(2, &blocks[2..3]).unwrap();
+        store.commit_deferred(3, &blocks[3..]).unwrap();
+        store.reopen();
+        assert_eq!(
+            store.take_lost(),
+            Some(2),
+            "lost above the first deferred fork"
+        );
+        assert_eq!(store.take_lost(), None, "reported once");
+        // A handle closed cleanly writes them out; one that failed may not: they are
+        // reported lost either way, and the next commit above 2 replaces what is there.
+        assert!(matches!(store.load().unwrap().len(), 3 | 5));
+
+        // A durable commit makes what was deferred durable too.
+        store.commit_deferred(2, &blocks[2..3]).unwrap();
+        store.commit(3, &blocks[3..], &[], None).unwrap();
+        assert!(!store.has_deferred());
+        store.reopen();
+        assert_eq!(store.take_lost(), None);
+        assert_eq!(store.load().unwrap().len(), 5);
     }
 
     /// Dropping a queue entry removes that entry only and leaves every block in place.

@@ -336,6 +336,41 @@ async fn a_new_node_syncs_a_chain_of_several_batches() {
     );
 }
 
+/// A sync commits its full batches without an fsync; once the node logs `synced` they are
+/// durable, also when the last batch was a full one (nothing durable came after it): a
+/// crash then keeps every block.
+#[tokio::test]
+async fn a_synced_chain_survives_a_crash() {
+    let n = powchain::node::SYNC_BATCH * 2;
+    let stored = tempfile::tempdir().unwrap();
+    store_chain(stored.path(), n);
+    let mut net = network(
+        Options::new(0)
+            .difficulty(0)
+            .topology(Topology::Line)
+            .log_filter("powchain=info"),
+    )
+    .await;
+    net.add_node(&["--data-dir", stored.path().to_str().unwrap()])
+        .await
+        .unwrap();
+    net.add_node(&[]).await.unwrap();
+    let source = net.client(0).status().await.unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the new node's synced line",
+        || async { net.log(1).contains("synced").then_some(()) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(net.client(1).status().await.unwrap().tip, source.tip);
+    net.kill(1).await.unwrap();
+    let params = powchain::ChainParams::with_difficulty(0);
+    let (_, kept) = powchain::store::Store::open(&net.node(1).data_dir, &params).unwrap();
+    assert_eq!(kept.height(), n as u64, "the synced chain after a crash");
+    assert_eq!(kept.tip().hash, source.tip);
+}
+
 /// A new node linked to three peers that hold one long chain fetches its parts from more
 /// than one of them at once (`get_range`, by heights), and ends with that chain exactly.
 #[tokio::test]

@@ -96,6 +96,9 @@ pub(crate) const REMINE_DELAY_OTHERS: Duration = Duration::from_secs(10);
 pub(crate) const REMINE_DELAY_STARTUP: Duration = Duration::from_secs(3);
 /// Blocks asked for per `get_blocks` round trip.
 pub const SYNC_BATCH: usize = 5000;
+/// A sync commits its full batches without an fsync and makes them durable every this many
+/// batches and when it ends (a crash loses at most these, and the peers still hold them).
+pub(crate) const SYNC_DURABLE_EVERY: usize = 20;
 /// Most peers one sync fetches from at once (the peer synced with and three others).
 pub(crate) const MAX_SYNC_SOURCES: usize = 4;
 /// Range requests each source of a sync has in flight, at most.

@@ -165,6 +165,10 @@ pub async fn accept<L: Listener>(node: Arc<Node>, mut listener: L) {
     {
         tracing::warn!("some connections did not finish within 5 s; closing them");
     }
+    // A sync cut short by the shutdown may leave batches committed without an fsync.
+    if let Err(e) = node.state.flush().await {
+        tracing::error!("synced blocks could not be made durable: {e}");
+    }
     if let Some(registry) = node.registry.clone() {
         let left = node
             .config

@@ -127,7 +127,59 @@ impl ChainState {
         blocks: Vec<Block>,
         job: Option<u64>,
     ) -> Result<Applied, ApplyError> {
-        self.apply_as(writer, fork, blocks, job, Ties::Keep).await
+        self.apply_as(writer, fork, blocks, job, Ties::Keep, true)
+            .await
+    }
+
+    /// Extends the tip (at `fork`) with a sync's `blocks` as [`ChainState::apply`] does,
+    /// committed without waiting for the disk ([`Store::commit_deferred`]): a crash may
+    /// lose them, and the node then fetches them again. [`ChainState::flush`] makes them
+    /// durable; any later durable commit does too.
+    pub async fn extend_deferred(
+        &self,
+        writer: &WriterGuard<'_>,
+        fork: u64,
+        blocks: Vec<Block>,
+    ) -> Result<Applied, ApplyError> {
+        self.apply_as(writer, fork, blocks, None, Ties::Keep, false)
+            .await
+    }
+
+    /// Makes every deferred commit durable.
+    pub async fn flush(&self) -> Result<(), ApplyError> {
+        if !self.store.has_deferred() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let flushed = self
+            .env
+            .blocking
+            .run(move || store.flush())
+            .await
+            .map_err(|e| ApplyError::Task(format!("store task failed: {e}")))?;
+        if let Err(e) = flushed {
+            self.drop_lost();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// After a failed commit: blocks committed without an fsync that the store lost with
+    /// the I/O error leave the chain in memory too.
+    fn drop_lost(&self) {
+        if let Some(height) = self.store.take_lost() {
+            let mut chain = self.chain();
+            if chain.height() > height {
+                tracing::error!(
+                    height,
+                    "blocks above this height, committed without an fsync, were lost with \
+                     the store's I/O error; the chain goes back to it and fetches them again"
+                );
+                chain.rewind(height, Vec::new());
+                drop(chain);
+                self.tip.send_replace(self.chain().tip().hash);
+            }
+        }
     }
 
     /// Publishes blocks this node mined and withheld: replaces the blocks above `fork`
@@ -139,7 +191,8 @@ impl ChainState {
         fork: u64,
         blocks: Vec<Block>,
     ) -> Result<Applied, ApplyError> {
-        self.apply_as(writer, fork, blocks, None, Ties::Take).await
+        self.apply_as(writer, fork, blocks, None, Ties::Take, true)
+            .await
     }
 
     async fn apply_as(
@@ -149,6 +202,7 @@ impl ChainState {
         blocks: Vec<Block>,
         job: Option<u64>,
         ties: Ties,
+        durable: bool,
     ) -> Result<Applied, ApplyError> {
         let mut branch = self.chain().branch_at(fork)?;
         let to_store = blocks.clone();
@@ -179,13 +233,19 @@ impl ChainState {
             (left, remine)
         };
         let remine_data: Vec<BlockData> = remine.iter().map(|b| b.data.clone()).collect();
+        // Only blocks others hold skip the fsync: a reorg's remine queue never does.
+        let durable = durable || !remine_data.is_empty() || job.is_some();
         let store = self.store.clone();
         let committed = self
             .env
             .blocking
             .run(move || {
                 let started = std::time::Instant::now();
-                let committed = store.commit(fork, &to_store, &remine_data, job);
+                let committed = if durable {
+                    store.commit(fork, &to_store, &remine_data, job)
+                } else {
+                    store.commit_deferred(fork, &to_store).map(|()| Vec::new())
+                };
                 metrics::histogram!(crate::metrics::STORE_COMMIT)
                     .record(started.elapsed().as_secs_f64());
                 (committed, to_store)
@@ -203,6 +263,7 @@ impl ChainState {
                 }
                 chain.rewind(fork, left);
                 drop(chain);
+                self.drop_lost();
                 return Err(e);
             }
         };

@@ -21,7 +21,7 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use super::branch::CompetingBranch;
 use super::limits::{
     MAX_ANNOUNCERS, MAX_DEFERRED_SYNCS, MAX_FETCH_BYTES, MAX_FETCHES, MAX_HANDLING,
-    MAX_SYNC_SOURCES, RANGES_PER_SOURCE, SYNC_BATCH, UNLINKED_SYNC_INTERVAL,
+    MAX_SYNC_SOURCES, RANGES_PER_SOURCE, SYNC_BATCH, SYNC_DURABLE_EVERY, UNLINKED_SYNC_INTERVAL,
 };
 use super::peers::{PeerSet, SyncLimiter};
 use super::relay::Relay;
@@ -139,6 +139,19 @@ impl Syncer {
         blocks: Vec<Block>,
     ) -> Result<(), ApplyError> {
         let applied = self.state.apply(writer, fork, blocks, None).await?;
+        (self.on_applied)(&applied);
+        Ok(())
+    }
+
+    /// Extends the tip (at `fork`) with a full batch, committed without an fsync, and
+    /// follows up (the caller holds the writer lock).
+    async fn extend_deferred(
+        &self,
+        writer: &WriterGuard<'_>,
+        fork: u64,
+        blocks: Vec<Block>,
+    ) -> Result<(), ApplyError> {
+        let applied = self.state.extend_deferred(writer, fork, blocks).await?;
         (self.on_applied)(&applied);
         Ok(())
     }
@@ -527,6 +540,16 @@ impl Syncer {
     /// and work (`CompetingBranch`), and adopted as soon as it has more work than ours above
     /// the fork, so a peer cannot make us hold a long worthless branch.
     pub(crate) async fn sync_with(&self, addr: &str) -> bool {
+        let changed = self.sync_batches(addr).await;
+        if let Err(e) = self.state.flush().await {
+            tracing::error!(peer = %addr, "synced blocks could not be made durable: {e}");
+        }
+        changed
+    }
+
+    /// The sync itself: full batches that extend the tip are committed without an fsync
+    /// (every [`SYNC_DURABLE_EVERY`]th durably); [`Syncer::sync_with`] makes them durable.
+    async fn sync_batches(&self, addr: &str) -> bool {
         if self.marks.fetching.load(Ordering::Acquire) {
             // A sync fetching from several peers at once runs and asks this peer too; the
             // link asks again soon (every 2 s while the peer claims more work).
@@ -547,6 +570,8 @@ impl Syncer {
         let mut fetch: Option<ParallelFetch> = None;
         // Batches in a row that held only blocks we already have (another sync got them).
         let mut stale = 0;
+        // Batches committed so far (every SYNC_DURABLE_EVERY-th is durable).
+        let mut committed = 0usize;
         loop {
             if self.shutdown.is_cancelled() {
                 return changed;
@@ -658,8 +683,14 @@ impl Syncer {
                 // The writer lock is let go as soon as the batch is applied, not when the next
                 // batch has arrived: a block mined meanwhile does not wait on the peer.
                 let batch_len = batch.len();
+                committed += 1;
+                let deferred = full && !committed.is_multiple_of(SYNC_DURABLE_EVERY);
                 let apply = async move {
-                    let applied = self.apply(&writer, height, batch).await;
+                    let applied = if deferred {
+                        self.extend_deferred(&writer, height, batch).await
+                    } else {
+                        self.apply(&writer, height, batch).await
+                    };
                     drop(writer);
                     applied
                 };
@@ -729,6 +760,11 @@ impl Syncer {
             }
         }
         if changed {
+            // Durable before it says so: `synced` means the blocks survive a crash.
+            if let Err(e) = self.state.flush().await {
+                tracing::error!(peer = %addr, "synced blocks could not be made durable: {e}");
+                return changed;
+            }
             let tip = self.state.chain().tip().clone();
             let sources = fetch.as_ref().map_or(1, |f| f.used.len().max(1));
             tracing::info!(peer = %addr, height = tip.index, sources, "synced");
