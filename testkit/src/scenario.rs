@@ -24,7 +24,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, parser::ValueSour
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::sim::{self, Options, Partition};
+use crate::sim::{self, Crashes, Options, Partition};
 
 /// The flags of one simulation run.
 #[derive(Debug, Clone, Parser)]
@@ -66,6 +66,10 @@ pub struct Flags {
     /// Fraction of nodes that crash and restart at random times.
     #[arg(long, default_value_t = 0.0)]
     pub churn: f64,
+    /// Crashes at given times: node 3 dies at 60 s and restarts on its store 20 s later
+    /// (3@60s+20s); several as a comma list. Churn leaves these nodes alone.
+    #[arg(long, value_name = "NODE@START+LENGTH,...")]
+    pub crash: Option<Crashes>,
     /// Nodes that mine (sharing the hash power equally); all by default.
     #[arg(long)]
     pub miners: Option<usize>,
@@ -153,6 +157,18 @@ impl Flags {
         if self.nodes == 0 {
             return Err("--nodes must be at least 1".into());
         }
+        if let Some(c) = self
+            .crash
+            .iter()
+            .flat_map(|c| &c.0)
+            .find(|c| c.node >= self.nodes)
+        {
+            return Err(format!(
+                "--crash names node {}, but the nodes are 0..{}",
+                c.node,
+                self.nodes - 1
+            ));
+        }
         Ok(Options {
             nodes: self.nodes,
             seed: self.seed,
@@ -165,6 +181,7 @@ impl Flags {
             loss: self.loss,
             partition: self.partition,
             churn: self.churn,
+            crashes: self.crash.clone().map(|c| c.0).unwrap_or_default(),
             miners: self.miners,
             selfish: self.selfish,
             shares: self.shares.clone().map(|s| s.0).unwrap_or_default(),
@@ -568,6 +585,18 @@ selfish = [0.25, 0.4]
             ),
             ("data_dir = \"/tmp\"\n", 1, "data_dir", "no such field"),
             ("name = 3\n", 1, "name", "want a string"),
+            (
+                "nodes = 8\ncrash = \"3@60s\"\n",
+                2,
+                "crash",
+                "want NODE@START+LENGTH",
+            ),
+            (
+                "crash = \"3@60s+20s, 3@70s+5s\"\n",
+                1,
+                "crash",
+                "crashes of node 3 overlap",
+            ),
         ];
         for (text, line, field, what) in cases {
             let e = Scenario::parse(text).unwrap_err();

@@ -18,7 +18,8 @@ mod solver;
 mod stats;
 
 pub use parse::{
-    Partition, parse_bandwidth, parse_duration, parse_latency, parse_rate, parse_size,
+    Crash, Crashes, Partition, parse_bandwidth, parse_duration, parse_latency, parse_rate,
+    parse_size,
 };
 pub use stats::selfish_revenue;
 
@@ -99,6 +100,8 @@ pub struct Options {
     pub partition: Option<Partition>,
     /// Fraction of nodes that crash once and restart (with their store) at random times.
     pub churn: f64,
+    /// Crashes at given times (`--crash 3@60s+20s`); churn leaves these nodes alone.
+    pub crashes: Vec<Crash>,
     /// Nodes that mine (the first ones), sharing the hash power equally; `None`: all.
     pub miners: Option<usize>,
     /// A selfish miner: node 0 mines with this share of the hash power and the node's
@@ -146,6 +149,7 @@ impl Default for Options {
             loss: 0.0,
             partition: None,
             churn: 0.0,
+            crashes: Vec::new(),
             miners: None,
             selfish: None,
             shares: Vec::new(),
@@ -183,6 +187,13 @@ impl Options {
         // Only when set: without them a run and its summary are as they always were.
         if self.byzantine > 0.0 {
             options["byzantine"] = json!(self.byzantine);
+        }
+        if !self.crashes.is_empty() {
+            options["crash"] = self
+                .crashes
+                .iter()
+                .map(|c| json!({"node": c.node, "at_s": c.at.as_secs_f64(), "down_s": c.down.as_secs_f64()}))
+                .collect();
         }
         if let Some(ratio) = self.eclipse {
             options["eclipse"] = json!(ratio);
@@ -456,9 +467,25 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
 
     // The faults, as steps of the driver.
     let mut crashes: Vec<(Duration, Duration, usize)> = Vec::new();
-    let churned = ((honest as f64) * options.churn.clamp(0.0, 1.0)).round() as usize;
+    for c in &options.crashes {
+        if c.node >= honest {
+            return Err(fail(
+                format!(
+                    "--crash names node {}, but the honest nodes are 0..{}",
+                    c.node,
+                    honest - 1
+                ),
+                Value::Null,
+            ));
+        }
+        crashes.push((c.at, c.at + c.down, c.node));
+    }
+    let timed: BTreeSet<usize> = options.crashes.iter().map(|c| c.node).collect();
+    let eligible: Vec<usize> = (0..honest).filter(|i| !timed.contains(i)).collect();
+    let churned = ((eligible.len() as f64) * options.churn.clamp(0.0, 1.0)).round() as usize;
     if churned > 0 {
-        let mut pool: Vec<usize> = (0..honest).collect();
+        let honest = eligible.len();
+        let mut pool = eligible;
         let span = options.duration.as_secs_f64();
         for k in 0..churned {
             let j = rng.random_range(k..honest);
@@ -480,7 +507,8 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
 
     let mut agreed_after: Vec<Value> = Vec::new();
     let mut pending_heals: Vec<(String, Duration)> = Vec::new();
-    let mut down: BTreeSet<usize> = BTreeSet::new();
+    // Nodes down now, each with the time its crash ends.
+    let mut down: BTreeMap<usize, Duration> = BTreeMap::new();
     let mut partitioned = false;
     let mut last_check = Duration::ZERO;
     let mut elapsed = Duration::ZERO;
@@ -520,7 +548,7 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
         }
         for &(at, back, node) in &crashes {
             // Each churned node crashes once, at the step that reaches `at`.
-            if !down.contains(&node) && elapsed >= at && elapsed < at + options.tick {
+            if !down.contains_key(&node) && elapsed >= at && elapsed < at + options.tick {
                 // The process dies without closing its connections: what it would
                 // send as it goes is lost (and so draws nothing from the network's
                 // random stream, whatever order its tasks are dropped in). Peers
@@ -546,8 +574,8 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
                         sim.repair(*a, *b);
                     }
                 }
-                down.insert(node);
-            } else if down.contains(&node) && elapsed >= back {
+                down.insert(node, back);
+            } else if down.get(&node) == Some(&back) && elapsed >= back {
                 sim.bounce(host_name(node).as_str());
                 down.remove(&node);
                 let what = format!(
@@ -569,7 +597,7 @@ pub fn run(options: &Options) -> Result<Report, Failure> {
             let agree = {
                 let stats = shared.stats();
                 let mut live = (0..honest)
-                    .filter(|i| !down.contains(i) && Some(*i) != victim)
+                    .filter(|i| !down.contains_key(i) && Some(*i) != victim)
                     .map(|i| stats.tips[i].1);
                 let first = live.next();
                 first.is_some() && live.all(|t| Some(t) == first)

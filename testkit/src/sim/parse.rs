@@ -1,4 +1,4 @@
-//! The simulator's flags as text: durations, ranges, rates, sizes, partitions.
+//! The simulator's flags as text: durations, ranges, rates, sizes, partitions, crashes.
 
 use super::*;
 
@@ -23,6 +23,66 @@ impl FromStr for Partition {
             at: parse_duration(at).map_err(|_| bad())?,
             lasting: parse_duration(lasting).map_err(|_| bad())?,
         })
+    }
+}
+
+/// One node's crash: it dies at `at` without closing its connections and starts again on
+/// its store after `down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crash {
+    /// The node (0-based).
+    pub node: usize,
+    /// When it dies (simulated time since the start).
+    pub at: Duration,
+    /// How long it stays down.
+    pub down: Duration,
+}
+
+/// Crashes at given times, `3@60s+20s,7@90s+10s`: node 3 dies at 60 s for 20 s, node 7 at
+/// 90 s for 10 s. A node's crashes may not overlap.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Crashes(pub Vec<Crash>);
+
+impl FromStr for Crashes {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut crashes: Vec<Crash> = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let bad = || {
+                format!(
+                    "bad crash {item:?}: want NODE@START+LENGTH, e.g. 3@60s+20s (several: a comma list)"
+                )
+            };
+            let (node, times) = item.split_once('@').ok_or_else(bad)?;
+            let (at, down) = times.split_once('+').ok_or_else(bad)?;
+            let crash = Crash {
+                node: node.trim().parse().map_err(|_| bad())?,
+                at: parse_duration(at).map_err(|_| bad())?,
+                down: parse_duration(down).map_err(|_| bad())?,
+            };
+            if crash.down.is_zero() {
+                return Err(format!(
+                    "bad crash {item:?}: a node stays down for some time"
+                ));
+            }
+            if let Some(other) = crashes.iter().find(|c| {
+                c.node == crash.node && c.at < crash.at + crash.down && crash.at < c.at + c.down
+            }) {
+                return Err(format!(
+                    "crashes of node {} overlap ({}s+{}s and {item})",
+                    crash.node,
+                    other.at.as_secs_f64(),
+                    other.down.as_secs_f64()
+                ));
+            }
+            crashes.push(crash);
+        }
+        if crashes.is_empty() {
+            return Err("no crash given: want NODE@START+LENGTH, e.g. 3@60s+20s".into());
+        }
+        crashes.sort_by_key(|c| (c.at, c.node));
+        Ok(Crashes(crashes))
     }
 }
 
