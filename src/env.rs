@@ -189,6 +189,22 @@ pub enum Blocking {
 }
 
 impl Blocking {
+    /// Starts `f` as configured and returns what waits for it: on a blocking thread it runs
+    /// whether or not the result is awaited; in place it has run by the time this returns.
+    pub fn start<T, F>(self, f: F) -> futures::future::BoxFuture<'static, Result<T, String>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self {
+            Blocking::Threads => {
+                let task = tokio::task::spawn_blocking(f);
+                Box::pin(async move { task.await.map_err(|e| e.to_string()) })
+            }
+            Blocking::Inline => Box::pin(std::future::ready(Ok(f()))),
+        }
+    }
+
     /// Runs `f` as configured; an error only if a blocking thread panicked.
     pub async fn run<T, F>(self, f: F) -> Result<T, String>
     where

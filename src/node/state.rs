@@ -46,6 +46,21 @@ pub(crate) struct Applied {
     pub(crate) remine: Vec<(u64, Block)>,
 }
 
+/// A sync's batch being committed without an fsync while the next one is checked: the
+/// height it grows from, and the commit.
+struct InFlight {
+    fork: u64,
+    commit: futures::future::BoxFuture<'static, Result<Result<(), StoreError>, String>>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("fork", &self.fork)
+            .finish()
+    }
+}
+
 /// Proof that the caller holds the writer lock.
 pub(crate) type WriterGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
 
@@ -62,6 +77,10 @@ pub(crate) struct ChainState {
     reorgs: std::sync::atomic::AtomicU64,
     /// The clock, the blocking work and the observer.
     env: Env,
+    /// The deferred commit still running, if any ([`ChainState::extend_deferred`]): every
+    /// change waits for it before it touches the chain, so at most one batch is in memory
+    /// and not yet in the store.
+    in_flight: Mutex<Option<InFlight>>,
     /// Set while a branch is being checked: lets tests see that readers are not blocked.
     #[cfg(test)]
     checking: std::sync::atomic::AtomicBool,
@@ -85,6 +104,7 @@ impl ChainState {
             tip,
             reorgs: std::sync::atomic::AtomicU64::new(0),
             env,
+            in_flight: Mutex::new(None),
             #[cfg(test)]
             checking: std::sync::atomic::AtomicBool::new(false),
         })
@@ -134,7 +154,9 @@ impl ChainState {
     /// Extends the tip (at `fork`) with a sync's `blocks` as [`ChainState::apply`] does,
     /// committed without waiting for the disk ([`Store::commit_deferred`]): a crash may
     /// lose them, and the node then fetches them again. [`ChainState::flush`] makes them
-    /// durable; any later durable commit does too.
+    /// durable; any later durable commit does too. The commit runs behind: this returns
+    /// once the blocks are checked and in the chain, and the next change waits for the
+    /// commit (a failed one takes the blocks out of the chain again and fails that change).
     pub async fn extend_deferred(
         &self,
         writer: &WriterGuard<'_>,
@@ -145,8 +167,37 @@ impl ChainState {
             .await
     }
 
+    /// Waits for the deferred commit still running, if any; when it failed, takes its
+    /// blocks (and any the store lost with it) out of the chain again.
+    async fn settle(&self) -> Result<(), ApplyError> {
+        let in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(InFlight { fork, commit }) = in_flight else {
+            return Ok(());
+        };
+        let error = match commit.await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => ApplyError::Store(e),
+            Err(e) => ApplyError::Task(format!("store task failed: {e}")),
+        };
+        tracing::error!("a synced batch could not be stored, it leaves the chain: {error}");
+        {
+            let mut chain = self.chain();
+            if chain.height() > fork {
+                chain.rewind(fork, Vec::new());
+            }
+        }
+        self.drop_lost();
+        self.tip.send_replace(self.chain().tip().hash);
+        Err(error)
+    }
+
     /// Makes every deferred commit durable.
     pub async fn flush(&self) -> Result<(), ApplyError> {
+        self.settle().await?;
         if !self.store.has_deferred() {
             return Ok(());
         }
@@ -223,6 +274,8 @@ impl ChainState {
         self.checking
             .store(false, std::sync::atomic::Ordering::SeqCst);
         let branch = checked.map_err(ChainError::from)?;
+        // The batch committed behind, if any, first: this change grows on it.
+        self.settle().await?;
         let (left, remine) = {
             let mut chain = self.chain();
             let left = chain.adopt_as(branch, ties)?;
@@ -235,17 +288,37 @@ impl ChainState {
         let remine_data: Vec<BlockData> = remine.iter().map(|b| b.data.clone()).collect();
         // Only blocks others hold skip the fsync: a reorg's remine queue never does.
         let durable = durable || !remine_data.is_empty() || job.is_some();
+        if !durable {
+            // Committed behind: the next change (or a flush) waits for it.
+            self.tip.send_replace(self.chain().tip().hash);
+            self.env.tell(Event::Committed {
+                fork,
+                blocks: &to_store,
+                left: left.len(),
+            });
+            let store = self.store.clone();
+            let commit = self.env.blocking.start(move || {
+                let started = std::time::Instant::now();
+                let committed = store.commit_deferred(fork, &to_store);
+                metrics::histogram!(crate::metrics::STORE_COMMIT)
+                    .record(started.elapsed().as_secs_f64());
+                committed
+            });
+            *self.in_flight.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(InFlight { fork, commit });
+            return Ok(Applied {
+                fork,
+                left,
+                remine: Vec::new(),
+            });
+        }
         let store = self.store.clone();
         let committed = self
             .env
             .blocking
             .run(move || {
                 let started = std::time::Instant::now();
-                let committed = if durable {
-                    store.commit(fork, &to_store, &remine_data, job)
-                } else {
-                    store.commit_deferred(fork, &to_store).map(|()| Vec::new())
-                };
+                let committed = store.commit(fork, &to_store, &remine_data, job);
                 metrics::histogram!(crate::metrics::STORE_COMMIT)
                     .record(started.elapsed().as_secs_f64());
                 (committed, to_store)

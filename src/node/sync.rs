@@ -431,8 +431,17 @@ impl Syncer {
         if waiting.values().map(Vec::len).sum::<usize>() >= MAX_FETCHES {
             return None;
         }
+        // Each child with up to MAX_ANNOUNCERS announcers, as a fetch keeps them: handed
+        // back in order, the first starts its fetch and the others queue behind it.
         let children = waiting.entry(parent).or_default();
-        if !children.iter().any(|(h, _)| h.hash == header.hash) {
+        let announcers = children
+            .iter()
+            .filter(|(h, _)| h.hash == header.hash)
+            .count();
+        let known = children
+            .iter()
+            .any(|(h, p)| h.hash == header.hash && p == peer);
+        if announcers < MAX_ANNOUNCERS && !known {
             children.push((header.clone(), peer.to_owned()));
         }
         let reason = format!(
