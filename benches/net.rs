@@ -207,9 +207,14 @@ fn scale_bench(c: &mut Criterion) {
     for n in sizes {
         let started = Instant::now();
         let net = rt.block_on(async {
-            let net = TestNetwork::start(node, Options::new(n).log_filter("info"))
-                .await
-                .expect("network");
+            let net = TestNetwork::start(
+                node,
+                Options::new(n)
+                    .log_filter("info")
+                    .args(support::extra_node_args()),
+            )
+            .await
+            .expect("network");
             let listening = started.elapsed();
             net.wait_peered(Duration::from_secs(300))
                 .await
@@ -267,6 +272,7 @@ fn scale_bench(c: &mut Criterion) {
             asked.elapsed().as_secs_f64() * 1e3
         );
         let written_before: u64 = pids.iter().map(|&p| written(p)).sum();
+        let loopback_before = loopback_bytes();
         let mut seen: Vec<Duration> = Vec::new();
         let mut round = 0u64;
         let mut incomplete = 0usize;
@@ -317,10 +323,15 @@ fn scale_bench(c: &mut Criterion) {
         });
         seen.sort_unstable();
         let written_after: u64 = pids.iter().map(|&p| written(p)).sum();
+        let loopback_after = loopback_bytes();
+        let per_node_block = |bytes: u64| bytes as f64 / (n as f64 * round.max(1) as f64);
         println!(
-            "net/scale_{n}: {pad} bytes of data a block; written per node per block (sockets \
-             and logs, /proc/PID/io wchar): {:.0} bytes over {round} blocks",
-            (written_after - written_before) as f64 / (n as f64 * round.max(1) as f64),
+            "net/scale_{n}: {pad} bytes of data a block; per node per block over {round} \
+             blocks: {:.0} bytes received over loopback (/sys/class/net/lo tx_bytes, every \
+             message with its TCP/IP headers), {:.0} bytes written to files (store and logs, \
+             /proc/PID/io wchar; socket sends are not counted there)",
+            per_node_block(loopback_after.saturating_sub(loopback_before)),
+            per_node_block(written_after - written_before),
         );
         println!(
             "net/scale_{n}: a block reached all {n} nodes (from the miner's log line to the last \
@@ -335,7 +346,17 @@ fn scale_bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// Bytes a process has written through write(2) and the like (Linux `/proc/PID/io`).
+/// Bytes sent over the loopback interface since boot, by every process (Linux sysfs; 0
+/// where it cannot be read). The scale networks talk over loopback only.
+fn loopback_bytes() -> u64 {
+    std::fs::read_to_string("/sys/class/net/lo/statistics/tx_bytes")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes a process has written to files through write(2) and the like (Linux
+/// `/proc/PID/io` wchar; a socket's send(2) is not counted).
 fn written(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
         .ok()
