@@ -40,8 +40,6 @@ enum Serve {
     Stall,
     /// With another block under the announced hash.
     Another,
-    /// With the block it was given, 1.5 s late.
-    Slowly,
 }
 
 /// What a fake peer saw.
@@ -49,8 +47,6 @@ enum Serve {
 struct Seen {
     /// Hashes asked for with `get_block`, in order.
     asked: Vec<BlockHash>,
-    /// `get_blocks` and `get_range` requests (a sync) it was sent.
-    synced: usize,
     /// `announce`s and `new_block`s it was sent.
     announced: Vec<Header>,
     pushed: Vec<Block>,
@@ -72,11 +68,6 @@ async fn fake_peer(version: u32, blocks: Vec<Block>, serve: Serve) -> (String, A
                     // Keep the connection open, answer nothing.
                     (Serve::Stall, _) => return Answer::Stall,
                     (Serve::Honestly, Some(b)) => Response::Blocks { blocks: vec![b] },
-                    (Serve::Slowly, Some(b)) => {
-                        let reply = serde_json::to_vec(&Response::Blocks { blocks: vec![b] });
-                        let reply = reply.expect("a reply serializes");
-                        return Answer::Later(Duration::from_millis(1_500), reply);
-                    }
                     (Serve::Another, Some(mut b)) => {
                         b.data = BlockData::new(&json!("another body"));
                         Response::Blocks { blocks: vec![b] }
@@ -94,10 +85,6 @@ async fn fake_peer(version: u32, blocks: Vec<Block>, serve: Serve) -> (String, A
                     result: BlockOutcome::Ignored,
                     reason: None,
                 }
-            }
-            Ok(Request::GetBlocks { .. } | Request::GetRange { .. }) => {
-                record.lock().unwrap().synced += 1;
-                Response::Blocks { blocks: vec![] }
             }
             Ok(Request::GetPeers) => Response::Peers { peers: vec![] },
             Ok(Request::GetAddr) => Response::Addr { addrs: vec![] },
@@ -249,53 +236,6 @@ async fn an_announced_block_is_fetched_once_appended_and_relayed_by_version() {
     )
     .await;
     assert_eq!(reply, Response::Blocks { blocks: vec![] });
-}
-
-/// A block announced while its parent's body is still on its way is held until the parent
-/// is in, then fetched: no sync, so the parent is downloaded once (a sync would ask for
-/// both bodies again).
-#[tokio::test]
-async fn a_child_announced_while_its_parent_is_fetched_waits_for_it() {
-    let net = node().await;
-    let parent = next_block("parent", 20_000);
-    let mut chain = Blockchain::new(ChainParams::with_difficulty(8));
-    chain.push(parent.clone()).unwrap();
-    let data = BlockData::new(&json!({ "d": "child", "pad": "y".repeat(20_000) }));
-    let child = powchain::chain::mine_next(&chain, data, 1);
-    let (slow, seen) = fake_peer(2, vec![parent.clone(), child.clone()], Serve::Slowly).await;
-    let mut conn = linked(&net, 2, &slow).await;
-    let reply = call(
-        &mut conn,
-        &Request::Announce {
-            header: Header::of(&parent),
-        },
-    )
-    .await;
-    assert_eq!(reply, Response::Ok);
-    let reply = call(
-        &mut conn,
-        &Request::Announce {
-            header: Header::of(&child),
-        },
-    )
-    .await;
-    match reply {
-        Response::BlockResult {
-            result: BlockOutcome::Ignored,
-            reason: Some(reason),
-        } => assert!(reason.contains("its parent, being fetched"), "{reason}"),
-        other => panic!("the child is held, not handled: {other:?}"),
-    }
-    let client = net.client(0);
-    wait_for(DEADLINE, "the child appended after its parent", || async {
-        let s = client.status().await.ok()?;
-        (s.tip == child.hash).then_some(())
-    })
-    .await
-    .unwrap();
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.asked, vec![parent.hash, child.hash], "each body once");
-    assert_eq!(seen.synced, 0, "no sync for the held child");
 }
 
 /// An announcer that never serves the body, one that serves nothing, and one that serves

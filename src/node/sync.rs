@@ -94,10 +94,6 @@ pub(super) struct Marks {
     deferred: Mutex<HashSet<String>>,
     /// Announced blocks being fetched, each with the announcers still to ask.
     fetches: Mutex<HashMap<BlockHash, VecDeque<String>>>,
-    /// Announced blocks whose parent is being fetched, by that parent's hash, with their
-    /// announcer: handled once the parent is in (a sync meanwhile would download the
-    /// parent a second time). At most [`MAX_FETCHES`] in all.
-    after_parent: Mutex<HashMap<BlockHash, Vec<(Header, String)>>>,
 }
 
 /// How long one announcer is given to serve a body of `size` bytes: 2 s, plus its size at
@@ -371,9 +367,6 @@ impl Syncer {
             links
         };
         if !links {
-            if let Some(waiting) = self.wait_for_parent(&header, &peer) {
-                return Some(waiting);
-            }
             return Some(
                 self.on_unlinked(header.index, &header.prev_hash, Some(&peer))
                     .await,
@@ -399,56 +392,6 @@ impl Syncer {
         let sync = self.clone();
         self.tasks.spawn(async move { sync.fetch(header).await });
         None
-    }
-
-    /// Holds an announcement whose parent is being fetched until the parent is in, so the
-    /// parent is not downloaded twice (its fetch, and a sync for this one); `None` when
-    /// the parent is not being fetched or the holding is full.
-    fn wait_for_parent(
-        &self,
-        header: &Header,
-        peer: &str,
-    ) -> Option<(BlockOutcome, Option<String>)> {
-        let PrevHash::Block(parent) = header.prev_hash else {
-            return None;
-        };
-        // Locked first (as the end of a fetch does), so that a fetch ending meanwhile
-        // either sees this child or is seen to have ended.
-        let mut waiting = self
-            .marks
-            .after_parent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if !self
-            .marks
-            .fetches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&parent)
-        {
-            return None;
-        }
-        if waiting.values().map(Vec::len).sum::<usize>() >= MAX_FETCHES {
-            return None;
-        }
-        // Each child with up to MAX_ANNOUNCERS announcers, as a fetch keeps them: handed
-        // back in order, the first starts its fetch and the others queue behind it.
-        let children = waiting.entry(parent).or_default();
-        let announcers = children
-            .iter()
-            .filter(|(h, _)| h.hash == header.hash)
-            .count();
-        let known = children
-            .iter()
-            .any(|(h, p)| h.hash == header.hash && p == peer);
-        if announcers < MAX_ANNOUNCERS && !known {
-            children.push((header.clone(), peer.to_owned()));
-        }
-        let reason = format!(
-            "block {} is handled once its parent, being fetched, is in",
-            header.index
-        );
-        Some((BlockOutcome::Ignored, Some(reason)))
     }
 
     /// What can be checked of a header on our tip before its body is fetched.
@@ -493,89 +436,68 @@ impl Syncer {
     /// [`fetch_timeout`] for its size; the first that matches the header is offered as if
     /// its announcer had sent it (checked by every rule, then relayed). One that does not
     /// match is a lie: its sender is struck and the next announcer asked.
-    /// (A boxed future: it hands held announcements back to [`Syncer::on_announce`],
-    /// which starts fetches, and a declared `Send` keeps the two from each needing the
-    /// other's future type.)
-    fn fetch(self: Arc<Self>, header: Header) -> futures::future::BoxFuture<'static, ()> {
-        Box::pin(async move {
-            let hash = header.hash;
-            loop {
-                if self.shutdown.is_cancelled() || self.state.chain().height_of(&hash).is_some() {
+    async fn fetch(self: Arc<Self>, header: Header) {
+        let hash = header.hash;
+        loop {
+            if self.shutdown.is_cancelled() || self.state.chain().height_of(&hash).is_some() {
+                break;
+            }
+            let next = {
+                let mut fetches = self.marks.fetches.lock().unwrap_or_else(|e| e.into_inner());
+                fetches.get_mut(&hash).and_then(VecDeque::pop_front)
+            };
+            let Some(peer) = next else { break };
+            let Some(client) = self.peers.client(&peer) else {
+                continue;
+            };
+            let reply =
+                tokio::time::timeout(fetch_timeout(header.size), client.get_block(hash)).await;
+            let block = match reply {
+                Ok(Ok(Some(block))) => block,
+                Ok(Ok(None)) => {
+                    metrics::counter!(m::FETCHES, "result" => "failed").increment(1);
+                    tracing::debug!(peer = %peer, height = header.index, "announced block no longer held by its announcer");
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    metrics::counter!(m::FETCHES, "result" => "failed").increment(1);
+                    self.strike_if_malformed(&peer, &e);
+                    tracing::debug!(peer = %peer, height = header.index, "fetching an announced block failed: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    metrics::counter!(m::FETCHES, "result" => "failed").increment(1);
+                    tracing::debug!(peer = %peer, height = header.index, "fetching an announced block timed out");
+                    continue;
+                }
+            };
+            if !header.matches(&block) {
+                metrics::counter!(m::FETCHES, "result" => "mismatch").increment(1);
+                self.peers.strike(
+                    &peer,
+                    &format!(
+                        "the body of block {} does not match its announcement",
+                        header.index
+                    ),
+                );
+                continue;
+            }
+            match self.offer_block(block, Some(peer)).await {
+                (BlockOutcome::Rejected, _) => {
+                    metrics::counter!(m::FETCHES, "result" => "refused").increment(1);
+                    continue;
+                }
+                _ => {
+                    metrics::counter!(m::FETCHES, "result" => "taken").increment(1);
                     break;
                 }
-                let next = {
-                    let mut fetches = self.marks.fetches.lock().unwrap_or_else(|e| e.into_inner());
-                    fetches.get_mut(&hash).and_then(VecDeque::pop_front)
-                };
-                let Some(peer) = next else { break };
-                let Some(client) = self.peers.client(&peer) else {
-                    continue;
-                };
-                let reply =
-                    tokio::time::timeout(fetch_timeout(header.size), client.get_block(hash)).await;
-                let block = match reply {
-                    Ok(Ok(Some(block))) => block,
-                    Ok(Ok(None)) => {
-                        metrics::counter!(m::FETCHES, "result" => "failed").increment(1);
-                        tracing::debug!(peer = %peer, height = header.index, "announced block no longer held by its announcer");
-                        continue;
-                    }
-                    Ok(Err(e)) => {
-                        metrics::counter!(m::FETCHES, "result" => "failed").increment(1);
-                        self.strike_if_malformed(&peer, &e);
-                        tracing::debug!(peer = %peer, height = header.index, "fetching an announced block failed: {e}");
-                        continue;
-                    }
-                    Err(_) => {
-                        metrics::counter!(m::FETCHES, "result" => "failed").increment(1);
-                        tracing::debug!(peer = %peer, height = header.index, "fetching an announced block timed out");
-                        continue;
-                    }
-                };
-                if !header.matches(&block) {
-                    metrics::counter!(m::FETCHES, "result" => "mismatch").increment(1);
-                    self.peers.strike(
-                        &peer,
-                        &format!(
-                            "the body of block {} does not match its announcement",
-                            header.index
-                        ),
-                    );
-                    continue;
-                }
-                match self.offer_block(block, Some(peer)).await {
-                    (BlockOutcome::Rejected, _) => {
-                        metrics::counter!(m::FETCHES, "result" => "refused").increment(1);
-                        continue;
-                    }
-                    _ => {
-                        metrics::counter!(m::FETCHES, "result" => "taken").increment(1);
-                        break;
-                    }
-                }
             }
-            // Its children's announcements, held meanwhile, are handled now: on the block
-            // if it came in, else as any announcement that does not link.
-            let children = {
-                let mut waiting = self
-                    .marks
-                    .after_parent
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                self.marks
-                    .fetches
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&hash);
-                waiting.remove(&hash)
-            };
-            for (child, peer) in children.into_iter().flatten() {
-                let sync = self.clone();
-                self.tasks.spawn(async move {
-                    sync.on_announce(child, Some(peer)).await;
-                });
-            }
-        })
+        }
+        self.marks
+            .fetches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&hash);
     }
 
     /// Adopts a whole pushed chain if it is valid and has more work (legacy push).

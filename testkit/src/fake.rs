@@ -32,8 +32,6 @@ pub enum Answer {
     Raw(Vec<u8>),
     /// Never answers: keeps the connection open and reads nothing more.
     Stall,
-    /// Sends this payload as one frame after this long (reading nothing meanwhile).
-    Later(std::time::Duration, Vec<u8>),
     /// Closes the connection.
     Close,
 }
@@ -91,12 +89,6 @@ impl FakePeer {
                             }
                             Answer::Stall => {
                                 std::future::pending::<()>().await;
-                            }
-                            Answer::Later(delay, reply) => {
-                                tokio::time::sleep(delay).await;
-                                if conn.send(reply).await.is_err() {
-                                    return;
-                                }
                             }
                             Answer::Close => return,
                         }
