@@ -297,11 +297,9 @@ fn store_chain(dir: &std::path::Path, n: usize) {
     store.replace_from(0, &chain.to_vec()[1..]).unwrap();
 }
 
-/// A new node syncs a chain several `get_blocks` batches long from a peer (each next batch
-/// asked for while the one before is applied), and ends with the peer's chain exactly.
-#[tokio::test]
-async fn a_new_node_syncs_a_chain_of_several_batches() {
-    let n = powchain::node::SYNC_BATCH * 2 + 1_000;
+/// Node 0 holding a stored chain of `n` blocks at difficulty 0, and node 1, new, linked
+/// to it, with debug logs; the store's directory must live as long as the network.
+async fn a_source_and_a_new_node(n: usize) -> (TestNetwork, tempfile::TempDir) {
     let stored = tempfile::tempdir().unwrap();
     store_chain(stored.path(), n);
     let mut net = network(
@@ -315,6 +313,15 @@ async fn a_new_node_syncs_a_chain_of_several_batches() {
         .await
         .unwrap();
     net.add_node(&[]).await.unwrap();
+    (net, stored)
+}
+
+/// A new node syncs a chain several `get_blocks` batches long from a peer (each next batch
+/// asked for while the one before is applied), and ends with the peer's chain exactly.
+#[tokio::test]
+async fn a_new_node_syncs_a_chain_of_several_batches() {
+    let n = powchain::node::SYNC_BATCH * 2 + 1_000;
+    let (net, _stored) = a_source_and_a_new_node(n).await;
     let source = net.client(0).status().await.unwrap();
     assert_eq!(source.height, n as u64);
     wait_for(Duration::from_secs(60), "the new node to sync", || async {
@@ -342,19 +349,7 @@ async fn a_new_node_syncs_a_chain_of_several_batches() {
 #[tokio::test]
 async fn a_synced_chain_survives_a_crash() {
     let n = powchain::node::SYNC_BATCH * 2;
-    let stored = tempfile::tempdir().unwrap();
-    store_chain(stored.path(), n);
-    let mut net = network(
-        Options::new(0)
-            .difficulty(0)
-            .topology(Topology::Line)
-            .log_filter("powchain=info"),
-    )
-    .await;
-    net.add_node(&["--data-dir", stored.path().to_str().unwrap()])
-        .await
-        .unwrap();
-    net.add_node(&[]).await.unwrap();
+    let (mut net, _stored) = a_source_and_a_new_node(n).await;
     let source = net.client(0).status().await.unwrap();
     wait_for(
         Duration::from_secs(60),
