@@ -195,8 +195,10 @@ impl ChainState {
         Err(error)
     }
 
-    /// Makes every deferred commit durable.
+    /// Makes every deferred commit durable. Takes the writer lock (call it without): the
+    /// commit running behind is waited for by one change at a time.
     pub async fn flush(&self) -> Result<(), ApplyError> {
+        let _writer = self.writer().await;
         self.settle().await?;
         if !self.store.has_deferred() {
             return Ok(());
