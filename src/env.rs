@@ -191,7 +191,7 @@ pub enum Blocking {
 impl Blocking {
     /// Starts `f` as configured and returns what waits for it: on a blocking thread it runs
     /// whether or not the result is awaited; in place it has run by the time this returns.
-    pub fn start<T, F>(self, f: F) -> futures::future::BoxFuture<'static, Result<T, String>>
+    pub(crate) fn start<T, F>(self, f: F) -> futures::future::BoxFuture<'static, Result<T, String>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,

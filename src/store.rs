@@ -338,7 +338,7 @@ impl Store {
     /// the next durable commit or [`Store::flush`]. A crash before that loses it (the store
     /// opens on the last durable commit), so only blocks that can be had again are
     /// committed so: a sync's batches, which its peers still hold.
-    pub fn commit_deferred(&self, fork: u64, blocks: &[Block]) -> Result<(), StoreError> {
+    pub(crate) fn commit_deferred(&self, fork: u64, blocks: &[Block]) -> Result<(), StoreError> {
         self.write(fork, blocks, &[], None, Durability::None)?;
         let mut deferred = lock(&self.deferred);
         *deferred = Some(deferred.map_or(fork, |d| d.min(fork)));
@@ -347,7 +347,7 @@ impl Store {
 
     /// Makes every deferred commit durable (an empty durable commit); does nothing when
     /// there is none.
-    pub fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
         if lock(&self.deferred).is_none() {
             return Ok(());
         }
@@ -361,13 +361,13 @@ impl Store {
     }
 
     /// Tells whether commits wait for a durable one.
-    pub fn has_deferred(&self) -> bool {
+    pub(crate) fn has_deferred(&self) -> bool {
         lock(&self.deferred).is_some()
     }
 
     /// Returns, once, the height above which deferred blocks were lost when the handle was
     /// reopened after an I/O error: the caller's chain must not go beyond it.
-    pub fn take_lost(&self) -> Option<u64> {
+    pub(crate) fn take_lost(&self) -> Option<u64> {
         lock(&self.lost).take()
     }
 

@@ -157,7 +157,7 @@ impl ChainState {
     /// durable; any later durable commit does too. The commit runs behind: this returns
     /// once the blocks are checked and in the chain, and the next change waits for the
     /// commit (a failed one takes the blocks out of the chain again and fails that change).
-    pub async fn extend_deferred(
+    pub(crate) async fn extend_deferred(
         &self,
         writer: &WriterGuard<'_>,
         fork: u64,
@@ -197,7 +197,7 @@ impl ChainState {
 
     /// Makes every deferred commit durable. Takes the writer lock (call it without): the
     /// commit running behind is waited for by one change at a time.
-    pub async fn flush(&self) -> Result<(), ApplyError> {
+    pub(crate) async fn flush(&self) -> Result<(), ApplyError> {
         let _writer = self.writer().await;
         self.settle().await?;
         if !self.store.has_deferred() {

@@ -131,27 +131,21 @@ impl Syncer {
             .is_ok_and(|theirs| theirs > self.state.chain().work())
     }
 
-    /// Applies `blocks` above `fork` (the caller holds the writer lock) and follows up.
+    /// Applies `blocks` above `fork` (the caller holds the writer lock) and follows up;
+    /// `deferred`: a full batch extending the tip, committed without an fsync
+    /// ([`ChainState::extend_deferred`]).
     async fn apply(
         &self,
         writer: &WriterGuard<'_>,
         fork: u64,
         blocks: Vec<Block>,
+        deferred: bool,
     ) -> Result<(), ApplyError> {
-        let applied = self.state.apply(writer, fork, blocks, None).await?;
-        (self.on_applied)(&applied);
-        Ok(())
-    }
-
-    /// Extends the tip (at `fork`) with a full batch, committed without an fsync, and
-    /// follows up (the caller holds the writer lock).
-    async fn extend_deferred(
-        &self,
-        writer: &WriterGuard<'_>,
-        fork: u64,
-        blocks: Vec<Block>,
-    ) -> Result<(), ApplyError> {
-        let applied = self.state.extend_deferred(writer, fork, blocks).await?;
+        let applied = if deferred {
+            self.state.extend_deferred(writer, fork, blocks).await?
+        } else {
+            self.state.apply(writer, fork, blocks, None).await?
+        };
         (self.on_applied)(&applied);
         Ok(())
     }
@@ -686,11 +680,7 @@ impl Syncer {
                 committed += 1;
                 let deferred = full && !committed.is_multiple_of(SYNC_DURABLE_EVERY);
                 let apply = async move {
-                    let applied = if deferred {
-                        self.extend_deferred(&writer, height, batch).await
-                    } else {
-                        self.apply(&writer, height, batch).await
-                    };
+                    let applied = self.apply(&writer, height, batch, deferred).await;
                     drop(writer);
                     applied
                 };
@@ -750,7 +740,7 @@ impl Syncer {
             self.env.tell(Event::Branch { blocks, bytes });
             if branch.outweighs(self.state.chain().work_above(fork)) {
                 let writer = self.state.writer().await;
-                match self.apply(&writer, fork, branch.take()).await {
+                match self.apply(&writer, fork, branch.take(), false).await {
                     Ok(_) => changed = true,
                     Err(e) => {
                         tracing::debug!(peer = %addr, "competing branch not adopted: {e}");
