@@ -150,7 +150,7 @@ fn a_sweep_of_block_intervals_plots_stale_rates_and_a_partition_heights() {
     std::fs::write(
         &file,
         "nodes = 6\nminutes = 1\nlatency = \"20ms..300ms\"\npartition = \"halves@20s+15s\"\n\
-         [sweep]\nblock_interval = [\"1s\", \"3s\"]\n",
+         block_size = \"1KB/1s\"\n[sweep]\nblock_interval = [\"1s\", \"3s\"]\n",
     )
     .unwrap();
     let report = dir.path().join("report");
@@ -170,6 +170,16 @@ fn a_sweep_of_block_intervals_plots_stale_rates_and_a_partition_heights() {
         assert!(svg.starts_with("<svg"), "{name}");
     }
     assert!(!report.join("revenue.svg").exists());
+    // A block size per span of interval scales each run's blocks with its interval.
+    let runs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("runs.json")).unwrap()).unwrap();
+    let sizes: Vec<u64> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["summary"]["options"]["block_size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [1000, 3000]);
     let csv = std::fs::read_to_string(report.join("runs.csv")).unwrap();
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let col = header

@@ -24,7 +24,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, parser::ValueSour
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::sim::{self, Crashes, Options, Partition};
+use crate::sim::{self, BlockSize, Crashes, Options, Partition};
 
 /// The flags of one simulation run.
 #[derive(Debug, Clone, Parser)]
@@ -49,9 +49,11 @@ pub struct Flags {
     /// all (e.g. 10Mbit..100Mbit); unlimited (latency only) when not given.
     #[arg(long, value_parser = sim::parse_bandwidth)]
     pub bandwidth: Option<(f64, f64)>,
-    /// Bytes of data in each mined block (e.g. 250, 100KB, 1MB).
-    #[arg(long, default_value = "0", value_parser = sim::parse_size)]
-    pub block_size: usize,
+    /// Bytes of data in each mined block (e.g. 250, 100KB, 1MB), or bytes per span of
+    /// block interval (535KB/10m: 535 KB at 10-minute blocks, 8.9 KB at 10 s), which
+    /// keeps the chain's bytes per second when a sweep varies the interval.
+    #[arg(long, default_value = "0", value_parser = sim::parse_block_size)]
+    pub block_size: BlockSize,
     /// Blocks with less data than this many bytes are pushed whole, bigger ones announced
     /// and fetched (the node's --push-below; 16384 by default). A huge value (e.g.
     /// 1000000000) pushes every block whole to every peer, as protocol version 1 nodes do.
@@ -157,6 +159,14 @@ impl Flags {
         if self.nodes == 0 {
             return Err("--nodes must be at least 1".into());
         }
+        let block_size = self.block_size.at(self.block_interval);
+        if block_size > sim::MAX_SIM_BLOCK {
+            return Err(format!(
+                "--block-size comes to {block_size} bytes at a {:?} interval; the most is {}",
+                self.block_interval,
+                sim::MAX_SIM_BLOCK
+            ));
+        }
         if let Some(c) = self
             .crash
             .iter()
@@ -176,7 +186,7 @@ impl Flags {
             block_interval: self.block_interval,
             latency: self.latency,
             bandwidth: self.bandwidth,
-            block_size: self.block_size,
+            block_size,
             push_below: self.push_below,
             loss: self.loss,
             partition: self.partition,
@@ -656,6 +666,46 @@ selfish = [0.25, 0.4]
             let e = flags(args).unwrap_err();
             assert!(e.contains(what), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_block_size_per_interval_scales_with_the_swept_interval() {
+        let s = Scenario::parse(
+            "block_size = \"535KB/10m\"\n[sweep]\nblock_interval = [\"10m\", \"2.5m\", \"10s\"]\n",
+        )
+        .unwrap();
+        let sizes: Vec<usize> = s
+            .runs(&[])
+            .unwrap()
+            .iter()
+            .map(|r| r.flags.options().unwrap().block_size)
+            .collect();
+        assert_eq!(sizes, [535_000, 133_750, 8_917]);
+        // A plain size stays what it is at any interval.
+        let s = Scenario::parse("block_size = \"1MB\"\nblock_interval = \"1s\"\n").unwrap();
+        assert_eq!(
+            s.runs(&[]).unwrap()[0].flags.options().unwrap().block_size,
+            1_000_000
+        );
+        for (text, what) in [
+            ("block_size = \"1MB/0s\"\n", "above zero"),
+            ("block_size = \"1MB/x\"\n", "bad duration"),
+            ("block_size = \"1XB/1m\"\n", "bad size"),
+        ] {
+            let e = Scenario::parse(text).unwrap_err();
+            assert_eq!((e.line, e.field.as_deref()), (1, Some("block_size")), "{e}");
+            assert!(e.to_string().contains(what), "{text:?}: {e}");
+        }
+        // Scaled past the simulator's largest block: refused for the run that would.
+        let s = Scenario::parse(
+            "block_size = \"1MB/1s\"\n[sweep]\nblock_interval = [\"10s\", \"100s\"]\n",
+        )
+        .unwrap();
+        let e = s.runs(&[]).unwrap_err();
+        assert!(
+            e.contains("100000000 bytes") && e.contains("--block-size"),
+            "{e}"
+        );
     }
 
     #[test]

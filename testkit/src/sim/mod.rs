@@ -18,8 +18,8 @@ mod solver;
 mod stats;
 
 pub use parse::{
-    Crash, Crashes, Partition, parse_bandwidth, parse_duration, parse_latency, parse_rate,
-    parse_size,
+    BlockSize, Crash, Crashes, MAX_SIM_BLOCK, Partition, parse_bandwidth, parse_block_size,
+    parse_duration, parse_latency, parse_rate, parse_size,
 };
 pub use stats::selfish_revenue;
 

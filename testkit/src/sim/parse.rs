@@ -187,3 +187,50 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     }
     Ok((n * scale).round() as usize)
 }
+
+/// Largest block the simulator makes (`--block-size`, after scaling with the interval).
+pub const MAX_SIM_BLOCK: usize = 64_000_000;
+
+/// `--block-size`: a fixed size, or a size per span of block interval (`535KB/10m`) that
+/// scales every block with the interval, so a sweep of intervals keeps the throughput
+/// (bytes per second of chain) constant, as Gervais et al. (2016) sweep it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BlockSize {
+    /// This many bytes of data in every block.
+    Bytes(usize),
+    /// `bytes` for every `per` of block interval.
+    PerInterval {
+        /// Bytes of data at a block interval of `per`.
+        bytes: usize,
+        /// The interval at which a block holds `bytes`.
+        per: Duration,
+    },
+}
+
+impl BlockSize {
+    /// The bytes of data in a block at this mean block interval.
+    pub fn at(self, interval: Duration) -> usize {
+        match self {
+            BlockSize::Bytes(n) => n,
+            BlockSize::PerInterval { bytes, per } => {
+                (bytes as f64 * interval.as_secs_f64() / per.as_secs_f64()).round() as usize
+            }
+        }
+    }
+}
+
+/// Reads `--block-size`: `100KB`, or `535KB/10m` (535 KB at a 10-minute interval, half
+/// that at 5 minutes).
+pub fn parse_block_size(s: &str) -> Result<BlockSize, String> {
+    let Some((size, per)) = s.split_once('/') else {
+        return Ok(BlockSize::Bytes(parse_size(s)?));
+    };
+    let bytes = parse_size(size)?;
+    let per = parse_duration(per)?;
+    if per.is_zero() {
+        return Err(format!(
+            "bad block size {s:?}: the interval after / must be above zero"
+        ));
+    }
+    Ok(BlockSize::PerInterval { bytes, per })
+}
