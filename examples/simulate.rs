@@ -16,6 +16,7 @@
 //! (`powchain_testkit::report`). Exits 1 when an invariant breaks, naming the seed that
 //! replays it.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -56,10 +57,17 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    // The nodes' logs, on stderr, when RUST_LOG asks for them (e.g. RUST_LOG=info).
+    // The nodes' logs, on stderr, when RUST_LOG asks for them (e.g. RUST_LOG=info): each
+    // line stamped with the simulated time and in the span of its host (`node{name="n3"}`,
+    // which the simulator opens around every host's step; enabled whatever RUST_LOG says,
+    // while the simulator's own events stay under RUST_LOG's control).
     if std::env::var_os("RUST_LOG").is_some() {
+        let filter = tracing_subscriber::EnvFilter::from_default_env()
+            .add_directive("turmoil::sim=info".parse().expect("a valid directive"));
         tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_env_filter(filter)
+            .with_timer(SimulatedTime)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .init();
     }
@@ -246,5 +254,18 @@ fn run_one(run: &Run) -> Outcome {
             series: None,
             error: Some(f.to_string()),
         },
+    }
+}
+
+/// Log timestamps in simulated seconds since the run began (`sim 12.340s`); the wall
+/// clock outside the simulated hosts.
+struct SimulatedTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimulatedTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match sim::simulated_elapsed() {
+            Some(t) => write!(w, "sim {:>9.3}s", t.as_secs_f64()),
+            None => tracing_subscriber::fmt::time::SystemTime.format_time(w),
+        }
     }
 }

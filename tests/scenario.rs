@@ -213,3 +213,39 @@ fn a_bad_scenario_is_refused_with_its_line_and_field() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
 }
+
+#[test]
+fn the_nodes_logs_name_their_host_and_the_simulated_time() {
+    let out = Command::new(simulate())
+        .args(["--nodes", "3", "--minutes", "0.5", "--block-interval", "2s"])
+        .env("RUST_LOG", "powchain=info")
+        .output()
+        .expect("simulate runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    // A block a node took from a peer: stamped in simulated seconds, in its host's span,
+    // without colour codes (stderr is no terminal here).
+    let line = err
+        .lines()
+        .find(|l| l.contains("block appended"))
+        .unwrap_or_else(|| panic!("no block appended in the logs:\n{err}"));
+    let secs: f64 = line
+        .strip_prefix("sim ")
+        .and_then(|rest| rest.trim_start().split('s').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no simulated time: {line}"));
+    assert!(secs > 0.0 && secs <= 30.0 + 120.0, "{line}");
+    assert!(
+        ["n0", "n1", "n2"]
+            .iter()
+            .any(|h| line.contains(&format!("node{{name=\"{h}\"}}"))),
+        "{line}"
+    );
+    assert!(!err.contains('\u{1b}'), "colour codes in a pipe");
+    // The simulator's own events stay under RUST_LOG's control.
+    assert!(!err.contains("turmoil: Bind"), "{err}");
+}
