@@ -138,7 +138,7 @@ fn single(args: &Args) -> ExitCode {
         }
     };
     if let Some(dir) = &args.report
-        && let Err(e) = report::write(dir, &[], std::slice::from_ref(&outcome))
+        && let Err(e) = report::write(dir, &[], std::slice::from_ref(&outcome), None)
     {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
@@ -208,9 +208,12 @@ fn sweep(args: &Args, scenario: &Scenario, mut runs: Vec<Run>) -> ExitCode {
         println!("{line}");
     }
     let swept: Vec<String> = scenario.swept.iter().map(|(k, _)| k.clone()).collect();
-    eprint!("{}", report::table(&swept, &outcomes));
+    eprint!(
+        "{}",
+        report::table(&swept, &outcomes, scenario.published.as_ref())
+    );
     if let Some(dir) = &args.report {
-        match report::write(dir, &swept, &outcomes) {
+        match report::write(dir, &swept, &outcomes, scenario.published.as_ref()) {
             Ok(files) => eprintln!("report: {} files in {}", files.len(), dir.display()),
             Err(e) => {
                 eprintln!("error: {e}");

@@ -150,7 +150,8 @@ fn a_sweep_of_block_intervals_plots_stale_rates_and_a_partition_heights() {
     std::fs::write(
         &file,
         "nodes = 6\nminutes = 1\nlatency = \"20ms..300ms\"\npartition = \"halves@20s+15s\"\n\
-         block_size = \"1KB/1s\"\n[sweep]\nblock_interval = [\"1s\", \"3s\"]\n",
+         block_size = \"1KB/1s\"\n[sweep]\nblock_interval = [\"1s\", \"3s\"]\n\
+         [published]\nlabel = \"a paper\"\nblock_interval = [\"3s\"]\nstale_rate = [0.05]\n",
     )
     .unwrap();
     let report = dir.path().join("report");
@@ -170,6 +171,15 @@ fn a_sweep_of_block_intervals_plots_stale_rates_and_a_partition_heights() {
         assert!(svg.starts_with("<svg"), "{name}");
     }
     assert!(!report.join("revenue.svg").exists());
+    // The published figure stands beside the measured one, at the point it is given for.
+    let svg = std::fs::read_to_string(report.join("stale_rate.svg")).unwrap();
+    assert!(svg.contains("published: a paper"), "{svg}");
+    let sweep = std::fs::read_to_string(report.join("sweep.csv")).unwrap();
+    let published: Vec<&str> = sweep
+        .lines()
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
+    assert_eq!(published, ["published_stale_rate", "", "0.05"], "{sweep}");
     // A block size per span of interval scales each run's blocks with its interval.
     let runs: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("runs.json")).unwrap()).unwrap();

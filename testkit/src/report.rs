@@ -7,10 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
+use crate::scenario::Published;
 use crate::sim::{self, Series};
 
 /// One finished run (or one whose invariant broke).
@@ -152,6 +154,16 @@ pub fn axis_value(name: &str, raw: &str) -> Option<f64> {
     }
 }
 
+/// The published stale rate at a point whose first swept value is `raw`, if any: the
+/// published figure at the same value (compared as numbers, so 60s matches 1m).
+fn published_at(published: Option<&Published>, name: &str, raw: &str) -> Option<f64> {
+    let p = published.filter(|p| p.flag == name)?;
+    let x = axis_value(name, raw);
+    p.at.iter()
+        .position(|at| at == raw || (x.is_some() && axis_value(name, at) == x))
+        .map(|i| p.stale_rate[i])
+}
+
 /// The unit a swept parameter's axis is drawn in.
 fn axis_label(name: &str) -> String {
     match name {
@@ -181,7 +193,12 @@ fn points(outcomes: &[Outcome]) -> Vec<Point<'_>> {
 
 /// Writes the report of `outcomes` (of a sweep over `swept`) into `dir`; returns the
 /// files written.
-pub fn write(dir: &Path, swept: &[String], outcomes: &[Outcome]) -> Result<Vec<PathBuf>, String> {
+pub fn write(
+    dir: &Path,
+    swept: &[String],
+    outcomes: &[Outcome],
+    published: Option<&Published>,
+) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut written = Vec::new();
     let mut put = |name: &str, text: String| -> Result<(), String> {
@@ -245,6 +262,9 @@ pub fn write(dir: &Path, swept: &[String], outcomes: &[Outcome]) -> Result<Vec<P
         header.push(format!("{c}_mean"));
         header.push(format!("{c}_sd"));
     }
+    if published.is_some() {
+        header.push("published_stale_rate".into());
+    }
     csv += &(header.join(",") + "\n");
     for (point, runs) in &points {
         let mut row: Vec<String> = point.iter().map(|(_, v)| csv_field(v)).collect();
@@ -266,6 +286,12 @@ pub fn write(dir: &Path, swept: &[String], outcomes: &[Outcome]) -> Result<Vec<P
             row.push(csv_number(m));
             row.push(csv_number(sd));
         }
+        if published.is_some() {
+            let at = point
+                .first()
+                .and_then(|(k, v)| published_at(published, k, v));
+            row.push(csv_number(at));
+        }
         csv += &(row.join(",") + "\n");
     }
     put("sweep.csv", csv)?;
@@ -279,7 +305,10 @@ pub fn write(dir: &Path, swept: &[String], outcomes: &[Outcome]) -> Result<Vec<P
             .iter()
             .all(|(p, _)| axis_value(first, &p[0].1).is_some())
         {
-            put("stale_rate.svg", plot_stale_rate(first, &points)?)?;
+            put(
+                "stale_rate.svg",
+                plot_stale_rate(first, &points, published)?,
+            )?;
         }
     }
     if let Some(o) = outcomes
@@ -293,7 +322,7 @@ pub fn write(dir: &Path, swept: &[String], outcomes: &[Outcome]) -> Result<Vec<P
 
 /// The sweep's means and standard deviations over seeds as a text table, one line per
 /// point (what `simulate --scenario` prints on stderr).
-pub fn table(swept: &[String], outcomes: &[Outcome]) -> String {
+pub fn table(swept: &[String], outcomes: &[Outcome], published: Option<&Published>) -> String {
     let selfish = outcomes.iter().any(|o| o.summary.get("selfish").is_some());
     let columns: &[&str] = if selfish {
         &[
@@ -314,12 +343,21 @@ pub fn table(swept: &[String], outcomes: &[Outcome]) -> String {
     let mut head: Vec<String> = swept.to_vec();
     head.push("runs".into());
     head.extend(columns.iter().map(|c| (*c).to_owned()));
+    if published.is_some() {
+        head.push("published_stale_rate".into());
+    }
     let mut out = head.join(" | ") + "\n";
     for (point, runs) in points(outcomes) {
+        let at = point
+            .first()
+            .and_then(|(k, v)| published_at(published, k, v));
         let mut row: Vec<String> = point.into_iter().map(|(_, v)| v).collect();
         row.push(runs.len().to_string());
         for c in columns {
             row.push(figure(&runs, c).map_or("-".into(), |(m, sd)| format!("{m:.3} ± {sd:.3}")));
+        }
+        if published.is_some() {
+            row.push(at.map_or("-".into(), |r| format!("{r:.4}")));
         }
         out += &(row.join(" | ") + "\n");
     }
@@ -332,16 +370,21 @@ const SIZE: (u32, u32) = (800, 500);
 const FONT: (&str, u32) = ("sans-serif", 20);
 const LABELS: (&str, u32) = ("sans-serif", 15);
 
-/// A chart of f64 against f64, as every plot here draws.
-type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+/// A chart of f64 against f64 (the x axis linear or logarithmic), as every plot here draws.
+type Chart<'a, 'b, X = RangedCoordf64> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, RangedCoordf64>>;
 
 /// Draws a chart's caption, axes and grid on `root`.
-fn axes<'a, 'b>(
+fn axes<'a, 'b, X>(
     root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
     caption: impl AsRef<str>,
-    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    (x, y): (X, std::ops::Range<f64>),
     (x_desc, y_desc): (impl AsRef<str>, impl AsRef<str>),
-) -> Result<Chart<'a, 'b>, String> {
+) -> Result<Chart<'a, 'b, X::CoordDescType>, String>
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+{
     let mut chart = ChartBuilder::on(root)
         .caption(caption, FONT)
         .margin(15)
@@ -360,7 +403,10 @@ fn axes<'a, 'b>(
 }
 
 /// Draws a chart's legend at `at`.
-fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, at: SeriesLabelPosition) -> Result<(), String> {
+fn legend<'a, 'b: 'a, X: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'a, 'b, X>,
+    at: SeriesLabelPosition,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
         .position(at)
@@ -448,11 +494,15 @@ fn figure(runs: &[&Outcome], name: &str) -> Option<(f64, f64)> {
 }
 
 /// Stale rate measured against the swept parameter, beside 1 - e^(-t/T) from each
-/// point's own mean delay, one colour per value of a second swept parameter.
-fn plot_stale_rate(name: &str, points: &Points<'_>) -> Result<String, String> {
-    // (group label, [(x, measured mean, sd, theory)]).
-    type Group = (String, Vec<(f64, f64, f64, f64)>);
-    let mut groups: Vec<Group> = Vec::new();
+/// point's own mean delay, one colour per value of a second swept parameter, and the
+/// published figures if the scenario gives them. The x axis is logarithmic when the swept
+/// values span a factor of 20 or more.
+fn plot_stale_rate(
+    name: &str,
+    points: &Points<'_>,
+    published: Option<&Published>,
+) -> Result<String, String> {
+    let mut groups: Vec<StaleGroup> = Vec::new();
     for (p, runs) in points {
         let Some(x) = axis_value(name, &p[0].1) else {
             continue;
@@ -469,55 +519,96 @@ fn plot_stale_rate(name: &str, points: &Points<'_>) -> Result<String, String> {
             None => groups.push((group, vec![(x, m, sd, th)])),
         }
     }
-    let xs = groups.iter().flat_map(|(_, v)| v.iter().map(|p| p.0));
+    let paper: Vec<(f64, f64)> = published
+        .filter(|p| p.flag == name)
+        .map(|p| {
+            p.at.iter()
+                .zip(&p.stale_rate)
+                .filter_map(|(at, r)| Some((axis_value(name, at)?, *r)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let xs = groups
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.0))
+        .chain(paper.iter().map(|p| p.0));
     let (lo, hi) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
     let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
-    let pad = ((hi - lo) * 0.05).max(hi.abs() * 0.05).max(1e-9);
     let top = groups
         .iter()
         .flat_map(|(_, v)| v.iter().map(|p| (p.1 + p.2).max(p.3)))
+        .chain(paper.iter().map(|p| p.1))
         .fold(0.0f64, f64::max)
         .max(0.01)
         * 1.15;
+    let caption = "Stale rate: measured and from the run's own delays";
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = axes(
-            &root,
-            "Stale rate: measured and from the run's own delays",
-            ((lo - pad)..(hi + pad), 0.0..top),
-            (axis_label(name), "stale rate"),
-        )?;
-        for (i, (group, v)) in groups.into_iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            let prefix = if group == "run" {
-                String::new()
-            } else {
-                format!("{group}: ")
-            };
-            chart
-                .draw_series(v.iter().map(|(x, m, sd, _)| {
-                    ErrorBar::new_vertical(*x, (m - sd).max(0.0), *m, m + sd, color.filled(), 8)
-                }))
-                .map_err(plot_err)?
-                .label(format!("{prefix}measured (mean, sd over seeds)"))
-                .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
-            chart
-                .draw_series(LineSeries::new(
-                    v.iter().map(|(x, _, _, th)| (*x, *th)),
-                    color.stroke_width(2),
-                ))
-                .map_err(plot_err)?
-                .label(format!(
-                    "{prefix}p / (1 + p), p = 1 - exp(-mean delay / interval)"
-                ))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        if lo > 0.0 && hi / lo >= 20.0 {
+            let label = format!("{} (log scale)", axis_label(name));
+            let x = ((lo / 1.2)..(hi * 1.2)).log_scale();
+            let mut chart = axes(&root, caption, (x, 0.0..top), (label, "stale rate"))?;
+            draw_stale_rate(&mut chart, groups, &paper, published)?;
+        } else {
+            let pad = ((hi - lo) * 0.05).max(hi.abs() * 0.05).max(1e-9);
+            let x = (lo - pad)..(hi + pad);
+            let label = axis_label(name);
+            let mut chart = axes(&root, caption, (x, 0.0..top), (label, "stale rate"))?;
+            draw_stale_rate(&mut chart, groups, &paper, published)?;
         }
-        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
+}
+
+/// A group of a stale-rate plot: its label and its points (x, measured mean, sd, theory).
+type StaleGroup = (String, Vec<(f64, f64, f64, f64)>);
+
+fn draw_stale_rate<'a, 'b: 'a, X: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'a, 'b, X>,
+    groups: Vec<StaleGroup>,
+    paper: &[(f64, f64)],
+    published: Option<&Published>,
+) -> Result<(), String> {
+    for (i, (group, v)) in groups.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let prefix = if group == "run" {
+            String::new()
+        } else {
+            format!("{group}: ")
+        };
+        chart
+            .draw_series(v.iter().map(|(x, m, sd, _)| {
+                ErrorBar::new_vertical(*x, (m - sd).max(0.0), *m, m + sd, color.filled(), 8)
+            }))
+            .map_err(plot_err)?
+            .label(format!("{prefix}measured (mean, sd over seeds)"))
+            .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+        chart
+            .draw_series(LineSeries::new(
+                v.iter().map(|(x, _, _, th)| (*x, *th)),
+                color.stroke_width(2),
+            ))
+            .map_err(plot_err)?
+            .label(format!(
+                "{prefix}p / (1 + p), p = 1 - exp(-mean delay / interval)"
+            ))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    if let (Some(p), false) = (published, paper.is_empty()) {
+        chart
+            .draw_series(
+                paper
+                    .iter()
+                    .map(|(x, r)| Cross::new((*x, *r), 6, BLACK.stroke_width(2))),
+            )
+            .map_err(plot_err)?
+            .label(format!("published: {}", p.label))
+            .legend(|(x, y)| Cross::new((x + 10, y), 5, BLACK.stroke_width(2)));
+    }
+    legend(chart, SeriesLabelPosition::UpperRight)
 }
 
 /// A selfish pool's relative revenue against its share, beside Eyal and Sirer's curves
@@ -663,7 +754,7 @@ mod tests {
             outcome("0.25", 2, 0.3),
             outcome("0.4", 1, 0.5),
         ];
-        let files = write(dir.path(), &["selfish".into()], &runs).unwrap();
+        let files = write(dir.path(), &["selfish".into()], &runs, None).unwrap();
         let names: Vec<String> = files
             .iter()
             .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
@@ -698,6 +789,74 @@ mod tests {
             svg.starts_with("<svg") && svg.contains("Eyal and Sirer"),
             "{svg}"
         );
+    }
+
+    fn interval_run(interval: &str, secs: f64, stale: f64) -> Outcome {
+        Outcome {
+            point: vec![("block_interval".into(), interval.into())],
+            seed: 1,
+            summary: json!({
+                "options": {"nodes": 4, "block_interval_s": secs},
+                "blocks": {"mined": 100, "in_final_chain": 95, "stale_rate": stale},
+                "propagation_s": {"mean_delay": 0.5, "to_50pct": {"p50": 0.4}},
+            }),
+            series: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn published_figures_stand_beside_the_measured_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = [
+            interval_run("10s", 10.0, 0.05),
+            interval_run("60s", 60.0, 0.01),
+            interval_run("10m", 600.0, 0.0),
+        ];
+        let published = Published {
+            label: "a paper".into(),
+            flag: "block_interval".into(),
+            at: vec!["10s".into(), "1m".into()],
+            stale_rate: vec![0.0477, 0.0215],
+        };
+        let swept = ["block_interval".to_owned()];
+        write(dir.path(), &swept, &runs, Some(&published)).unwrap();
+        let sweep = std::fs::read_to_string(dir.path().join("sweep.csv")).unwrap();
+        let lines: Vec<Vec<&str>> = sweep.lines().map(|l| l.split(',').collect()).collect();
+        let col = lines[0]
+            .iter()
+            .position(|h| *h == "published_stale_rate")
+            .unwrap();
+        // 60s is the paper's 1m; the paper gives nothing at 10m.
+        let got: Vec<&str> = lines[1..].iter().map(|r| r[col]).collect();
+        assert_eq!(got, ["0.0477", "0.0215", ""]);
+        let table = table(&swept, &runs, Some(&published));
+        assert!(
+            table
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with("published_stale_rate"),
+            "{table}"
+        );
+        assert!(
+            table.lines().nth(2).unwrap().ends_with("| 0.0215"),
+            "{table}"
+        );
+        // 10 s to 10 min spans 60x: a logarithmic axis, the paper's points in the legend.
+        let svg = std::fs::read_to_string(dir.path().join("stale_rate.svg")).unwrap();
+        assert!(svg.contains("published: a paper"), "{svg}");
+        assert!(svg.contains("block interval (s) (log scale)"), "{svg}");
+        // Without published figures nothing of the kind appears.
+        let plain = tempfile::tempdir().unwrap();
+        write(plain.path(), &swept, &runs[..2], None).unwrap();
+        let svg = std::fs::read_to_string(plain.path().join("stale_rate.svg")).unwrap();
+        assert!(
+            !svg.contains("published") && !svg.contains("log scale"),
+            "{svg}"
+        );
+        let sweep = std::fs::read_to_string(plain.path().join("sweep.csv")).unwrap();
+        assert!(!sweep.contains("published"));
     }
 
     #[test]

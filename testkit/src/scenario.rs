@@ -275,6 +275,28 @@ pub const MAX_SWEPT: usize = 2;
 /// Most runs one scenario may make.
 pub const MAX_RUNS: usize = 10_000;
 
+/// Figures a paper publishes for the scenario's sweep (`[published]`): a stale rate at
+/// each of some values of the first swept flag, which the report draws and tabulates
+/// beside the measured ones.
+///
+/// ```toml
+/// [published]
+/// label = "Gervais et al. (2016), their simulator"
+/// block_interval = ["10s", "1m"]
+/// stale_rate = [0.0477, 0.0215]
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// Whose figures, as the plot's legend names them.
+    pub label: String,
+    /// The swept flag the figures are given at.
+    pub flag: String,
+    /// The flag's values (raw), one per figure.
+    pub at: Vec<String>,
+    /// The published stale rate at each value.
+    pub stale_rate: Vec<f64>,
+}
+
 /// A parsed scenario: its settings and its sweep.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -286,6 +308,8 @@ pub struct Scenario {
     pub swept: Vec<(String, Vec<String>)>,
     /// The seeds to sweep; empty: the `seed` flag's one.
     pub seeds: Vec<u64>,
+    /// Published figures to compare with, if the file gives them.
+    pub published: Option<Published>,
 }
 
 /// One run of a scenario.
@@ -324,9 +348,11 @@ impl std::fmt::Display for ScenarioError {
 impl std::error::Error for ScenarioError {}
 
 #[derive(Deserialize)]
-struct SweepOnly {
+struct Tables {
     #[serde(default)]
     sweep: Option<BTreeMap<String, Spanned<toml::Value>>>,
+    #[serde(default)]
+    published: Option<BTreeMap<String, Spanned<toml::Value>>>,
 }
 
 impl Scenario {
@@ -338,7 +364,7 @@ impl Scenario {
             message: e.message().to_owned(),
         };
         let top: BTreeMap<String, Spanned<toml::Value>> = toml::from_str(text).map_err(whole)?;
-        let sweep = toml::from_str::<SweepOnly>(text).map_err(whole)?.sweep;
+        let Tables { sweep, published } = toml::from_str::<Tables>(text).map_err(whole)?;
         let known: Vec<String> = Flags::command()
             .get_arguments()
             .map(|a| a.get_id().as_str().to_owned())
@@ -358,9 +384,10 @@ impl Scenario {
             settings: Vec::new(),
             swept: Vec::new(),
             seeds: Vec::new(),
+            published: None,
         };
         for (key, value) in fields {
-            if key == "sweep" {
+            if key == "sweep" || key == "published" {
                 continue;
             }
             if DESCRIPTIVE.contains(&key.as_str()) {
@@ -376,6 +403,14 @@ impl Scenario {
             scenario.settings.push((key.clone(), raw));
         }
         let Some(sweep) = sweep else {
+            if let Some((key, value)) = published.as_ref().and_then(|p| p.iter().next()) {
+                return Err(field_error(
+                    key,
+                    value,
+                    "[published] gives figures at values of the swept flag; this file sweeps none"
+                        .into(),
+                ));
+            }
             return Ok(scenario);
         };
         let mut swept: Vec<(&String, &Spanned<toml::Value>)> = sweep.iter().collect();
@@ -430,6 +465,9 @@ impl Scenario {
                     format!("a sweep varies at most {MAX_SWEPT} fields besides the seeds"),
                 ));
             }
+        }
+        if let Some(table) = published {
+            scenario.published = Some(parse_published(text, &table, &scenario.swept, &known)?);
         }
         let runs = scenario
             .swept
@@ -488,6 +526,103 @@ impl Scenario {
         }
         Ok(runs)
     }
+}
+
+/// Most figures a `[published]` table may give.
+const MAX_PUBLISHED: usize = 1_000;
+
+/// Reads a `[published]` table: a `label`, the first swept flag's values and as many
+/// `stale_rate`s; every error names its line and field.
+fn parse_published(
+    text: &str,
+    table: &BTreeMap<String, Spanned<toml::Value>>,
+    swept: &[(String, Vec<String>)],
+    known: &[String],
+) -> Result<Published, ScenarioError> {
+    let error = |key: &str, value: Option<&Spanned<toml::Value>>, message: String| ScenarioError {
+        line: value.map_or(0, |v| line_of(text, v.span().start)),
+        field: Some(format!("published.{key}")),
+        message,
+    };
+    let list = |key: &str| -> Result<&Vec<toml::Value>, ScenarioError> {
+        let value = table.get(key);
+        match value.map(Spanned::get_ref) {
+            Some(toml::Value::Array(a)) if !a.is_empty() && a.len() <= MAX_PUBLISHED => Ok(a),
+            Some(toml::Value::Array(_)) => Err(error(
+                key,
+                value,
+                format!("want 1 to {MAX_PUBLISHED} values"),
+            )),
+            Some(_) => Err(error(key, value, "want a list of values".into())),
+            None => Err(error(key, None, "missing".into())),
+        }
+    };
+    let label = match table.get("label").map(|v| (v, v.get_ref())) {
+        Some((_, toml::Value::String(s))) => s.clone(),
+        Some((v, _)) => return Err(error("label", Some(v), "want a string".into())),
+        None => {
+            return Err(error(
+                "label",
+                None,
+                "missing: whose figures these are".into(),
+            ));
+        }
+    };
+    let first = swept.first().map(|(k, _)| k.as_str()).unwrap_or_default();
+    let mut flag = None;
+    for (key, value) in table {
+        if key == "label" || key == "stale_rate" {
+            continue;
+        }
+        if key != first || flag.is_some() {
+            return Err(error(
+                key,
+                Some(value),
+                format!("[published] gives figures at values of the first swept flag, `{first}`"),
+            ));
+        }
+        flag = Some(key.clone());
+    }
+    let Some(flag) = flag else {
+        return Err(error(
+            first,
+            None,
+            "missing: the values the figures are given at".into(),
+        ));
+    };
+    let at = list(&flag)?
+        .iter()
+        .map(|v| check_field(&flag, v, known))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| error(&flag, table.get(&flag), m))?;
+    let stale_rate = list("stale_rate")?
+        .iter()
+        .map(|v| match v {
+            toml::Value::Float(f) if (0.0..=1.0).contains(f) => Ok(*f),
+            toml::Value::Integer(i @ 0..=1) => Ok(*i as f64),
+            other => Err(format!(
+                "{other} is not a stale rate (a fraction from 0 to 1)"
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| error("stale_rate", table.get("stale_rate"), m))?;
+    if at.len() != stale_rate.len() {
+        return Err(error(
+            "stale_rate",
+            table.get("stale_rate"),
+            format!(
+                "{} rates for {} values of `{flag}`",
+                stale_rate.len(),
+                at.len()
+            ),
+        ));
+    }
+    Ok(Published {
+        label,
+        flag,
+        at,
+        stale_rate,
+    })
 }
 
 /// Checks one field's value against its flag; returns it as the flag's raw text.
@@ -706,6 +841,80 @@ selfish = [0.25, 0.4]
             e.contains("100000000 bytes") && e.contains("--block-size"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn published_figures_are_read_and_checked() {
+        let head = "[sweep]\nblock_interval = [\"10s\", \"1m\"]\n\n[published]\n";
+        let s = Scenario::parse(&format!(
+            "{head}label = \"a paper\"\nblock_interval = [\"10s\", \"1m\"]\nstale_rate = [0.0477, 0.0215]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.published,
+            Some(Published {
+                label: "a paper".into(),
+                flag: "block_interval".into(),
+                at: vec!["10s".into(), "1m".into()],
+                stale_rate: vec![0.0477, 0.0215],
+            })
+        );
+        let cases = [
+            (
+                "block_interval = [\"10s\"]\nstale_rate = [0.1]\n",
+                0,
+                "published.label",
+                "missing",
+            ),
+            (
+                "label = \"p\"\nblock_interval = [\"10s\"]\nstale_rate = [0.1, 0.2]\n",
+                7,
+                "published.stale_rate",
+                "2 rates for 1 values",
+            ),
+            (
+                "label = \"p\"\nblock_interval = [\"10x\"]\nstale_rate = [0.1]\n",
+                6,
+                "published.block_interval",
+                "bad duration",
+            ),
+            (
+                "label = \"p\"\nblock_interval = [\"10s\"]\nstale_rate = [1.5]\n",
+                7,
+                "published.stale_rate",
+                "not a stale rate",
+            ),
+            (
+                "label = \"p\"\nnodes = [4]\nstale_rate = [0.1]\n",
+                6,
+                "published.nodes",
+                "first swept flag, `block_interval`",
+            ),
+            (
+                "label = \"p\"\nstale_rate = [0.1]\n",
+                0,
+                "published.block_interval",
+                "missing",
+            ),
+            (
+                "label = \"p\"\nblock_interval = \"10s\"\nstale_rate = [0.1]\n",
+                6,
+                "published.block_interval",
+                "a list",
+            ),
+        ];
+        for (body, line, field, what) in cases {
+            let e = Scenario::parse(&format!("{head}{body}")).unwrap_err();
+            assert_eq!(
+                (e.line, e.field.as_deref()),
+                (line, Some(field)),
+                "{body:?}: {e}"
+            );
+            assert!(e.to_string().contains(what), "{body:?}: {e}");
+        }
+        // Figures at values of a sweep the file does not make.
+        let e = Scenario::parse("[published]\nlabel = \"p\"\n").unwrap_err();
+        assert!(e.message.contains("sweeps none"), "{e}");
     }
 
     #[test]
