@@ -549,7 +549,24 @@ fn plot_stale_rate(
         if lo > 0.0 && hi / lo >= 20.0 {
             let label = format!("{} (log scale)", axis_label(name));
             let x = ((lo / 1.2)..(hi * 1.2)).log_scale();
-            let mut chart = axes(&root, caption, (x, 0.0..top), (label, "stale rate"))?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(caption, FONT)
+                .margin(15)
+                .x_label_area_size(45)
+                .y_label_area_size(60)
+                .build_cartesian_2d(x, 0.0..top)
+                .map_err(plot_err)?;
+            // Ticks at 1, 2 and 5 of each decade, no finer grid: a log axis labels every
+            // integer of a decade otherwise, and the labels run into each other.
+            chart
+                .configure_mesh()
+                .x_desc(label)
+                .y_desc("stale rate")
+                .label_style(LABELS)
+                .x_label_formatter(&log_tick)
+                .light_line_style(TRANSPARENT)
+                .draw()
+                .map_err(plot_err)?;
             draw_stale_rate(&mut chart, groups, &paper, published)?;
         } else {
             let pad = ((hi - lo) * 0.05).max(hi.abs() * 0.05).max(1e-9);
@@ -561,6 +578,22 @@ fn plot_stale_rate(
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
+}
+
+/// A log axis's tick label: the value when it is 1, 2 or 5 times a power of ten, else
+/// nothing.
+fn log_tick(v: &f64) -> String {
+    if !(v.is_finite() && *v > 0.0) {
+        return String::new();
+    }
+    let decade = 10f64.powf(v.log10().floor());
+    let m = v / decade;
+    if [1.0, 2.0, 5.0].iter().any(|k| (m - k).abs() < 1e-6) {
+        let text = format!("{:.3}", v);
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        String::new()
+    }
 }
 
 /// A group of a stale-rate plot: its label and its points (x, measured mean, sd, theory).
@@ -857,6 +890,15 @@ mod tests {
         );
         let sweep = std::fs::read_to_string(plain.path().join("sweep.csv")).unwrap();
         assert!(!sweep.contains("published"));
+    }
+
+    #[test]
+    fn log_ticks_label_one_two_and_five_of_a_decade() {
+        let got: Vec<String> = [10.0, 20.0, 30.0, 50.0, 100.0, 0.5, 0.7, 600.0]
+            .iter()
+            .map(log_tick)
+            .collect();
+        assert_eq!(got, ["10", "20", "", "50", "100", "0.5", "", ""]);
     }
 
     #[test]
