@@ -385,6 +385,22 @@ where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: ValueFormatter<f64>,
 {
+    axes_with(root, caption, (x, y), (x_desc, y_desc), None)
+}
+
+/// [`axes`], with the x axis's tick labels from `x_ticks` and no finer grid when given
+/// (a log axis: it labels every integer of a decade otherwise, and they run together).
+fn axes_with<'a, 'b, X>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: impl AsRef<str>,
+    (x, y): (X, std::ops::Range<f64>),
+    (x_desc, y_desc): (impl AsRef<str>, impl AsRef<str>),
+    x_ticks: Option<&dyn Fn(&f64) -> String>,
+) -> Result<Chart<'a, 'b, X::CoordDescType>, String>
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+{
     let mut chart = ChartBuilder::on(root)
         .caption(caption, FONT)
         .margin(15)
@@ -392,13 +408,14 @@ where
         .y_label_area_size(60)
         .build_cartesian_2d(x, y)
         .map_err(plot_err)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc.as_ref())
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(x_desc.as_ref())
         .y_desc(y_desc.as_ref())
-        .label_style(LABELS)
-        .draw()
-        .map_err(plot_err)?;
+        .label_style(LABELS);
+    if let Some(ticks) = x_ticks {
+        mesh.x_label_formatter(ticks).light_line_style(TRANSPARENT);
+    }
+    mesh.draw().map_err(plot_err)?;
     Ok(chart)
 }
 
@@ -546,34 +563,25 @@ fn plot_stale_rate(
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
+        let paper = published.map(|p| (p.label.as_str(), &paper[..]));
         if lo > 0.0 && hi / lo >= 20.0 {
             let label = format!("{} (log scale)", axis_label(name));
             let x = ((lo / 1.2)..(hi * 1.2)).log_scale();
-            let mut chart = ChartBuilder::on(&root)
-                .caption(caption, FONT)
-                .margin(15)
-                .x_label_area_size(45)
-                .y_label_area_size(60)
-                .build_cartesian_2d(x, 0.0..top)
-                .map_err(plot_err)?;
-            // Ticks at 1, 2 and 5 of each decade, no finer grid: a log axis labels every
-            // integer of a decade otherwise, and the labels run into each other.
-            chart
-                .configure_mesh()
-                .x_desc(label)
-                .y_desc("stale rate")
-                .label_style(LABELS)
-                .x_label_formatter(&log_tick)
-                .light_line_style(TRANSPARENT)
-                .draw()
-                .map_err(plot_err)?;
-            draw_stale_rate(&mut chart, groups, &paper, published)?;
+            let ticks: &dyn Fn(&f64) -> String = &log_tick;
+            let mut chart = axes_with(
+                &root,
+                caption,
+                (x, 0.0..top),
+                (label, "stale rate"),
+                Some(ticks),
+            )?;
+            draw_stale_rate(&mut chart, groups, paper)?;
         } else {
             let pad = ((hi - lo) * 0.05).max(hi.abs() * 0.05).max(1e-9);
             let x = (lo - pad)..(hi + pad);
             let label = axis_label(name);
             let mut chart = axes(&root, caption, (x, 0.0..top), (label, "stale rate"))?;
-            draw_stale_rate(&mut chart, groups, &paper, published)?;
+            draw_stale_rate(&mut chart, groups, paper)?;
         }
         root.present().map_err(plot_err)?;
     }
@@ -599,11 +607,12 @@ fn log_tick(v: &f64) -> String {
 /// A group of a stale-rate plot: its label and its points (x, measured mean, sd, theory).
 type StaleGroup = (String, Vec<(f64, f64, f64, f64)>);
 
+/// Draws a stale-rate plot's groups and the published points (their label and (x, rate))
+/// on its chart, with the legend.
 fn draw_stale_rate<'a, 'b: 'a, X: Ranged<ValueType = f64>>(
     chart: &mut Chart<'a, 'b, X>,
     groups: Vec<StaleGroup>,
-    paper: &[(f64, f64)],
-    published: Option<&Published>,
+    paper: Option<(&str, &[(f64, f64)])>,
 ) -> Result<(), String> {
     for (i, (group, v)) in groups.into_iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
@@ -630,15 +639,15 @@ fn draw_stale_rate<'a, 'b: 'a, X: Ranged<ValueType = f64>>(
             ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
-    if let (Some(p), false) = (published, paper.is_empty()) {
+    if let Some((label, points)) = paper.filter(|(_, points)| !points.is_empty()) {
         chart
             .draw_series(
-                paper
+                points
                     .iter()
                     .map(|(x, r)| Cross::new((*x, *r), 6, BLACK.stroke_width(2))),
             )
             .map_err(plot_err)?
-            .label(format!("published: {}", p.label))
+            .label(format!("published: {label}"))
             .legend(|(x, y)| Cross::new((x + 10, y), 5, BLACK.stroke_width(2)));
     }
     legend(chart, SeriesLabelPosition::UpperRight)

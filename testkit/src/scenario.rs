@@ -569,27 +569,24 @@ fn parse_published(
         }
     };
     let first = swept.first().map(|(k, _)| k.as_str()).unwrap_or_default();
-    let mut flag = None;
-    for (key, value) in table {
-        if key == "label" || key == "stale_rate" {
-            continue;
-        }
-        if key != first || flag.is_some() {
-            return Err(error(
-                key,
-                Some(value),
-                format!("[published] gives figures at values of the first swept flag, `{first}`"),
-            ));
-        }
-        flag = Some(key.clone());
+    if let Some((key, value)) = table
+        .iter()
+        .find(|(k, _)| !["label", "stale_rate", first].contains(&k.as_str()))
+    {
+        return Err(error(
+            key,
+            Some(value),
+            format!("[published] gives figures at values of the first swept flag, `{first}`"),
+        ));
     }
-    let Some(flag) = flag else {
+    if !table.contains_key(first) {
         return Err(error(
             first,
             None,
             "missing: the values the figures are given at".into(),
         ));
-    };
+    }
+    let flag = first.to_owned();
     let at = list(&flag)?
         .iter()
         .map(|v| check_field(&flag, v, known))

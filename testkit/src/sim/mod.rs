@@ -287,13 +287,13 @@ fn host_name(i: usize) -> String {
     format!("n{i}")
 }
 
-/// Runs a simulation; `Err` when an invariant breaks.
 /// Simulated time since the run began, when called from a simulated host (a node's code,
 /// its logs); `None` elsewhere. The simulator's log lines are stamped with it.
 pub fn simulated_elapsed() -> Option<Duration> {
     turmoil::sim_elapsed()
 }
 
+/// Runs a simulation; `Err` when an invariant breaks.
 pub fn run(options: &Options) -> Result<Report, Failure> {
     let started = Instant::now();
     // Every node holds every block: one copy of each big block's data in the process.
