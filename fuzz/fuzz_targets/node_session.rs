@@ -1,15 +1,17 @@
 //! Fuzzes a live node in-process, statefully: each input is a session of up to 16 request
 //! payloads (split at 0xFF bytes, each sent as one frame on one connection) to the same
 //! node, whose chain, store, peer set and mining queue carry over from input to input (a
-//! fresh node every 2,000 inputs, so replies that carry the whole chain stay cheap). Every request must be answered within 5 s or end the
+//! fresh node every 2,000 inputs or once its chain is 256 blocks high, so replies that carry
+//! the whole chain stay cheap). Every request must be answered within 5 s or end the
 //! connection; after every session the node's chain must validate and its address book
 //! stay within its cap. The chain is checked against a copy validated before: blocks that
 //! extend it go through every rule on top of it, anything else (a reorg, a shorter chain)
-//! is validated from genesis, so a session costs its own requests, not the chain's length. The node dials nothing (its network refuses every connection) and
-//! takes no admin request without its cookie (`strict_admin`).
+//! is validated from genesis, so a session costs its own requests, not the chain's length.
+//! The node dials nothing (its network refuses every connection) and takes no admin
+//! request without its cookie (`strict_admin`). It runs on one thread, its store work in
+//! place, so an input replays the same way.
 #![no_main]
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,9 +19,9 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use libfuzzer_sys::fuzz_target;
-use powchain::env::{Conn, Net, Solve};
-use powchain::frame::FrameCodec;
 use powchain::env::Listener;
+use powchain::env::{Blocking, Conn, Net, Solve};
+use powchain::frame::FrameCodec;
 use powchain::node::{Config, Node};
 use powchain::pow::{MineControl, Template};
 use powchain::{Block, Blockchain, ChainParams};
@@ -30,6 +32,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Inputs one node lives for.
 const SESSIONS_PER_NODE: u64 = 2_000;
+/// The height past which a node is replaced by a fresh one.
+const MAX_HEIGHT: u64 = 256;
+/// How the node directories of this target's processes are named: the prefix, then the
+/// process id and a dash.
+const DIR_PREFIX: &str = "powchain-fuzz-";
 /// Requests of one input.
 const MAX_REQUESTS: usize = 16;
 /// The longest a request may go unanswered.
@@ -41,15 +48,11 @@ struct MemListener(mpsc::Receiver<DuplexStream>);
 impl Listener for MemListener {
     type Stream = DuplexStream;
 
-    fn accept(
-        &mut self,
-    ) -> impl Future<Output = io::Result<(DuplexStream, SocketAddr)>> + Send + '_ {
-        async move {
-            match self.0.recv().await {
-                // A client on another host: no loopback privilege.
-                Some(stream) => Ok((stream, SocketAddr::from(([10, 255, 0, 2], 40_000)))),
-                None => std::future::pending().await,
-            }
+    async fn accept(&mut self) -> io::Result<(DuplexStream, SocketAddr)> {
+        match self.0.recv().await {
+            // A client on another host: no loopback privilege.
+            Some(stream) => Ok((stream, SocketAddr::from(([10, 255, 0, 2], 40_000)))),
+            None => std::future::pending().await,
         }
     }
 
@@ -114,18 +117,21 @@ impl Drop for Live {
 }
 
 fn open() -> Live {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     // In memory where there is a tmpfs: a store's fsync per block would set the pace.
-    let dir = if std::path::Path::new("/dev/shm").is_dir() {
-        tempfile::tempdir_in("/dev/shm")
+    let parent = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
     } else {
-        tempfile::tempdir()
-    }
-    .expect("a temporary directory");
+        std::env::temp_dir()
+    };
+    remove_dead_dirs(&parent);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+        .tempdir_in(&parent)
+        .expect("a temporary directory");
     let params = ChainParams::with_difficulty(1);
     let mut config = Config::new(dir.path().join("node"));
     config.params = params.clone();
@@ -134,6 +140,7 @@ fn open() -> Live {
     config.idle_timeout = REPLY_WITHIN;
     config.env.net = Arc::new(NoNet);
     config.env.solver = Arc::new(InlineSolver);
+    config.env.blocking = Blocking::Inline;
     let (connections, accepted) = mpsc::channel(4);
     let shutdown = CancellationToken::new();
     let listen = SocketAddr::from(([10, 255, 0, 1], 5001));
@@ -156,11 +163,38 @@ fn open() -> Live {
 
 static LIVE: Mutex<Option<Live>> = Mutex::new(None);
 
+/// Removes the node directories in `parent` left by this target's processes that have
+/// ended: libFuzzer ends a process without running destructors (at the end of a run, and
+/// of every job in fork mode), so a node's `TempDir` is never dropped. Linux only (a
+/// process is alive while `/proc/<pid>` exists); elsewhere the directories stay.
+fn remove_dead_dirs(parent: &std::path::Path) {
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut guard = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     if guard
         .as_ref()
-        .is_none_or(|l| l.sessions >= SESSIONS_PER_NODE)
+        .is_none_or(|l| l.sessions >= SESSIONS_PER_NODE || l.node.tip().0 >= MAX_HEIGHT)
     {
         *guard = None;
         *guard = Some(open());
