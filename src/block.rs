@@ -745,6 +745,9 @@ pub struct Block {
     pub data: BlockData,
 }
 
+/// What a block's compact JSON form holds beyond its preimage: `,"hash":"<64 hex>"`.
+const HASH_FIELD_LEN: usize = 74;
+
 impl Block {
     /// Returns the fixed part of the preimage: everything before the nonce digits.
     ///
@@ -783,6 +786,13 @@ impl Block {
         out.clear();
         self.write_preimage_prefix(out);
         let _ = write!(out, "{}}}", self.nonce);
+    }
+
+    /// Returns the length of the block's compact JSON form, writing its preimage into
+    /// `scratch` (reused between calls): the preimage's fields plus `,"hash":"<64 hex>"`.
+    pub(crate) fn json_len(&self, scratch: &mut String) -> usize {
+        self.write_preimage(scratch);
+        scratch.len() + HASH_FIELD_LEN
     }
 
     /// Computes the SHA-256 of the canonical preimage.

@@ -470,15 +470,21 @@ impl Blockchain {
     /// Returns up to `limit` blocks after the newest locator hash we hold (empty if none known
     /// or up to date).
     pub fn blocks_after(&self, locator: &[BlockHash], limit: usize) -> Vec<Block> {
+        self.blocks_after_within(locator, limit, usize::MAX)
+    }
+
+    /// [`Blockchain::blocks_after`], stopping before the block that would take the blocks'
+    /// compact JSON past `max_bytes` (the first block is always returned).
+    pub(crate) fn blocks_after_within(
+        &self,
+        locator: &[BlockHash],
+        limit: usize,
+        max_bytes: usize,
+    ) -> Vec<Block> {
         let Some(start) = locator.iter().find_map(|h| self.height_of(h)) else {
             return Vec::new();
         };
-        self.blocks
-            .iter()
-            .skip(start as usize + 1)
-            .take(limit)
-            .cloned()
-            .collect()
+        self.range_within(start.saturating_add(1), limit, max_bytes)
     }
 
     /// Replaces the blocks above `fork` with `blocks` if the result is valid and has more
@@ -595,20 +601,33 @@ impl Blockchain {
 
     /// Returns a copy of the newest `count` blocks, oldest first.
     pub fn tail(&self, count: usize) -> Vec<Block> {
-        let skip = self.blocks.len().saturating_sub(count);
-        self.blocks.iter().skip(skip).cloned().collect()
+        self.tail_within(count, usize::MAX)
+    }
+
+    /// [`Blockchain::tail`], of only as many of the newest blocks as fit in `max_bytes` of
+    /// compact JSON (the tip is always returned).
+    pub(crate) fn tail_within(&self, count: usize, max_bytes: usize) -> Vec<Block> {
+        let mut tail = take_within(self.blocks.iter().rev(), count, max_bytes);
+        tail.reverse();
+        tail
     }
 
     /// Returns a copy of up to `count` blocks from `height` on.
     pub fn range(&self, height: u64, count: usize) -> Vec<Block> {
+        self.range_within(height, count, usize::MAX)
+    }
+
+    /// [`Blockchain::range`], stopping before the block that would take the blocks' compact
+    /// JSON past `max_bytes` (the first block is always returned).
+    pub(crate) fn range_within(&self, height: u64, count: usize, max_bytes: usize) -> Vec<Block> {
         let Ok(start) = usize::try_from(height) else {
             return Vec::new();
         };
-        self.blocks
-            .range(start.min(self.blocks.len())..)
-            .take(count)
-            .cloned()
-            .collect()
+        take_within(
+            self.blocks.range(start.min(self.blocks.len())..),
+            count,
+            max_bytes,
+        )
     }
 
     /// Returns a copy of the blocks from `height` on.
@@ -633,6 +652,29 @@ pub fn mine_next(chain: &Blockchain, data: BlockData, threads: usize) -> Block {
             return block;
         }
     }
+}
+
+/// Copies up to `limit` of `blocks`, stopping before the one that would take their compact
+/// JSON past `max_bytes`; the first is copied whatever its size. Sizes are measured only
+/// under a bound.
+fn take_within<'a>(
+    blocks: impl Iterator<Item = &'a Block>,
+    limit: usize,
+    max_bytes: usize,
+) -> Vec<Block> {
+    let mut taken = Vec::new();
+    let mut bytes = 0usize;
+    let mut scratch = String::new();
+    for block in blocks.take(limit) {
+        if max_bytes != usize::MAX {
+            bytes = bytes.saturating_add(block.json_len(&mut scratch));
+            if bytes > max_bytes && !taken.is_empty() {
+                break;
+            }
+        }
+        taken.push(block.clone());
+    }
+    taken
 }
 
 #[cfg(test)]
@@ -688,6 +730,27 @@ mod tests {
         assert_eq!(after.len(), 10);
         assert_eq!(after[0].index, 61);
         assert!(c.blocks_after(&c.locator(), 10).is_empty());
+    }
+
+    /// Copies under a byte bound stop before the block that would pass it, whatever the
+    /// count asked; the first block (for a tail, the tip) comes whatever its size.
+    #[test]
+    fn copies_under_a_byte_bound_stop_before_passing_it() {
+        let c = chain_of(ChainParams::with_difficulty(0), 10);
+        let mut scratch = String::new();
+        let size = c.get(1).unwrap().json_len(&mut scratch);
+        assert_eq!(size, serde_json::to_vec(c.get(1).unwrap()).unwrap().len());
+        // Every block of this chain but genesis is as long as block 1 ({"n":<one digit>}).
+        let three = 3 * size + size / 2;
+        let range = c.range_within(1, 100, three);
+        assert_eq!(range.iter().map(|b| b.index).collect::<Vec<_>>(), [1, 2, 3]);
+        let after = c.blocks_after_within(&[c.get(4).unwrap().hash], 2, three);
+        assert_eq!(after.iter().map(|b| b.index).collect::<Vec<_>>(), [5, 6]);
+        let tail = c.tail_within(100, three);
+        assert_eq!(tail.iter().map(|b| b.index).collect::<Vec<_>>(), [8, 9, 10]);
+        assert_eq!(c.range_within(1, 100, 1).len(), 1);
+        assert_eq!(c.tail_within(100, 1)[0].index, 10);
+        assert_eq!(c.range_within(1, 100, usize::MAX), c.range(1, 100));
     }
 
     /// A replacement with less or equal work changes nothing; one with more work returns

@@ -231,10 +231,8 @@ pub(crate) fn check_one(block: &Block) -> Checked {
 
 /// [`check_one`] writing the preimage into `buf`, so a long run allocates it once.
 pub(crate) fn check_with(block: &Block, buf: &mut String) -> Checked {
-    block.write_preimage(buf);
+    let size = block.json_len(buf);
     let hash = hash_preimage(buf.as_bytes());
-    // The JSON form holds the preimage's fields plus `,"hash":"<64 hex>"`.
-    let size = buf.len() + 74;
     Checked {
         hash,
         time: block.timestamp.unix(),

@@ -63,3 +63,30 @@ async fn a_node_of_the_previous_release_syncs_and_relays_with_this_one() {
     assert_eq!(o.validate().await.unwrap(), None);
     assert_eq!(n.validate().await.unwrap(), None);
 }
+
+/// A node of the previous release syncs from this one a chain bigger than this node's frame
+/// cap (1 MB here; 7 blocks of 300 KB): this node cuts its replies of blocks to fit, and the
+/// old node asks again from where each reply ended.
+#[cfg_attr(
+    not(has_previous_node),
+    ignore = "needs the previous release's node binary: set POWCHAIN_PREVIOUS_NODE (.ci/run builds it)"
+)]
+#[tokio::test]
+async fn a_node_of_the_previous_release_syncs_replies_cut_to_the_frame_cap() {
+    let old = TestNetwork::start(PREVIOUS, Options::isolated(1))
+        .await
+        .unwrap();
+    let new = TestNetwork::start(NODE, Options::isolated(1).args(["--max-frame", "1000000"]))
+        .await
+        .unwrap();
+    let (o, n) = (old.client(0), new.client(0));
+    for i in 0..7 {
+        n.mine(json!({ "i": i, "pad": "x".repeat(300_000) }))
+            .await
+            .unwrap();
+    }
+    let tip = n.status().await.unwrap().tip;
+    o.add_peer(&new.addr(0)).await.unwrap();
+    tip_is(&o, tip, "the old node synced 2.1 MB in replies of 1 MB").await;
+    assert_eq!(o.validate().await.unwrap(), None);
+}

@@ -343,6 +343,46 @@ async fn a_new_node_syncs_a_chain_of_several_batches() {
     );
 }
 
+/// Blocks whose batch is bigger than the frame cap: a node whose frame cap is 1 MB cuts its
+/// replies of blocks to fit (3 blocks of 300 KB each) instead of refusing them as too large,
+/// and a new node syncs the whole chain from it, a reply at a time.
+#[tokio::test]
+async fn a_chain_bigger_than_a_frame_syncs_in_replies_that_fit() {
+    let mut net = network(
+        Options::new(0)
+            .difficulty(0)
+            .topology(Topology::Isolated)
+            .log_filter("powchain=debug"),
+    )
+    .await;
+    net.add_node(&["--max-frame", "1000000"]).await.unwrap();
+    net.add_node(&[]).await.unwrap();
+    let source = net.client(0);
+    for i in 0..7 {
+        source
+            .mine(json!({ "i": i, "pad": "x".repeat(300_000) }))
+            .await
+            .unwrap();
+    }
+    let tip = source.status().await.unwrap().tip;
+    net.client(1).add_peer(&net.addr(0)).await.unwrap();
+    wait_for(
+        DEADLINE,
+        "the new node to sync 2.1 MB of blocks",
+        || async { (net.client(1).status().await.ok()?.tip == tip).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", net.log(0), net.log(1)));
+    let (log, synced) = (net.log(0), net.log(1));
+    assert!(!synced.contains("frame cap"), "{synced}");
+    let served =
+        log.matches("request=\"get_blocks\"").count() + log.matches("request=get_blocks").count();
+    assert!(
+        served >= 3,
+        "7 blocks of 300 KB in replies of 1 MB: {served} get_blocks"
+    );
+}
+
 /// A sync commits its full batches without an fsync; once the node logs `synced` they are
 /// durable, also when the last batch was a full one (nothing durable came after it): a
 /// crash then keeps every block.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::addrbook::Source;
 use super::admin::Admin;
 use super::limits::{
-    GREETING_GRACE, MAX_INVALID_PER_CONNECTION, MAX_REPLAYS_PER_CONNECTION, PARSE_OFF_RUNTIME,
-    UNLINKED_SYNC_INTERVAL, UNVERIFIED_SYNC_INTERVAL,
+    GREETING_GRACE, MAX_INVALID_PER_CONNECTION, MAX_REPLAYS_PER_CONNECTION, MAX_REPLY_BYTES,
+    PARSE_OFF_RUNTIME, REPLY_ENVELOPE, UNLINKED_SYNC_INTERVAL, UNVERIFIED_SYNC_INTERVAL,
 };
 use super::peers::Accepted;
 use super::shared::Node;
@@ -97,19 +97,21 @@ impl Node {
                     .unwrap_or(MAX_BLOCKS_PER_REPLY)
                     .clamp(1, MAX_BLOCKS_PER_REPLY);
                 Response::Blocks {
-                    blocks: self.chain().blocks_after(&locator, limit),
+                    blocks: self
+                        .chain()
+                        .blocks_after_within(&locator, limit, self.reply_bytes()),
                 }
             }
             Request::GetTail { count, .. } => {
                 let count = count.min(MAX_BLOCKS_PER_REPLY);
                 Response::Blocks {
-                    blocks: self.chain().tail(count),
+                    blocks: self.chain().tail_within(count, self.reply_bytes()),
                 }
             }
             Request::GetRange { from, count, .. } => {
                 let count = count.min(MAX_BLOCKS_PER_REPLY);
                 Response::Blocks {
-                    blocks: self.chain().range(from, count),
+                    blocks: self.chain().range_within(from, count, self.reply_bytes()),
                 }
             }
             Request::NewBlock { block } => {
@@ -215,6 +217,12 @@ impl Node {
             }
         };
         (reply, Effect::Continue)
+    }
+
+    /// The bytes of blocks one reply carries at most: [`MAX_REPLY_BYTES`], or less under a
+    /// lower frame cap.
+    fn reply_bytes(&self) -> usize {
+        MAX_REPLY_BYTES.min(self.config.max_frame.saturating_sub(REPLY_ENVELOPE))
     }
 
     fn on_hello(self: &Arc<Self>, hello: Hello, peer: &mut Peer) -> Response {

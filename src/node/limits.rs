@@ -103,6 +103,14 @@ pub(crate) const SYNC_DURABLE_EVERY: usize = 20;
 pub(crate) const MAX_SYNC_SOURCES: usize = 4;
 /// Range requests each source of a sync has in flight, at most.
 pub(crate) const RANGES_PER_SOURCE: usize = 2;
+/// Most bytes of blocks (counted as compact JSON; binary lists are smaller) in one reply to
+/// `get_blocks`, `get_range` or `get_tail`, or the frame cap less [`REPLY_ENVELOPE`] where
+/// that is lower: the reply stops before the block that would pass it (the first block is
+/// always sent). 8 MiB moves in under the peers' 10 s timeout over a 10 Mbit/s link, and a
+/// node of 1 MiB blocks far behind syncs a few blocks a reply instead of being refused.
+pub(crate) const MAX_REPLY_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes of a reply of blocks that are not blocks (its type, list header, brackets).
+pub(crate) const REPLY_ENVELOPE: usize = 1024;
 /// Replies one sync may have in flight from several peers, counted at the frame cap each
 /// (256 MiB: four ranges at the default 64 MiB cap), so peers cannot make it hold more.
 pub(crate) const MAX_FETCH_BYTES: usize = 256 * 1024 * 1024;
