@@ -22,8 +22,16 @@ use crate::message::{
 /// Most bytes of an unexpected reply that [`ClientError::Unexpected`] quotes.
 const UNEXPECTED_TEXT: usize = 240;
 
-/// Default time allowed for connecting and for one ordinary request.
+/// Default time allowed for connecting and for one ordinary request: a request fails when
+/// this long passes in which its connection moved fewer than [`MIN_PROGRESS`] bytes.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes a request's connection must move (either way) in each span of its timeout for the
+/// request to go on: a reply of 8 MiB over a 2 Mbit/s link takes 34 s, and fails only if
+/// it stalls, not for its size. 4 KiB per 10 s is 3.3 kbit/s.
+const MIN_PROGRESS: u64 = 4096;
+/// Spans of its timeout a request may take in all, however its connection moves (a peer
+/// trickling a reply cannot hold a request longer): 300 s at the 10 s timeout.
+const MAX_SPANS: u32 = 30;
 /// Default time allowed for a `mine` request (mining may take long at high difficulty).
 pub(crate) const DEFAULT_MINE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// File holding a node's admin cookie, inside its data directory.
@@ -172,7 +180,9 @@ pub struct NodeClient {
     cookie: Option<String>,
     max_frame: usize,
     greeting: GreetingSlot,
-    conn: Mutex<Option<Framed<Conn, FrameCodec>>>,
+    conn: Mutex<Option<Framed<Metered, FrameCodec>>>,
+    /// Bytes moved on this client's connections, both ways, ever.
+    moved: Arc<AtomicU64>,
     /// Held through an admin call's challenge and request.
     admin: Mutex<()>,
     /// How connections are opened.
@@ -198,6 +208,7 @@ impl NodeClient {
             admin: Mutex::new(()),
             net: Arc::new(TcpNet),
             last_used_ms: AtomicU64::new(0),
+            moved: Arc::new(AtomicU64::new(0)),
             born: Instant::now(),
             binary: AtomicBool::new(false),
         }
@@ -360,7 +371,7 @@ impl NodeClient {
     ) -> Result<bytes::Bytes, ClientError> {
         let mut guard = self.conn.lock().await;
         let _mark = MarkUsed(self);
-        let result = tokio::time::timeout(timeout, async {
+        let work = async {
             // A kept connection the node has closed meanwhile (idle timeout, restart) is
             // re-opened before use instead of failing the request: on an idle connection
             // anything ready to read (end of stream, an error, stray bytes) means it is dead.
@@ -382,6 +393,10 @@ impl NodeClient {
                             reason: e.to_string(),
                         }
                     })?;
+                    let stream = Metered {
+                        inner: stream,
+                        moved: self.moved.clone(),
+                    };
                     let mut conn = Framed::new(stream, FrameCodec::new(self.max_frame));
                     if let (true, Some(greeting)) = (greet, &self.greeting.0) {
                         let hello =
@@ -406,14 +421,8 @@ impl NodeClient {
             let reply = self.send_on(&mut conn, payload).await?;
             *guard = Some(conn);
             Ok(reply)
-        })
-        .await;
-        let result = result.unwrap_or_else(|_| {
-            Err(ClientError::Timeout {
-                addr: self.addr.clone(),
-                secs: timeout.as_secs_f64(),
-            })
-        });
+        };
+        let result = self.while_moving(timeout, work).await;
         if result.is_err() {
             // The stream may hold half a reply: never reuse it.
             *guard = None;
@@ -421,10 +430,40 @@ impl NodeClient {
         result
     }
 
+    /// Runs `work` (connecting, sending, reading the reply) for as long as the connection
+    /// moves: it fails with [`ClientError::Timeout`] once a span of `timeout` passes in which
+    /// fewer than [`MIN_PROGRESS`] bytes moved (so a request with nothing back yet fails
+    /// after one span, as a plain timeout), or after [`MAX_SPANS`] spans.
+    async fn while_moving<T>(
+        &self,
+        timeout: Duration,
+        work: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let started = Instant::now();
+        let mut work = std::pin::pin!(work);
+        let mut seen = self.moved.load(Ordering::Relaxed);
+        for _ in 0..MAX_SPANS {
+            match tokio::time::timeout(timeout, work.as_mut()).await {
+                Ok(result) => return result,
+                Err(_) => {
+                    let moved = self.moved.load(Ordering::Relaxed);
+                    if moved.saturating_sub(seen) < MIN_PROGRESS {
+                        break;
+                    }
+                    seen = moved;
+                }
+            }
+        }
+        Err(ClientError::Timeout {
+            addr: self.addr.clone(),
+            secs: started.elapsed().as_secs_f64(),
+        })
+    }
+
     /// Sends one payload on `conn` and reads its reply.
     async fn send_on(
         &self,
-        conn: &mut Framed<Conn, FrameCodec>,
+        conn: &mut Framed<Metered, FrameCodec>,
         payload: &[u8],
     ) -> Result<bytes::Bytes, ClientError> {
         conn.send(payload)
@@ -699,6 +738,125 @@ impl NodeClient {
         {
             Response::Exiting => Ok(()),
             other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+}
+/// A client's connection, counting the bytes it moves both ways into the client's
+/// counter: what tells a slow reply from a stalled one.
+#[derive(Debug)]
+pub(crate) struct Metered {
+    inner: Conn,
+    moved: Arc<AtomicU64>,
+}
+
+impl tokio::io::AsyncRead for Metered {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        self.moved.fetch_add(read as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Metered {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(written)) = &polled {
+            self.moved.fetch_add(*written as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A server that reads one request and answers with a frame of `len` bytes: its header
+    /// and the bytes of `chunks` (each `chunk` bytes long), one every `every`, then holds
+    /// the connection open.
+    async fn paced_server(len: usize, chunk: usize, chunks: usize, every: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 64];
+            let _ = stream.read(&mut request).await;
+            let header = format!("{:<width$}", len, width = crate::frame::HEADER_LEN);
+            stream.write_all(header.as_bytes()).await.unwrap();
+            for _ in 0..chunks {
+                tokio::time::sleep(every).await;
+                if stream.write_all(&vec![b'x'; chunk]).await.is_err() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        });
+        addr
+    }
+
+    /// A reply that keeps moving is read whole however long it takes: 240 KB in 3 s
+    /// under a 1 s timeout.
+    #[tokio::test]
+    async fn a_reply_that_keeps_moving_outlives_the_timeout() {
+        let addr = paced_server(240_000, 4_000, 60, Duration::from_millis(50)).await;
+        let client = NodeClient::new(addr).with_timeout(Duration::from_secs(1));
+        let started = Instant::now();
+        let reply = client.raw(b"get").await.unwrap();
+        assert_eq!(reply.len(), 240_000);
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "paced over 3 s"
+        );
+    }
+
+    /// A reply that stops moving fails one timeout after it stopped.
+    #[tokio::test]
+    async fn a_reply_that_stalls_times_out() {
+        let addr = paced_server(240_000, 40_000, 1, Duration::from_millis(10)).await;
+        let client = NodeClient::new(addr).with_timeout(Duration::from_millis(300));
+        match client.raw(b"get").await {
+            Err(ClientError::Timeout { secs, .. }) => assert!(secs < 30.0 * 0.3, "{secs}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A peer trickling a reply forever holds a request at most `MAX_SPANS` timeouts.
+    #[tokio::test]
+    async fn a_trickled_reply_is_cut_off_after_the_most_spans() {
+        let addr = paced_server(50_000_000, 8_192, usize::MAX, Duration::from_millis(5)).await;
+        let client = NodeClient::new(addr).with_timeout(Duration::from_millis(50));
+        let call = tokio::time::timeout(Duration::from_secs(60), client.raw(b"get"));
+        match call.await.expect("the request ended") {
+            Err(ClientError::Timeout { secs, .. }) => {
+                assert!(secs < f64::from(MAX_SPANS + 1) * 0.05 + 1.0, "{secs}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

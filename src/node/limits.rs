@@ -39,7 +39,9 @@ pub(crate) const MAX_RELAYS_IN_FLIGHT: usize = 4;
 pub(crate) const KNOWN_PER_LINK: usize = 64;
 /// Most manual links (`add_peer`), which do not count against `--max-outbound`.
 pub(crate) const MAX_MANUAL: usize = 8;
-/// Timeout of a peer's requests (handshake, ping, relay, one batch of a sync).
+/// Timeout of a peer's requests (handshake, ping, relay, one batch of a sync): a request
+/// fails when this long passes in which its connection moved under 4 KiB (see
+/// `NodeClient`), so a big reply over a slow link is read as long as it keeps moving.
 pub(crate) const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Invalid blocks from one peer before it is dropped.
 pub const MAX_STRIKES: u32 = 5;
