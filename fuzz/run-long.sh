@@ -36,3 +36,10 @@ for target in "${targets[@]}"; do
         | grep -E "^Done|^stat::number_of_executed_units|^INFO: fuzzed for|^==.*ERROR|^SUMMARY" || true
     echo "$target: $(( $(date +%s) - start )) s"
 done
+# node_session's nodes live in directories named by process (powchain-fuzz-<pid>-*), which
+# libFuzzer's last processes end without removing: remove those of ended processes.
+for dir in /dev/shm/powchain-fuzz-* "${TMPDIR:-/tmp}"/powchain-fuzz-*; do
+    [ -d "$dir" ] || continue
+    pid="${dir##*/powchain-fuzz-}"
+    [ -d "/proc/${pid%%-*}" ] || rm -rf "$dir"
+done
