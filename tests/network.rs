@@ -297,18 +297,23 @@ fn store_chain(dir: &std::path::Path, n: usize) {
     store.replace_from(0, &chain.to_vec()[1..]).unwrap();
 }
 
+/// A network of no nodes yet, at difficulty 0, whose nodes log at debug level.
+async fn empty_debug_network(topology: Topology) -> TestNetwork {
+    network(
+        Options::new(0)
+            .difficulty(0)
+            .topology(topology)
+            .log_filter("powchain=debug"),
+    )
+    .await
+}
+
 /// Node 0 holding a stored chain of `n` blocks at difficulty 0, and node 1, new, linked
 /// to it, with debug logs; the store's directory must live as long as the network.
 async fn a_source_and_a_new_node(n: usize) -> (TestNetwork, tempfile::TempDir) {
     let stored = tempfile::tempdir().unwrap();
     store_chain(stored.path(), n);
-    let mut net = network(
-        Options::new(0)
-            .difficulty(0)
-            .topology(Topology::Line)
-            .log_filter("powchain=debug"),
-    )
-    .await;
+    let mut net = empty_debug_network(Topology::Line).await;
     net.add_node(&["--data-dir", stored.path().to_str().unwrap()])
         .await
         .unwrap();
@@ -348,13 +353,7 @@ async fn a_new_node_syncs_a_chain_of_several_batches() {
 /// and a new node syncs the whole chain from it, a reply at a time.
 #[tokio::test]
 async fn a_chain_bigger_than_a_frame_syncs_in_replies_that_fit() {
-    let mut net = network(
-        Options::new(0)
-            .difficulty(0)
-            .topology(Topology::Isolated)
-            .log_filter("powchain=debug"),
-    )
-    .await;
+    let mut net = empty_debug_network(Topology::Isolated).await;
     net.add_node(&["--max-frame", "1000000"]).await.unwrap();
     net.add_node(&[]).await.unwrap();
     let source = net.client(0);
